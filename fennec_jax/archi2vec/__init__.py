@@ -1,0 +1,1 @@
+"""archi2vec: architecture graphs from jaxprs and their embeddings."""

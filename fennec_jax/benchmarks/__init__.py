@@ -1,0 +1,1 @@
+"""Ground-truth benchmarks (public tables, the offline benchmark) and evaluation."""

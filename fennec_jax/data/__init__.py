@@ -1,0 +1,1 @@
+"""Task data: sources, class-balanced probe sampling, offline task suite."""

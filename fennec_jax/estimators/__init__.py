@@ -1,0 +1,1 @@
+"""Transferability estimators (LogME, LEEP, SFDA, ...) batched over models."""

@@ -1,0 +1,1 @@
+"""convnext architectures (torchvision/timm-compatible layouts); filled in by the models work."""

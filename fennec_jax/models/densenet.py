@@ -1,0 +1,1 @@
+"""densenet architectures (torchvision/timm-compatible layouts); filled in by the models work."""

@@ -1,0 +1,1 @@
+"""mobilenet architectures (torchvision/timm-compatible layouts); filled in by the models work."""

@@ -1,0 +1,1 @@
+"""Proxy feature extraction: a large vision model run over a task's images."""
