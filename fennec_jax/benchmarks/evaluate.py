@@ -1,0 +1,454 @@
+"""The leave-one-task-out evaluation protocol (`fennec evaluate`).
+
+For every target task: hide its column from the history the methods see; for
+each K in `k_shots` and each of `num_seeds` seeds, draw K of the target's
+models at random whose scores are revealed (the SAME draws for every method,
+seeded by (seed, target, K)); every method predicts a score for every model;
+Pearson, weighted tau and top-1 regret are computed on the UNOBSERVED models
+only. Per-target values are averaged over seeds; a `MEAN` row averages them
+over targets (for `transfergraph_image`, over the 8 targets its paper
+reports, so the numbers compare with the published ones).
+
+Methods are `fennec_jax.benchmarks.baselines.Method` callables; the
+transfer space enters as `fennec_space` (fit once per target on the other
+tasks, all draws folded in as one batch).
+"""
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+import os
+import time
+from typing import Any
+import zlib
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fennec_jax import metrics
+from fennec_jax.benchmarks import baselines
+from fennec_jax.benchmarks import report
+
+METRICS = report.METRICS
+MEAN = report.MEAN
+DEFAULT_K_SHOTS = (0, 1, 3, 5, 10)
+DEFAULT_NUM_SEEDS = 10
+
+# Targets each public benchmark's paper reports (the MEAN row is over these
+# unless `all_targets`); TransferGraph's result_analysis/*.csv columns.
+REPORTED_TARGETS = {
+    'transfergraph_image': (
+        'stanfordcars', 'svhn', 'caltech101', 'pets', 'cifar100', 'flowers',
+        'smallnorb_label_elevation', 'dtd'),
+    'transfergraph_text': (
+        'rotten_tomatoes', 'tweet_eval/irony', 'tweet_eval/sentiment',
+        'tweet_eval/offensive', 'glue/cola', 'glue/sst2', 'tweet_eval/hate',
+        'tweet_eval/emotion'),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One line of `results.csv`: a method at one K on one target."""
+  method: str
+  k_shot: int
+  target: str
+  pearson: float
+  weighted_tau: float
+  top1_regret: float
+
+
+@dataclasses.dataclass
+class Results:
+  """Output of `evaluate`.
+
+  Attributes:
+    rows: seed-averaged rows for every (method, K, target), then the `MEAN`
+      rows (one per method and K), in method, K, target order.
+    per_seed: `{(method, k_shot, target): {metric: [num_seeds] array}}`.
+    targets: the evaluated targets, in order.
+    benchmark: the history's name.
+  """
+  rows: list[Row]
+  per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]]
+  targets: list[str]
+  benchmark: str
+
+  def per_target(self, method: str, k_shot: int,
+                 metric: str) -> np.ndarray:
+    """`[targets]` seed-averaged values of one metric (no MEAN row)."""
+    out = [getattr(r, metric) for r in self.rows
+           if r.method == method and r.k_shot == k_shot and r.target != MEAN]
+    return np.asarray(out, np.float64)
+
+  def mean(self, method: str, k_shot: int, metric: str) -> float:
+    """The `MEAN` row's value of one metric."""
+    for r in self.rows:
+      if r.method == method and r.k_shot == k_shot and r.target == MEAN:
+        return float(getattr(r, metric))
+    raise KeyError(f'no MEAN row for method {method!r} at K={k_shot}.')
+
+  @property
+  def methods(self) -> list[str]:
+    return list(dict.fromkeys(r.method for r in self.rows))
+
+  @property
+  def k_shots(self) -> list[int]:
+    return sorted({r.k_shot for r in self.rows})
+
+
+def draw_observed(target_mask: np.ndarray, k_shot: int, num_seeds: int,
+                  target: str, seed: int = 0) -> np.ndarray:
+  """Draws which K models of the target are observed, for every seed.
+
+  Depends only on (seed, seed index, target name, K), never on the method,
+  so every method sees the same draws.
+
+  Args:
+    target_mask: `[M]` bool, models with a true score on the target.
+    k_shot: K, models revealed per draw.
+    num_seeds: number of independent draws.
+    target: the target's task id (part of the RNG seed).
+    seed: the root seed.
+
+  Returns:
+    `[num_seeds, M]` bool, True for the K observed models of each draw.
+
+  Raises:
+    ValueError: if K is negative or leaves fewer than 2 unobserved models.
+  """
+  target_mask = np.asarray(target_mask, bool)
+  available = np.flatnonzero(target_mask)
+  if k_shot < 0:
+    raise ValueError(f'k_shot must be >= 0, got {k_shot}.')
+  if k_shot > len(available) - 2:
+    raise ValueError(
+        f'K={k_shot} is larger than the models available on target '
+        f'{target!r}: it has {len(available)} models with a score and at '
+        f'least 2 must stay unobserved to score a ranking (valid K: 0..'
+        f'{max(len(available) - 2, 0)}).')
+  out = np.zeros((num_seeds, len(target_mask)), bool)
+  tag = zlib.crc32(target.encode('utf-8'))
+  for s in range(num_seeds):
+    rng = np.random.default_rng([seed, s, tag, k_shot])
+    out[s, rng.choice(available, size=k_shot, replace=False)] = True
+  return out
+
+
+def without_task(history: Any, j: int) -> Any:
+  """The history with task column `j` removed (all that methods may see)."""
+  keep = np.arange(len(history.task_ids)) != j
+  return history.subset(tasks=keep)
+
+
+@jax.jit
+def _metrics(pred: jax.Array, true: jax.Array,
+             eval_mask: jax.Array) -> dict[str, jax.Array]:
+  """Metrics of `[methods, B, M]` predictions on `[B, M]` masked models."""
+
+  def one(p, m):
+    return {
+        'pearson': metrics.pearson(p, true, mask=m),
+        'weighted_tau': metrics.weighted_tau(p, true, mask=m),
+        'top1_regret': metrics.top_k_regret(p, true, k=1, mask=m),
+    }
+
+  return jax.vmap(jax.vmap(one, in_axes=(0, 0)), in_axes=(0, None))(
+      pred, eval_mask)
+
+
+def _standardize(pred: np.ndarray, eval_mask: np.ndarray) -> np.ndarray:
+  """Shifts/scales each prediction row (order-preserving) for float32 math.
+
+  Raw estimator scores span very different ranges (Reg-H-Score ~30, LogME
+  ~1); all metrics are invariant to a positive affine map of the predictions,
+  so this only protects the float32 computation.
+  """
+  m = eval_mask
+  cnt = np.maximum(m.sum(-1, keepdims=True), 1)
+  mean = np.where(m, pred, 0.0).sum(-1, keepdims=True) / cnt
+  std = np.sqrt((np.where(m, pred - mean, 0.0) ** 2).sum(-1, keepdims=True)
+                / cnt)
+  return (pred - mean) / np.where(std > 0, std, 1.0)
+
+
+def default_targets(history: Any, all_targets: bool = False) -> list[str]:
+  """The targets evaluated by default: the ones the benchmark's paper reports.
+
+  Args:
+    history: the History.
+    all_targets: evaluate every task instead.
+
+  Returns:
+    Task ids, in the history's order unless the benchmark's paper fixes one.
+  """
+  reported = REPORTED_TARGETS.get(getattr(history, 'name', ''))
+  if all_targets or not reported:
+    return list(history.task_ids)
+  missing = [t for t in reported if t not in history.task_ids]
+  if missing:
+    raise ValueError(f'benchmark {history.name!r} lacks reported targets '
+                     f'{missing}; tasks: {list(history.task_ids)}')
+  return list(reported)
+
+
+def evaluate(
+    history: Any,
+    methods: Mapping[str, baselines.Method],
+    k_shots: Sequence[int] = DEFAULT_K_SHOTS,
+    num_seeds: int = DEFAULT_NUM_SEEDS,
+    targets: Sequence[str] | None = None,
+    seed: int = 0,
+) -> Results:
+  """Runs the leave-one-task-out protocol.
+
+  Args:
+    history: a History (model_ids, task_ids, scores [M, T], mask [M, T]).
+    methods: method name -> `baselines.Method`.
+    k_shots: the K values (models of the target revealed to the methods).
+    num_seeds: draws per (target, K); the protocol asks for >= 10.
+    targets: task ids to evaluate; default `default_targets(history)`.
+    seed: root seed of the draws.
+
+  Returns:
+    The `Results`. A method that cannot score a target (an estimator without
+    scores there) has no row for it, which is logged.
+
+  Raises:
+    ValueError: unknown targets, bad K, no methods, or a method returning a
+      wrong shape or non-finite predictions.
+  """
+  if not methods:
+    raise ValueError('no methods to evaluate.')
+  if num_seeds < 1:
+    raise ValueError(f'num_seeds must be >= 1, got {num_seeds}.')
+  k_shots = [int(k) for k in k_shots]
+  if not k_shots or len(set(k_shots)) != len(k_shots):
+    raise ValueError(f'k_shots must be non-empty and distinct: {k_shots}.')
+  task_ids = list(history.task_ids)
+  targets = list(targets) if targets is not None else default_targets(history)
+  unknown = [t for t in targets if t not in task_ids]
+  if unknown:
+    raise ValueError(f'unknown targets {unknown}; tasks: {task_ids}')
+  scores = np.asarray(history.scores, np.float64)
+  mask = np.asarray(history.mask, bool)
+  num_models = scores.shape[0]
+  names = list(methods)
+
+  per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
+  for target in targets:
+    start = time.perf_counter()
+    j = task_ids.index(target)
+    train = without_task(history, j)
+    true = np.where(mask[:, j], scores[:, j], 0.0)
+    obs = np.concatenate([
+        draw_observed(mask[:, j], k, num_seeds, target, seed) for k in k_shots
+    ])  # [K * S, M]
+    observed = np.where(obs, true[None, :], np.nan)
+    eval_mask = mask[:, j][None, :] & ~obs
+    usable = [n for n in names if baselines.has_target(methods[n], target)]
+    skipped = sorted(set(names) - set(usable))
+    if skipped:
+      logging.info('target %s: %s have no scores there; skipped.', target,
+                   skipped)
+    if not usable:
+      continue
+    preds = []
+    for name in usable:
+      pred = np.asarray(methods[name](train, target, observed.copy()),
+                        np.float64)
+      if pred.shape != obs.shape:
+        raise ValueError(f'method {name!r} returned shape {pred.shape} on '
+                         f'target {target!r}; expected {obs.shape}.')
+      if not np.isfinite(np.where(eval_mask, pred, 0.0)).all():
+        raise ValueError(f'method {name!r} returned non-finite predictions '
+                         f'on target {target!r}.')
+      preds.append(_standardize(np.where(eval_mask, pred, 0.0), eval_mask))
+    out = _metrics(jnp.asarray(np.stack(preds), jnp.float32),
+                   jnp.asarray(true, jnp.float32), jnp.asarray(eval_mask))
+    out = {k: np.asarray(v, np.float64).reshape(len(usable), len(k_shots),
+                                                num_seeds)
+           for k, v in out.items()}
+    for a, name in enumerate(usable):
+      for b, k in enumerate(k_shots):
+        per_seed[(name, k, target)] = {m: out[m][a, b] for m in METRICS}
+    logging.info('target %s: %d methods x %d draws on %d models in %.2fs',
+                 target, len(usable), obs.shape[0], num_models,
+                 time.perf_counter() - start)
+
+  rows = []
+  for name in names:
+    for k in k_shots:
+      got = [t for t in targets if (name, k, t) in per_seed]
+      if not got:
+        continue
+      vals = {t: {m: float(np.mean(per_seed[(name, k, t)][m]))
+                  for m in METRICS} for t in got}
+      rows.extend(Row(name, k, t, **vals[t]) for t in got)
+      rows.append(Row(name, k, MEAN, **{
+          m: float(np.mean([vals[t][m] for t in got])) for m in METRICS}))
+  return Results(rows=rows, per_seed=per_seed, targets=targets,
+                 benchmark=getattr(history, 'name', ''))
+
+
+# -- methods, loading and the end-to-end run -----------------------------------
+
+FENNEC_SPACE = 'fennec_space'
+
+
+def space_method(space_config: Mapping[str, Any] | None = None,
+                 seed: int = 0) -> baselines.Method:
+  """`Method` `fennec_space`: the transfer space fit on the training tasks.
+
+  The space is fit once per call (i.e. once per target, as it depends on
+  neither K nor the draw); all draws are folded in as one batch, K = 0
+  giving the prior.
+
+  Args:
+    space_config: overrides of `fennec_jax.space.SpaceConfig` fields.
+    seed: the space's seed.
+
+  Returns:
+    The method.
+  """
+  from fennec_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+
+  overrides = dict(space_config or {})
+  overrides.setdefault('seed', seed)
+  config = space_lib.SpaceConfig(**overrides)
+
+  def method(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+    del target
+    fitted = space_lib.fit(train.scores, train.mask, config)
+    obs_mask = ~np.isnan(observed)
+    fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
+    return np.asarray(fold.predicted, np.float64)
+
+  return method
+
+
+def build_methods(
+    history: Any,
+    names: Sequence[str] | None = None,
+    baseline_scores: Mapping[str, Any] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, baselines.Method]:
+  """The protocol's methods for `history`, optionally restricted to `names`.
+
+  Args:
+    history: the evaluated History.
+    names: method names to keep (default: all that apply).
+    baseline_scores: raw estimator scores by method name.
+    space_config: `SpaceConfig` overrides for `fennec_space`.
+    seed: seed of the transfer space.
+
+  Returns:
+    Name -> method, baselines first, `fennec_space` last.
+
+  Raises:
+    ValueError: a requested name that does not apply, listing the valid ones.
+  """
+  methods = baselines.baseline_methods(history, baseline_scores)
+  methods[FENNEC_SPACE] = space_method(space_config, seed)
+  if names:
+    unknown = [n for n in names if n not in methods]
+    if unknown:
+      raise ValueError(f'unknown or inapplicable methods {unknown} for '
+                       f'{getattr(history, "name", "")!r}; valid: '
+                       f'{list(methods)}')
+    methods = {n: methods[n] for n in names}
+  return methods
+
+
+def load_history(benchmark: str | None = None,
+                 history_path: str | None = None) -> tuple[Any, dict]:
+  """A bundled benchmark (with its shipped estimator scores) or a CSV file.
+
+  Args:
+    benchmark: a name from `fennec_jax.benchmarks.list_benchmarks()`.
+    history_path: a long-format CSV (`model,task,score`, see
+      `fennec_jax.history`).
+
+  Returns:
+    `(history, baseline_scores)`; baseline scores are empty for a CSV.
+
+  Raises:
+    ValueError: if not exactly one of the two is given.
+  """
+  if bool(benchmark) == bool(history_path):
+    raise ValueError('give exactly one of --benchmark or --history, got '
+                     f'benchmark={benchmark!r}, history={history_path!r}.')
+  from fennec_jax import benchmarks  # pylint: disable=g-import-not-at-top
+  from fennec_jax import history as history_lib  # pylint: disable=g-import-not-at-top
+  if history_path:
+    return history_lib.History.read_csv(history_path), {}
+  history = benchmarks.load_benchmark(benchmark)
+  return history, dict(benchmarks.load_baseline_scores(benchmark))
+
+
+def run(
+    out_dir: str,
+    benchmark: str | None = None,
+    history_path: str | None = None,
+    k_shots: Sequence[int] = DEFAULT_K_SHOTS,
+    num_seeds: int = DEFAULT_NUM_SEEDS,
+    targets: Sequence[str] | None = None,
+    all_targets: bool = False,
+    methods: Sequence[str] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[Results, dict[str, str]]:
+  """Loads a history, runs the protocol and writes CSV, markdown and PNG.
+
+  This is the one library function behind `fennec evaluate` and
+  `experiments/main.py --config=experiments/configs/evaluate.py`.
+
+  Args:
+    out_dir: where `results.{csv,md,png}` go (created).
+    benchmark: bundled benchmark name (exclusive with `history_path`).
+    history_path: long-format CSV file.
+    k_shots: K values.
+    num_seeds: draws per (target, K).
+    targets: task ids; default: the benchmark's reported targets, or all.
+    all_targets: evaluate every task (ignored if `targets` is given).
+    methods: method names to run (default all that apply).
+    space_config: `SpaceConfig` overrides.
+    seed: root seed (draws and space).
+
+  Returns:
+    `(results, paths)`.
+  """
+  start = time.perf_counter()
+  history, baseline_scores = load_history(benchmark, history_path)
+  logging.info('evaluating %r', history)
+  method_fns = build_methods(history, methods, baseline_scores, space_config,
+                             seed)
+  if not targets:
+    targets = default_targets(history, all_targets)
+  results = evaluate(history, method_fns, k_shots=k_shots,
+                     num_seeds=num_seeds, targets=targets, seed=seed)
+  paths = report.write_all(results, out_dir)
+  logging.info('evaluate: %d targets, %d methods in %.1fs', len(targets),
+               len(method_fns), time.perf_counter() - start)
+  return results, paths
+
+
+def run_from_config(config: Any, workdir: str) -> tuple[Results,
+                                                        dict[str, str]]:
+  """`run` driven by an `experiments/configs/evaluate.py` ConfigDict."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  return run(
+      out_dir=workdir,
+      benchmark=config.benchmark or None,
+      history_path=config.history or None,
+      k_shots=tuple(config.k_shots),
+      num_seeds=config.num_seeds,
+      targets=tuple(config.targets) or None,
+      all_targets=config.all_targets,
+      methods=tuple(config.methods) or None,
+      space_config=config.space.to_dict(),
+      seed=config.seed)

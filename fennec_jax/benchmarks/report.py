@@ -1,0 +1,142 @@
+"""Writes evaluation results: CSV, markdown with bootstrap intervals, PNG plot.
+
+The 95% intervals are percentile bootstraps over targets: targets are the
+unit of replication of the protocol (seeds are already averaged within a
+target), so the interval says how much the mean would move with another
+sample of tasks.
+"""
+
+from collections.abc import Sequence
+import csv
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+
+# The protocol's metrics, in CSV column order; `MEAN` is the across-target row.
+METRICS = ('pearson', 'weighted_tau', 'top1_regret')
+MEAN = 'MEAN'
+CSV_COLUMNS = ('method', 'k_shot', 'target') + METRICS
+
+
+def bootstrap_ci(values: Sequence[float], num_resamples: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+  """Percentile bootstrap interval of the mean.
+
+  Args:
+    values: per-target values.
+    num_resamples: bootstrap resamples.
+    level: coverage of the interval.
+    seed: RNG seed (the interval is deterministic given it).
+
+  Returns:
+    `(low, high)`; both equal the value for a single target.
+
+  Raises:
+    ValueError: if `values` is empty or not finite.
+  """
+  values = np.asarray(values, np.float64)
+  if values.ndim != 1 or not values.size:
+    raise ValueError(f'need a non-empty 1-D list of values, got {values!r}.')
+  if not np.isfinite(values).all():
+    raise ValueError(f'values must be finite, got {values!r}.')
+  rng = np.random.default_rng(seed)
+  idx = rng.integers(0, len(values), size=(num_resamples, len(values)))
+  means = values[idx].mean(1)
+  alpha = (1.0 - level) / 2.0
+  return (float(np.quantile(means, alpha)),
+          float(np.quantile(means, 1.0 - alpha)))
+
+
+def write_csv(results: Any, path: str) -> None:
+  """Writes one row per (method, K, target) plus the `MEAN` rows."""
+  with open(path, 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(CSV_COLUMNS)
+    for r in results.rows:
+      w.writerow([r.method, r.k_shot, r.target] +
+                 [f'{getattr(r, m):.6f}' for m in METRICS])
+
+
+def markdown_table(results: Any) -> str:
+  """One line per method and K: mean [95% CI] of each metric over targets."""
+  head = ['method', 'K'] + [f'{m} (mean [95% CI])'
+                            for m in METRICS] + ['targets']
+  lines = [
+      f'Leave-one-task-out on `{results.benchmark}`: metrics on the unobserved '
+      f'models, averaged over seeds, then over targets '
+      f'({", ".join(results.targets)}); 95% percentile bootstrap over '
+      'targets.',
+      '',
+      '| ' + ' | '.join(head) + ' |',
+      '|' + '---|' * len(head),
+  ]
+  for k in results.k_shots:
+    for method in results.methods:
+      vals = {m: results.per_target(method, k, m)
+              for m in METRICS}
+      if not len(vals['pearson']):
+        continue
+      cells = [method, str(k)]
+      for m in METRICS:
+        lo, hi = bootstrap_ci(vals[m])
+        cells.append(f'{results.mean(method, k, m):.3f} [{lo:.3f}, {hi:.3f}]')
+      cells.append(str(len(vals['pearson'])))
+      lines.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def write_markdown(results: Any, path: str) -> None:
+  with open(path, 'w') as f:
+    f.write(markdown_table(results))
+
+
+def write_plot(results: Any, path: str) -> None:
+  """Mean weighted tau and Pearson vs K per method, with bootstrap bands."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  ks = results.k_shots
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  for ax, metric in zip(axes, ('weighted_tau', 'pearson')):
+    for method in results.methods:
+      xs, ys, lo, hi = [], [], [], []
+      for k in ks:
+        v = results.per_target(method, k, metric)
+        if not len(v):
+          continue
+        a, b = bootstrap_ci(v)
+        xs.append(k)
+        ys.append(results.mean(method, k, metric))
+        lo.append(a)
+        hi.append(b)
+      if not xs:
+        continue
+      (line,) = ax.plot(xs, ys, marker='o', label=method)
+      ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    ax.set_xlabel('K (observed models of the target)')
+    ax.set_ylabel(f'mean {metric}')
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f'{results.benchmark}: leave one task out')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_all(results: Any, out_dir: str) -> dict[str, str]:
+  """Writes `results.csv`, `results.md` and `results.png` into `out_dir`.
+
+  Returns:
+    `{'csv': path, 'md': path, 'png': path}`.
+  """
+  os.makedirs(out_dir, exist_ok=True)
+  paths = {ext: os.path.join(out_dir, f'results.{ext}')
+           for ext in ('csv', 'md', 'png')}
+  write_csv(results, paths['csv'])
+  write_markdown(results, paths['md'])
+  write_plot(results, paths['png'])
+  logging.info('wrote %s', ', '.join(paths.values()))
+  return paths

@@ -1,0 +1,57 @@
+"""`fennec evaluate`: the leave-one-task-out protocol on a history.
+
+  fennec evaluate --benchmark=transfergraph_image --out=runs/evaluate
+  fennec evaluate --history=my_scores.csv --k_shots=0,1,5 --seeds=10 --out=DIR
+
+Writes DIR/results.csv (`method,k_shot,target,pearson,weighted_tau,
+top1_regret`, plus `MEAN` rows), DIR/results.md (95% bootstrap intervals over
+targets) and DIR/results.png. All logic is in
+`fennec_jax.benchmarks.evaluate.run`.
+"""
+
+from absl import flags
+from absl import logging
+
+from fennec_jax.benchmarks import evaluate as evaluate_lib
+
+_BENCHMARK = flags.DEFINE_string(
+    'benchmark', None, 'Bundled benchmark name (see '
+    'fennec_jax.benchmarks.list_benchmarks()); or use --history.')
+_HISTORY = flags.DEFINE_string(
+    'history', None, 'Long-format CSV with columns model,task,score.')
+_K_SHOTS = flags.DEFINE_list(
+    'k_shots', ['0', '1', '3', '5', '10'],
+    'K values: models of the target whose scores are revealed.')
+_SEEDS = flags.DEFINE_integer('seeds', 10, 'Random draws per target and K.')
+_OUT = flags.DEFINE_string('out', 'runs/evaluate', 'Output directory.')
+_ALL_TARGETS = flags.DEFINE_boolean(
+    'all_targets', False, 'Evaluate every task, not only the targets the '
+    "benchmark's paper reports.")
+_TARGETS = flags.DEFINE_list('targets', None, 'Explicit target task ids.')
+_METHODS = flags.DEFINE_list(
+    'methods', None, 'Methods to run (default: every one that applies).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Root seed of draws and space.')
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  try:
+    k_shots = [int(k) for k in _K_SHOTS.value]
+  except ValueError:
+    raise ValueError(f'--k_shots must be integers, got {_K_SHOTS.value}.'
+                     ) from None
+  results, paths = evaluate_lib.run(
+      out_dir=_OUT.value,
+      benchmark=_BENCHMARK.value,
+      history_path=_HISTORY.value,
+      k_shots=k_shots,
+      num_seeds=_SEEDS.value,
+      targets=_TARGETS.value,
+      all_targets=_ALL_TARGETS.value,
+      methods=_METHODS.value,
+      seed=_SEED.value)
+  del results
+  logging.info('wrote %s', paths)
+  with open(paths['md']) as f:
+    print(f.read())  # The command's user-facing output.
