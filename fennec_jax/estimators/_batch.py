@@ -1,0 +1,90 @@
+"""The machinery that runs one estimator core over many models in one call.
+
+An estimator is a `Spec`: a host-side `prepare` (validates labels and options,
+returns static options and label-derived arrays shared by every model) and a
+pure jnp `core(x, **arrays, **static) -> scalar` for ONE model. `run` stacks
+the models, places them on a mesh (the model axis is sharded when the device
+count divides it), and calls `jit(vmap(core))` once; `batch_size` switches to
+`jax.lax.map(..., batch_size=k)` (still one jitted call) to bound memory.
+Compiled functions are cached per (estimator, static options).
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fennec_jax.estimators import _common
+
+
+class Spec(NamedTuple):
+  """One estimator: its name, host-side `prepare` and per-model `core`.
+
+  `kind` says what the stacked input holds: 'features' ([m, n, d] floats),
+  'source_probs' ([m, n, c_src] probabilities) or 'source_labels' ([m, n]
+  integer source-class predictions).
+  """
+  name: str
+  core: Callable[..., jnp.ndarray]
+  prepare: Callable[..., tuple[dict[str, Any], dict[str, Any]]]
+  kind: str = 'features'
+  doc: str = ''
+  default_batch_size: int | None = None
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(name: str, core: Callable, static: tuple, batch_size: int | None,
+              sharded: bool):
+  del name  # Part of the cache key only.
+  fn = functools.partial(core, **dict(static))
+
+  def batched(stack, arrays):
+    if batch_size is None:
+      return jax.vmap(lambda x: fn(x, **arrays))(stack)
+    return jax.lax.map(lambda x: fn(x, **arrays), stack, batch_size=batch_size)
+
+  if not sharded:
+    return jax.jit(batched)
+  mesh = jax.make_mesh((jax.device_count(),), ('models',))
+  model_sharding = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec('models'))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return jax.jit(batched, in_shardings=(model_sharding, replicated),
+                 out_shardings=model_sharding)
+
+
+def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
+        options: dict[str, Any]) -> np.ndarray:
+  """Scores m models whose inputs are stacked in `stack` ([m, n, ...]).
+
+  Args:
+    spec: the estimator.
+    stack: [m, n, d] features (or [m, n, c] source probabilities, or [m, n]
+      source labels), already validated.
+    labels: [n] target labels (validated by `spec.prepare`).
+    options: estimator options; `batch_size` (models per vmapped chunk) is
+      consumed here.
+
+  Returns:
+    [m] float64 NumPy scores.
+  """
+  options = dict(options)
+  batch_size = options.pop('batch_size', spec.default_batch_size)
+  static, arrays = spec.prepare(stack, labels, **options)
+  m = stack.shape[0]
+  sharded = jax.device_count() > 1 and m % jax.device_count() == 0
+  fn = _compiled(spec.name, spec.core, tuple(sorted(static.items())),
+                 None if batch_size is None else int(batch_size), sharded)
+  scores = np.asarray(jax.device_get(fn(jnp.asarray(stack), arrays)),
+                      dtype=np.float64)
+  bad = np.flatnonzero(~np.isfinite(scores))
+  if bad.size:
+    logging.warning('%s: non-finite score for model(s) %s; see the '
+                    'estimator docstring for its degenerate cases.',
+                    spec.name, bad.tolist()[:20])
+  _common.warn_if_all_equal(spec.name, scores)
+  return scores
