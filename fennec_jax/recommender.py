@@ -1,0 +1,487 @@
+"""Fennec: fit a transfer space on a history, recommend models for new tasks.
+
+`Fennec.fit(history, task_embeddings=...)` fits the transfer space
+(`fennec_jax.space`: raw score of model m on task t = phi[m] . w_t) and, when
+task embeddings (e.g. proxy image embeddings) of the historical tasks are
+given, a ridge map from an embedding to the task's weight vector w. A new task
+is then described by
+
+* its embedding only: w ~ N(ridge(e), C_e), with C_e the covariance of the
+  ridge's leave-one-task-out residuals (so the prior is as wide as the map is
+  wrong on held-out tasks);
+* K observed scores only: the space's population prior, updated by the K
+  scores (Bayesian linear regression, as `TransferSpace.fold_in`);
+* both: the embedding prior updated by the K scores;
+* neither: the population prior (documented fallback: roughly popularity).
+
+`recommend` does this for many tasks at once: one batched posterior and one
+`[B, d] @ [d, M]` matmul give every model's predicted score and its
+uncertainty; the top models are returned ranked.
+
+`save`/`load` use orbax (`ocp.StandardCheckpointer`) for the arrays plus a
+JSON file with the configuration and ids; loading with another configuration
+is a clear error.
+"""
+
+from collections.abc import Mapping, Sequence
+import dataclasses
+import json
+import os
+from typing import Any, NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fennec_jax import space as space_lib
+
+_META_FILE = 'fennec.json'
+_STATE_DIR = 'state'
+_FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FennecConfig:
+  """How Fennec is fit.
+
+  Attributes:
+    space: the transfer space's configuration.
+    ridge_grid: candidate ridge penalties of the embedding -> task-vector
+      map (standardized embeddings); the one with the lowest leave-one-task-
+      out error is used.
+    prior_shrinkage: the embedding prior's covariance is (1 - a) C + a
+      diag(C) of the leave-one-out residual covariance C.
+  """
+  space: space_lib.SpaceConfig = space_lib.SpaceConfig()
+  ridge_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+  prior_shrinkage: float = 0.1
+
+  def to_json(self) -> dict[str, Any]:
+    return {'space': dataclasses.asdict(self.space),
+            'ridge_grid': list(self.ridge_grid),
+            'prior_shrinkage': self.prior_shrinkage}
+
+  @classmethod
+  def from_json(cls, data: Mapping[str, Any]) -> 'FennecConfig':
+    return cls(space=space_lib.SpaceConfig(**data['space']),
+               ridge_grid=tuple(data['ridge_grid']),
+               prior_shrinkage=data['prior_shrinkage'])
+
+
+class Recommendation(NamedTuple):
+  """Ranked models for B tasks.
+
+  Attributes:
+    model_ids: [B][top] model ids, best first.
+    indices: [B, top] their rows in the repository.
+    predicted: [B, top] predicted scores (the history's score units).
+    std: [B, top] predictive standard deviations.
+    all_predicted: [B, M] predicted score of every model.
+    all_std: [B, M] their standard deviations.
+    vectors: [B, d] the tasks' posterior mean weight vectors.
+  """
+  model_ids: list[list[str]]
+  indices: np.ndarray
+  predicted: np.ndarray
+  std: np.ndarray
+  all_predicted: np.ndarray
+  all_std: np.ndarray
+  vectors: np.ndarray
+
+
+@jax.jit
+def _posterior(phi, chol, noise_var, mean, scores, mask):
+  """Per-task Gaussian prior N(mean[b], chol chol^T) updated by masked scores.
+
+  Args:
+    phi: [M, d] model features.
+    chol: [d, d] lower Cholesky factor of the prior covariance.
+    noise_var: [] noise variance of a score.
+    mean: [B, d] prior means.
+    scores: [B, M] observed scores (0 where unobserved).
+    mask: [B, M] float, 1 where observed.
+
+  Returns:
+    (w [B, d], predicted [B, M], std [B, M]).
+  """
+  x = phi @ chol
+  resid = (scores - mean @ phi.T) * mask
+  gram = jnp.einsum('bm,mi,mj->bij', mask, x, x)
+  z, chol_a = space_lib.fold_in_posterior(gram, resid @ x, noise_var)
+  w = mean + z @ chol.T
+  predicted = w @ phi.T
+  h = jax.scipy.linalg.solve_triangular(
+      chol_a, jnp.broadcast_to(x.T, (w.shape[0],) + x.T.shape), lower=True)
+  std = jnp.sqrt(jnp.sum(h ** 2, axis=1) + noise_var)
+  return w, predicted, std
+
+
+def _chol(cov: np.ndarray) -> np.ndarray:
+  d = cov.shape[0]
+  jitter = 1e-6 * max(np.trace(cov) / d, 1e-12)
+  return np.linalg.cholesky(cov + jitter * np.eye(d))
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, grid: Sequence[float]
+              ) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
+  """Ridge regression y ~ x with the penalty chosen by exact LOO error.
+
+  Inputs are standardized with the training mean and std; the intercept is
+  the mean of y (not penalized). Solved in the dual (T x T), as there are
+  few tasks and many embedding dimensions.
+
+  Args:
+    x: [T, D] embeddings.
+    y: [T, d] targets (task weight vectors).
+    grid: candidate penalties.
+
+  Returns:
+    (params {'x_mean', 'x_scale', 'y_mean', 'coef' [D, d]}, the chosen
+    penalty, [T, d] leave-one-out residuals at that penalty).
+
+  Raises:
+    ValueError: on fewer than 3 tasks or an empty grid.
+  """
+  x = np.asarray(x, np.float64)
+  y = np.asarray(y, np.float64)
+  t = x.shape[0]
+  if t < 3:
+    raise ValueError(f'need embeddings of at least 3 historical tasks to fit '
+                     f'the embedding map, got {t}.')
+  if not grid:
+    raise ValueError('ridge_grid is empty.')
+  x_mean = x.mean(0)
+  x_scale = x.std(0)
+  x_scale = np.where(x_scale > 0, x_scale, 1.0)
+  xs = (x - x_mean) / x_scale
+  y_mean = y.mean(0)
+  yc = y - y_mean
+  kernel = xs @ xs.T
+  best = None
+  for lam in grid:
+    # Exact hat matrix: the centered ridge plus the unpenalized intercept
+    # (leverage 1/T; the centered kernel annihilates the constant).
+    hat = kernel @ np.linalg.inv(kernel + lam * np.eye(t))
+    resid = yc - hat @ yc
+    lev = np.clip(np.diag(hat) + 1.0 / t, 0.0, 1.0 - 1e-9)
+    loo = resid / (1.0 - lev)[:, None]
+    err = float(np.mean(loo ** 2 / np.maximum(y.var(0), 1e-12)))
+    if best is None or err < best[0]:
+      best = (err, lam, loo)
+  _, lam, loo = best
+  coef = xs.T @ np.linalg.solve(kernel + lam * np.eye(t), yc)
+  params = {'x_mean': x_mean, 'x_scale': x_scale, 'y_mean': y_mean,
+            'coef': coef}
+  return params, float(lam), loo
+
+
+def _ridge_predict(params: Mapping[str, np.ndarray], x: np.ndarray
+                   ) -> np.ndarray:
+  xs = (np.asarray(x, np.float64) - params['x_mean']) / params['x_scale']
+  return params['y_mean'] + xs @ params['coef']
+
+
+class Fennec:
+  """The recommender: transfer space + optional embedding map.
+
+  Example:
+    fennec = Fennec().fit(history, task_embeddings=embeddings)
+    rec = fennec.recommend(task_embeddings=new_embeddings, top=5)
+    fennec.save('/abs/path/ckpt'); Fennec.load('/abs/path/ckpt')
+  """
+
+  def __init__(self, config: FennecConfig = FennecConfig()):
+    config.space.validate()
+    self.config = config
+    self.space: space_lib.TransferSpace | None = None
+    self.model_ids: tuple[str, ...] = ()
+    self.task_ids: tuple[str, ...] = ()
+    self.ridge: dict[str, np.ndarray] | None = None
+    self.ridge_penalty: float | None = None
+    self.embedding_cov: np.ndarray | None = None
+
+  # -- fitting -----------------------------------------------------------------
+
+  def fit(self, history: Any,
+          task_embeddings: Mapping[str, Any] | np.ndarray | None = None
+          ) -> 'Fennec':
+    """Fits the transfer space (and the embedding map) on a history.
+
+    Args:
+      history: a `fennec_jax.History` (scores [M, T] + mask).
+      task_embeddings: optional embeddings of the history's tasks, either a
+        `{task_id: [D]}` mapping (tasks without one are left out of the map,
+        counted in a log line) or a `[T, D]` array in task order.
+
+    Returns:
+      self.
+
+    Raises:
+      ValueError: bad embeddings (unknown task ids, wrong shape, non-finite)
+        or anything `space.fit` rejects.
+    """
+    self.space = space_lib.fit(history.scores, history.mask,
+                               self.config.space)
+    self.model_ids = tuple(history.model_ids)
+    self.task_ids = tuple(history.task_ids)
+    self.ridge = self.ridge_penalty = self.embedding_cov = None
+    if task_embeddings is None:
+      return self
+    rows, emb = self._align_embeddings(task_embeddings)
+    w = np.asarray(self.space.task_vectors(), np.float64)[rows]
+    self.ridge, self.ridge_penalty, loo = fit_ridge(
+        emb, w, self.config.ridge_grid)
+    cov = np.cov(loo, rowvar=False, ddof=1)
+    a = self.config.prior_shrinkage
+    self.embedding_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
+    logging.info('Fennec: embedding map on %d tasks (dim %d), ridge %.3g.',
+                 len(rows), emb.shape[1], self.ridge_penalty)
+    return self
+
+  def _align_embeddings(self, task_embeddings):
+    if isinstance(task_embeddings, Mapping):
+      unknown = sorted(set(task_embeddings) - set(self.task_ids))
+      if unknown:
+        raise ValueError(f'task_embeddings name tasks not in the history: '
+                         f'{unknown[:10]}; tasks: {list(self.task_ids)}')
+      rows = [j for j, t in enumerate(self.task_ids) if t in task_embeddings]
+      missing = len(self.task_ids) - len(rows)
+      if missing:
+        logging.info('Fennec: %d of %d tasks have no embedding; the map is '
+                     'fit on the others.', missing, len(self.task_ids))
+      emb = np.stack([np.asarray(task_embeddings[self.task_ids[j]],
+                                 np.float64) for j in rows])
+    else:
+      emb = np.asarray(task_embeddings, np.float64)
+      if emb.ndim != 2 or emb.shape[0] != len(self.task_ids):
+        raise ValueError(f'task_embeddings must be [T={len(self.task_ids)}, '
+                         f'D] in task order, got shape {emb.shape}.')
+      rows = list(range(len(self.task_ids)))
+    if emb.ndim != 2 or not np.isfinite(emb).all():
+      raise ValueError('task_embeddings must be finite vectors of one '
+                       f'length; got an array of shape {emb.shape}.')
+    return np.asarray(rows), emb
+
+  # -- recommending ------------------------------------------------------------
+
+  def _check_fitted(self):
+    if self.space is None:
+      raise ValueError('Fennec is not fitted: call fit() or load() first.')
+
+  def _observed_arrays(self, observed, num_tasks):
+    """[B, M] scores + bool mask from dicts {model_id: score} or an array."""
+    m = len(self.model_ids)
+    if isinstance(observed, np.ndarray) or (
+        observed and not isinstance(observed[0], Mapping)):
+      arr = np.asarray(observed, np.float64)
+      if arr.ndim != 2 or arr.shape[1] != m:
+        raise ValueError(f'observed scores must be [B, M={m}] with NaN where '
+                         f'unobserved, got shape {arr.shape}.')
+      mask = ~np.isnan(arr)
+      if np.isinf(arr).any():
+        raise ValueError('observed scores must be finite or NaN.')
+      return np.where(mask, arr, 0.0), mask
+    index = {k: i for i, k in enumerate(self.model_ids)}
+    scores = np.zeros((len(observed), m))
+    mask = np.zeros((len(observed), m), bool)
+    for b, obs in enumerate(observed):
+      unknown = sorted(set(obs) - set(index))
+      if unknown:
+        raise ValueError(f'task {b}: model ids not in the repository: '
+                         f'{unknown[:10]} ({m} models, e.g. '
+                         f'{list(self.model_ids[:5])}).')
+      for k, v in obs.items():
+        v = float(v)
+        if not np.isfinite(v):
+          raise ValueError(f'task {b}: score of {k!r} is {v}, not finite.')
+        scores[b, index[k]] = v
+        mask[b, index[k]] = True
+    if num_tasks is not None and len(observed) != num_tasks:
+      raise ValueError(f'{len(observed)} observed-score sets for {num_tasks} '
+                       'embeddings; give one per task.')
+    return scores, mask
+
+  def predict(self, task_embeddings: Any = None, observed: Any = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted scores of every model for B new tasks.
+
+    Args:
+      task_embeddings: optional [B, D] embeddings (needs a fit with
+        embeddings).
+      observed: optional observed scores, a list of B `{model_id: score}`
+        dicts or a [B, M] array with NaN where unobserved.
+
+    Returns:
+      (predicted [B, M], std [B, M], vectors [B, d]).
+
+    Raises:
+      ValueError: neither input given, embeddings without an embedding map
+        or of the wrong shape, unknown model ids, non-finite scores.
+    """
+    self._check_fitted()
+    if task_embeddings is None and observed is None:
+      raise ValueError('a new task needs images (task_embeddings) or observed '
+                       'scores; give at least one. (For the population prior '
+                       'pass observed=[{}] * num_tasks.)')
+    num_tasks = None
+    prior = self.space
+    if task_embeddings is not None:
+      if self.ridge is None:
+        raise ValueError('this Fennec was fit without task embeddings; fit '
+                         'with task_embeddings=... to use them.')
+      emb = np.asarray(task_embeddings, np.float64)
+      dim = self.ridge['x_mean'].shape[0]
+      if emb.ndim != 2 or emb.shape[1] != dim or not np.isfinite(emb).all():
+        raise ValueError(f'task_embeddings must be finite [B, {dim}], got '
+                         f'shape {emb.shape}.')
+      num_tasks = emb.shape[0]
+      mean = _ridge_predict(self.ridge, emb)
+      chol = _chol(self.embedding_cov)
+    if observed is not None:
+      scores, mask = self._observed_arrays(observed, num_tasks)
+      num_tasks = scores.shape[0]
+    else:
+      scores = np.zeros((num_tasks, len(self.model_ids)))
+      mask = np.zeros_like(scores, bool)
+    if task_embeddings is None:
+      mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
+                             (num_tasks, prior.dim))
+      chol = np.asarray(space_lib._prior_chol(prior.prior_cov), np.float64)  # pylint: disable=protected-access
+    w, pred, std = _posterior(
+        prior.model_features(), jnp.asarray(chol, jnp.float32),
+        prior.noise_var, jnp.asarray(mean, jnp.float32),
+        jnp.asarray(scores, jnp.float32), jnp.asarray(mask, jnp.float32))
+    return np.asarray(pred), np.asarray(std), np.asarray(w)
+
+  def recommend(self, task_embeddings: Any = None, observed: Any = None,
+                top: int = 5) -> Recommendation:
+    """Ranks every model for B new tasks (see `predict` for the inputs).
+
+    Args:
+      task_embeddings: optional [B, D] embeddings.
+      observed: optional observed scores (B dicts or a [B, M] array).
+      top: how many models to return per task.
+
+    Returns:
+      A `Recommendation`, best model first.
+
+    Raises:
+      ValueError: as `predict`, or `top` outside [1, M].
+    """
+    self._check_fitted()
+    if not 1 <= top <= len(self.model_ids):
+      raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
+    pred, std, w = self.predict(task_embeddings, observed)
+    idx = np.argsort(-pred, axis=1, kind='stable')[:, :top]
+    return Recommendation(
+        model_ids=[[self.model_ids[i] for i in row] for row in idx],
+        indices=idx,
+        predicted=np.take_along_axis(pred, idx, 1),
+        std=np.take_along_axis(std, idx, 1),
+        all_predicted=pred, all_std=std, vectors=w)
+
+  # -- persistence -------------------------------------------------------------
+
+  def _state(self) -> dict[str, Any]:
+    arrays = self.space.to_dict()
+    del arrays['config_json']
+    state = {'space': {k: np.asarray(v) for k, v in arrays.items()}}
+    if self.ridge is not None:
+      state['ridge'] = dict(self.ridge)
+      state['embedding_cov'] = self.embedding_cov
+    return state
+
+  def save(self, path: str) -> None:
+    """Writes a checkpoint directory (orbax arrays + `fennec.json`).
+
+    Args:
+      path: a directory that must not exist yet (made absolute).
+
+    Raises:
+      ValueError: if not fitted or `path` exists.
+    """
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._check_fitted()
+    path = os.path.abspath(path)
+    if os.path.exists(path):
+      raise ValueError(f'{path} exists; choose a new checkpoint directory.')
+    os.makedirs(path)
+    state = self._state()
+    meta = {
+        'format_version': _FORMAT_VERSION,
+        'config': self.config.to_json(),
+        'model_ids': list(self.model_ids),
+        'task_ids': list(self.task_ids),
+        'ridge_penalty': self.ridge_penalty,
+        'shapes': jax.tree.map(lambda a: [list(np.shape(a)),
+                                          str(np.asarray(a).dtype)], state),
+    }
+    ckptr = ocp.StandardCheckpointer()
+    ckptr.save(os.path.join(path, _STATE_DIR), state)
+    ckptr.wait_until_finished()
+    with open(os.path.join(path, _META_FILE), 'w') as f:
+      json.dump(meta, f, indent=1)
+
+  @classmethod
+  def load(cls, path: str, config: FennecConfig | None = None) -> 'Fennec':
+    """Reads a checkpoint written by `save`.
+
+    Args:
+      path: the checkpoint directory.
+      config: the configuration the caller expects; a checkpoint made with
+        another one is an error (None accepts the saved one).
+
+    Returns:
+      The fitted Fennec.
+
+    Raises:
+      ValueError: a missing/foreign checkpoint or a configuration mismatch,
+        naming the differing fields.
+    """
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    path = os.path.abspath(path)
+    meta_path = os.path.join(path, _META_FILE)
+    if not os.path.exists(meta_path):
+      raise ValueError(f'{path} is not a Fennec checkpoint (no {_META_FILE}).')
+    with open(meta_path) as f:
+      meta = json.load(f)
+    if meta.get('format_version') != _FORMAT_VERSION:
+      raise ValueError(f'{meta_path}: format_version '
+                       f'{meta.get("format_version")!r}; this code reads '
+                       f'{_FORMAT_VERSION}.')
+    saved = FennecConfig.from_json(meta['config'])
+    if config is not None and config != saved:
+      diff = _config_diff(config.to_json(), saved.to_json())
+      raise ValueError(f'{path} was made with another configuration; '
+                       f'differences (expected vs saved): {diff}')
+    template = jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(tuple(s[0]), np.dtype(s[1])),
+        meta['shapes'], is_leaf=lambda x: isinstance(x, list) and len(x) == 2
+        and isinstance(x[1], str))
+    state = ocp.StandardCheckpointer().restore(
+        os.path.join(path, _STATE_DIR), template)
+    out = cls(saved)
+    arrays = dict(state['space'])
+    arrays['config_json'] = np.asarray(json.dumps(meta['config']['space']))
+    out.space = space_lib.TransferSpace.from_dict(arrays)
+    out.model_ids = tuple(meta['model_ids'])
+    out.task_ids = tuple(meta['task_ids'])
+    if 'ridge' in state:
+      out.ridge = {k: np.asarray(v, np.float64)
+                   for k, v in state['ridge'].items()}
+      out.embedding_cov = np.asarray(state['embedding_cov'], np.float64)
+      out.ridge_penalty = meta['ridge_penalty']
+    return out
+
+
+def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any],
+                 prefix: str = '') -> dict[str, tuple[Any, Any]]:
+  out = {}
+  for k in sorted(set(a) | set(b)):
+    va, vb = a.get(k), b.get(k)
+    if isinstance(va, Mapping) and isinstance(vb, Mapping):
+      out.update(_config_diff(va, vb, f'{prefix}{k}.'))
+    elif va != vb:
+      out[f'{prefix}{k}'] = (va, vb)
+  return out

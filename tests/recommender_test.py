@@ -1,0 +1,160 @@
+"""Tests of the Fennec recommender against independent NumPy references."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from fennec_jax import history as history_lib
+from fennec_jax import recommender
+from fennec_jax import space
+
+_CONFIG = recommender.FennecConfig(
+    space=space.SpaceConfig(max_steps=300, eval_every=50))
+
+
+def _data(seed=0, num_models=30, num_tasks=12, dim=6):
+  """Low-rank scores whose task factors are a linear image of embeddings."""
+  rng = np.random.default_rng(seed)
+  u = rng.normal(size=(num_models, 2))
+  v = rng.normal(size=(num_tasks, 2))
+  emb = v @ rng.normal(size=(2, dim)) + 0.05 * rng.normal(size=(num_tasks,
+                                                                dim))
+  scores = 0.7 + 0.1 * u @ v.T + 0.01 * rng.normal(size=(num_models,
+                                                         num_tasks))
+  return history_lib.History.from_matrix(scores), emb
+
+
+class FennecTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.full, cls.emb = _data()
+    cls.train = cls.full.subset(tasks=np.arange(10))
+    cls.fennec = recommender.Fennec(_CONFIG).fit(
+        cls.train, task_embeddings=cls.emb[:10])
+
+  def test_embeddings_give_unseen_tasks_their_ranking(self):
+    rec = self.fennec.recommend(task_embeddings=self.emb[10:], top=3)
+    prior = self.fennec.recommend(observed=[{}, {}], top=3)
+    for b in range(2):
+      true = self.full.scores[:, 10 + b]
+      r_emb = stats.pearsonr(rec.all_predicted[b], true)[0]
+      r_prior = stats.pearsonr(prior.all_predicted[b], true)[0]
+      self.assertGreater(r_emb, 0.8)
+      # The tasks differ, so a map that ignored the embedding (the prior)
+      # would not do as well on both.
+      self.assertGreater(r_emb, r_prior - 0.05)
+    self.assertGreater(
+        stats.pearsonr(rec.all_predicted[0], self.full.scores[:, 10])[0] +
+        stats.pearsonr(rec.all_predicted[1], self.full.scores[:, 11])[0],
+        stats.pearsonr(prior.all_predicted[0], self.full.scores[:, 10])[0] +
+        stats.pearsonr(prior.all_predicted[1], self.full.scores[:, 11])[0])
+
+  def test_ranking_is_sorted_and_consistent(self):
+    rec = self.fennec.recommend(task_embeddings=self.emb[10:], top=5)
+    for b in range(2):
+      self.assertTrue((np.diff(rec.predicted[b]) <= 0).all())
+      np.testing.assert_array_equal(
+          rec.indices[b], np.argsort(-rec.all_predicted[b])[:5])
+      self.assertEqual(rec.model_ids[b],
+                       [self.full.model_ids[i] for i in rec.indices[b]])
+      self.assertTrue((rec.std[b] > 0).all())
+
+  def test_scores_only_matches_space_fold_in(self):
+    obs = {'m0': 0.7, 'm3': 0.8, 'm7': 0.65}
+    rec = self.fennec.recommend(observed=[obs], top=3)
+    dense = np.zeros((1, 30))
+    mask = np.zeros((1, 30), bool)
+    for k, v in obs.items():
+      dense[0, int(k[1:])] = v
+      mask[0, int(k[1:])] = True
+    ref = self.fennec.space.fold_in(dense, mask)
+    np.testing.assert_allclose(rec.all_predicted, ref.predicted, atol=1e-5)
+    np.testing.assert_allclose(rec.all_std, ref.std, atol=1e-5)
+
+  def test_embedding_prior_updated_by_scores_matches_numpy(self):
+    e = self.emb[10:11]
+    obs = {'m1': 0.75, 'm2': 0.6}
+    _, _, w = self.fennec.predict(task_embeddings=e, observed=[obs])
+    # Independent Bayesian linear regression with prior N(mu, S).
+    f = self.fennec
+    phi = np.asarray(f.space.model_features(), np.float64)
+    mu = recommender._ridge_predict(f.ridge, e)[0]
+    s = f.embedding_cov + 1e-6 * np.trace(f.embedding_cov) / len(mu) * np.eye(
+        len(mu))
+    noise = float(f.space.noise_var)
+    x = phi[[1, 2]]
+    y = np.array([0.75, 0.6])
+    prec = np.linalg.inv(s) + x.T @ x / noise
+    w_ref = np.linalg.solve(prec, np.linalg.solve(s, mu) + x.T @ y / noise)
+    np.testing.assert_allclose(w[0], w_ref, rtol=2e-3, atol=2e-4)
+
+  def test_ridge_loo_residuals_match_refits(self):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(8, 5))
+    y = x @ rng.normal(size=(5, 2)) + 0.3 * rng.normal(size=(8, 2))
+    params, lam, loo = recommender.fit_ridge(x, y, (0.5,))
+    self.assertEqual(lam, 0.5)
+    np.testing.assert_allclose(recommender._ridge_predict(params, x[:2]),
+                               recommender._ridge_predict(params, x)[:2])
+    for t in range(8):
+      keep = np.arange(8) != t
+      # Refit by hand on the other tasks, with the full data's standardization
+      # (which is what the closed form's hat matrix assumes).
+      xs = (x - x.mean(0)) / x.std(0)
+      xk, yk = xs[keep], y[keep]
+      xm, ym = xk.mean(0), yk.mean(0)
+      coef = np.linalg.solve((xk - xm).T @ (xk - xm) + 0.5 * np.eye(5),
+                             (xk - xm).T @ (yk - ym))
+      pred = ym + (xs[t] - xm) @ coef
+      np.testing.assert_allclose(loo[t], y[t] - pred, rtol=1e-8, atol=1e-10)
+
+  def test_save_load_round_trip_and_config_check(self):
+    d = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(d, 'ckpt')
+    self.fennec.save(path)
+    loaded = recommender.Fennec.load(path)
+    a = self.fennec.recommend(task_embeddings=self.emb[10:],
+                              observed=[{'m0': 0.7}, {}])
+    b = loaded.recommend(task_embeddings=self.emb[10:],
+                         observed=[{'m0': 0.7}, {}])
+    np.testing.assert_allclose(a.all_predicted, b.all_predicted, atol=1e-6)
+    self.assertEqual(loaded.model_ids, self.fennec.model_ids)
+    self.assertEqual(recommender.Fennec.load(path, _CONFIG).task_ids,
+                     self.fennec.task_ids)
+    with self.assertRaisesRegex(ValueError, r'space\.max_steps.*2000.*300'):
+      recommender.Fennec.load(path, recommender.FennecConfig())
+    with self.assertRaisesRegex(ValueError, 'exists'):
+      self.fennec.save(path)
+    with self.assertRaisesRegex(ValueError, 'not a Fennec checkpoint'):
+      recommender.Fennec.load(d)
+
+  def test_bad_inputs_are_clear_errors(self):
+    f = self.fennec
+    with self.assertRaisesRegex(ValueError, 'images .*or observed'):
+      f.recommend()
+    with self.assertRaisesRegex(ValueError, "not in the repository.*'zz'"):
+      f.recommend(observed=[{'zz': 0.5}])
+    with self.assertRaisesRegex(ValueError, r'finite \[B, 6\]'):
+      f.recommend(task_embeddings=np.ones((2, 4)))
+    with self.assertRaisesRegex(ValueError, 'not finite'):
+      f.recommend(observed=[{'m0': float('nan')}])
+    with self.assertRaisesRegex(ValueError, 'top=99'):
+      f.recommend(observed=[{}], top=99)
+    plain = recommender.Fennec(_CONFIG)
+    with self.assertRaisesRegex(ValueError, 'not fitted'):
+      plain.recommend(observed=[{}])
+    plain.fit(self.train)
+    with self.assertRaisesRegex(ValueError, 'without task embeddings'):
+      plain.recommend(task_embeddings=self.emb[10:])
+    with self.assertRaisesRegex(ValueError, 'not in the history'):
+      recommender.Fennec(_CONFIG).fit(self.train,
+                                      task_embeddings={'nope': np.ones(6)})
+
+
+if __name__ == '__main__':
+  absltest.main()
