@@ -25,6 +25,7 @@ import csv
 import dataclasses
 import math
 import os
+import types
 from typing import Any, Iterable, Mapping, Sequence
 
 from absl import logging
@@ -40,7 +41,7 @@ def _frozen(array: np.ndarray) -> np.ndarray:
   return array
 
 
-def _metadata_column(values: Sequence[Any]) -> np.ndarray:
+def metadata_column(values: Sequence[Any]) -> np.ndarray:
   """A float64 array when every value is numeric or missing, else object.
 
   Missing values (None, '', NaN) become NaN in a numeric column and None in
@@ -67,7 +68,7 @@ def _metadata_column(values: Sequence[Any]) -> np.ndarray:
 
 
 def _check_metadata(kind: str, metadata: Mapping[str, Any],
-                    size: int) -> dict[str, np.ndarray]:
+                    size: int) -> Mapping[str, np.ndarray]:
   out = {}
   for key, column in metadata.items():
     if not isinstance(key, str) or not key:
@@ -85,7 +86,7 @@ def _check_metadata(kind: str, metadata: Mapping[str, Any],
     else:
       array = array.copy()
     out[key] = _frozen(array)
-  return out
+  return types.MappingProxyType(out)
 
 
 def _check_ids(kind: str, ids: Sequence[str]) -> tuple[str, ...]:
@@ -104,8 +105,9 @@ def _check_ids(kind: str, ids: Sequence[str]) -> tuple[str, ...]:
 class History:
   """A models × tasks score matrix with an observation mask and metadata.
 
-  Arrays are copied and made read-only on construction. Entries of `scores`
-  outside `mask` are set to NaN.
+  Arrays are copied and made read-only on construction, and the metadata
+  mappings are read-only views, so a History can be cached and shared.
+  Entries of `scores` outside `mask` are set to NaN.
 
   Attributes:
     model_ids: [M] unique model ids.
@@ -561,7 +563,7 @@ def _build(located, *, duplicates, model_metadata, task_metadata, name,
       if unknown:
         raise ValueError(f'{source}: {kind} metadata {key!r} names ids not in '
                          f'the records: {unknown[:10]}')
-      out[key] = _metadata_column([values.get(i) for i in ids])
+      out[key] = metadata_column([values.get(i) for i in ids])
     return out
 
   return History(
