@@ -69,11 +69,21 @@ class Results:
     per_seed: `{(method, k_shot, target): {metric: [num_seeds] array}}`.
     targets: the evaluated targets, in order.
     benchmark: the history's name.
+    coverage: `{(method, k_shot, target): fraction}` of the unobserved
+      models the method scored (1 except for `partial` methods).
   """
   rows: list[Row]
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]]
   targets: list[str]
   benchmark: str
+  coverage: dict[tuple[str, int, str], float] = dataclasses.field(
+      default_factory=dict)
+
+  def mean_coverage(self, method: str, k_shot: int) -> float:
+    """Mean over targets of the fraction of unobserved models scored."""
+    vals = [v for (m, k, _), v in self.coverage.items()
+            if m == method and k == k_shot]
+    return float(np.mean(vals)) if vals else float('nan')
 
   def per_target(self, method: str, k_shot: int,
                  metric: str) -> np.ndarray:
@@ -145,7 +155,7 @@ def without_task(history: Any, j: int) -> Any:
 @jax.jit
 def _metrics(pred: jax.Array, true: jax.Array,
              eval_mask: jax.Array) -> dict[str, jax.Array]:
-  """Metrics of `[methods, B, M]` predictions on `[B, M]` masked models."""
+  """Metrics of `[methods, B, M]` predictions on `[methods, B, M]` masks."""
 
   def one(p, m):
     return {
@@ -154,8 +164,7 @@ def _metrics(pred: jax.Array, true: jax.Array,
         'top1_regret': metrics.top_k_regret(p, true, k=1, mask=m),
     }
 
-  return jax.vmap(jax.vmap(one, in_axes=(0, 0)), in_axes=(0, None))(
-      pred, eval_mask)
+  return jax.vmap(jax.vmap(one))(pred, eval_mask)
 
 
 def _standardize(pred: np.ndarray, eval_mask: np.ndarray) -> np.ndarray:
@@ -213,7 +222,8 @@ def evaluate(
 
   Returns:
     The `Results`. A method that cannot score a target (an estimator without
-    scores there) has no row for it, which is logged.
+    scores there) has no row for it; a `partial` method is scored on the
+    models it covers; both are logged.
 
   Raises:
     ValueError: unknown targets, bad K, no methods, or a method returning a
@@ -237,6 +247,7 @@ def evaluate(
   names = list(methods)
 
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
+  coverage: dict[tuple[str, int, str], float] = {}
   for target in targets:
     start = time.perf_counter()
     j = task_ids.index(target)
@@ -254,25 +265,40 @@ def evaluate(
                    skipped)
     if not usable:
       continue
-    preds = []
+    preds, masks = [], []
     for name in usable:
       pred = np.asarray(methods[name](train, target, observed.copy()),
                         np.float64)
       if pred.shape != obs.shape:
         raise ValueError(f'method {name!r} returned shape {pred.shape} on '
                          f'target {target!r}; expected {obs.shape}.')
-      if not np.isfinite(np.where(eval_mask, pred, 0.0)).all():
+      scored = eval_mask & ~np.isnan(pred)
+      if np.isinf(np.where(scored, pred, 0.0)).any() or (
+          not baselines.is_partial(methods[name])
+          and (scored != eval_mask).any()):
         raise ValueError(f'method {name!r} returned non-finite predictions '
                          f'on target {target!r}.')
-      preds.append(_standardize(np.where(eval_mask, pred, 0.0), eval_mask))
+      if (scored.sum(1) < 2).any():
+        raise ValueError(f'method {name!r} scores fewer than 2 unobserved '
+                         f'models on target {target!r}.')
+      if (scored != eval_mask).any():
+        logging.info('target %s: %s scores %.1f of %.1f unobserved models '
+                     '(mean over draws); its metrics use those.', target,
+                     name, scored.sum(1).mean(), eval_mask.sum(1).mean())
+      preds.append(_standardize(np.where(scored, pred, 0.0), scored))
+      masks.append(scored)
     out = _metrics(jnp.asarray(np.stack(preds), jnp.float32),
-                   jnp.asarray(true, jnp.float32), jnp.asarray(eval_mask))
+                   jnp.asarray(true, jnp.float32),
+                   jnp.asarray(np.stack(masks)))
     out = {k: np.asarray(v, np.float64).reshape(len(usable), len(k_shots),
                                                 num_seeds)
            for k, v in out.items()}
+    frac = (np.stack(masks).sum(-1) / eval_mask.sum(-1)).reshape(
+        len(usable), len(k_shots), num_seeds).mean(-1)
     for a, name in enumerate(usable):
       for b, k in enumerate(k_shots):
         per_seed[(name, k, target)] = {m: out[m][a, b] for m in METRICS}
+        coverage[(name, k, target)] = float(frac[a, b])
     logging.info('target %s: %d methods x %d draws on %d models in %.2fs',
                  target, len(usable), obs.shape[0], num_models,
                  time.perf_counter() - start)
@@ -289,7 +315,7 @@ def evaluate(
       rows.append(Row(name, k, MEAN, **{
           m: float(np.mean([vals[t][m] for t in got])) for m in METRICS}))
   return Results(rows=rows, per_seed=per_seed, targets=targets,
-                 benchmark=getattr(history, 'name', ''))
+                 benchmark=getattr(history, 'name', ''), coverage=coverage)
 
 
 # -- methods, loading and the end-to-end run -----------------------------------

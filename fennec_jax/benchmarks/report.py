@@ -62,12 +62,14 @@ def write_csv(results: Any, path: str) -> None:
 def markdown_table(results: Any) -> str:
   """One line per method and K: mean [95% CI] of each metric over targets."""
   head = ['method', 'K'] + [f'{m} (mean [95% CI])'
-                            for m in METRICS] + ['targets']
+                            for m in METRICS] + ['targets', 'models scored']
   lines = [
       f'Leave-one-task-out on `{results.benchmark}`: metrics on the unobserved '
       f'models, averaged over seeds, then over targets '
       f'({", ".join(results.targets)}); 95% percentile bootstrap over '
-      'targets.',
+      'targets. "models scored": mean fraction of the unobserved models a '
+      'method could score (estimator scores and metadata cover only some '
+      'models; such a method is scored on the ones it covers).',
       '',
       '| ' + ' | '.join(head) + ' |',
       '|' + '---|' * len(head),
@@ -83,6 +85,9 @@ def markdown_table(results: Any) -> str:
         lo, hi = bootstrap_ci(vals[m])
         cells.append(f'{results.mean(method, k, m):.3f} [{lo:.3f}, {hi:.3f}]')
       cells.append(str(len(vals['pearson'])))
+      cov = getattr(results, 'mean_coverage', lambda *_: float('nan'))(
+          method, k)
+      cells.append(f'{cov:.0%}' if np.isfinite(cov) else '')
       lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 

@@ -58,11 +58,13 @@ class PopularityTest(absltest.TestCase):
 
 class MetadataAndEstimatorTest(absltest.TestCase):
 
-  def test_imagenet_acc_fills_missing_with_mean(self):
+  def test_imagenet_acc_leaves_missing_unscored(self):
     method = baselines.imagenet_acc_method(
         {'imagenet_acc': np.array([0.7, np.nan, 0.9])})
     out = method(None, 't', np.zeros((2, 3)))
-    np.testing.assert_allclose(out, [[0.7, 0.8, 0.9]] * 2)
+    np.testing.assert_allclose(out, [[0.7, np.nan, 0.9]] * 2)
+    self.assertTrue(baselines.is_partial(method))
+    self.assertFalse(baselines.is_partial(baselines.popularity))
 
   def test_imagenet_acc_missing_key_is_clear_error(self):
     with self.assertRaisesRegex(ValueError, 'imagenet_acc.*keys'):
@@ -74,7 +76,7 @@ class MetadataAndEstimatorTest(absltest.TestCase):
         model_ids=['c', 'a', 'b'], task_ids=['t1', 't2'])
     method = baselines.estimator_method('logme', est, ['a', 'b', 'c', 'd'])
     out = method(None, 't1', np.zeros((1, 4)))
-    np.testing.assert_allclose(out, [[1.0, 3.0, 5.0, 3.0]])  # d: the mean.
+    np.testing.assert_allclose(out, [[1.0, 3.0, 5.0, np.nan]])
     self.assertTrue(baselines.has_target(method, 't2'))
     self.assertFalse(baselines.has_target(method, 't3'))
     self.assertTrue(baselines.has_target(baselines.popularity, 't3'))

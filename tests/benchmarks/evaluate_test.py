@@ -192,6 +192,24 @@ class ProtocolTest(absltest.TestCase):
     self.assertAlmostEqual(res.mean('logme', 0, 'pearson'), 1.0, places=5)
     self.assertLen(res.per_target('popularity', 0, 'pearson'), 3)
 
+  def test_partial_method_is_scored_on_the_models_it_covers(self):
+    h = _history(num_models=12, num_tasks=3, seed=5)
+    meta = np.linspace(0.0, 1.0, 12)
+    meta[[0, 4, 9]] = np.nan
+    method = baselines.imagenet_acc_method({'imagenet_acc': meta})
+    res = evaluate.evaluate(h, {'acc': method}, k_shots=(0, 2), num_seeds=3)
+    for t in h.task_ids:
+      y = h.scores[:, h.task_index(t)]
+      keep = ~np.isnan(meta)
+      self.assertAlmostEqual(res.per_seed[('acc', 0, t)]['weighted_tau'][0],
+                             stats.weightedtau(meta[keep], y[keep])[0],
+                             places=5)
+    # The same NaN from a method that does not declare `partial` is an error.
+    with self.assertRaisesRegex(ValueError, "'strict' returned non-finite"):
+      evaluate.evaluate(
+          h, {'strict': lambda tr, t, o: np.broadcast_to(meta, o.shape)},
+          k_shots=(0,), num_seeds=1)
+
   def test_bad_method_output_is_clear_error(self):
     h = _history(num_tasks=2)
     with self.assertRaisesRegex(ValueError, "'bad' returned shape"):
