@@ -55,10 +55,14 @@ def power_top_eigenvalue(a: jnp.ndarray, iters: int = 3) -> jnp.ndarray:
   return x @ (a @ y)
 
 
-def _lda_posterior(x, onehot, means, priors, cov):
-  """Posterior softmax(x S^-1 mu' - 1/2 diag(mu S^-1 mu') + log pi)."""
-  chol = jax.scipy.linalg.cho_factor(cov, lower=True)
-  coef = jax.scipy.linalg.cho_solve(chol, means.T).T  # [C, d] = mu S^-1.
+def _lda_posterior(x, means, priors, cov):
+  """Posterior softmax(x S^-1 mu' - 1/2 diag(mu S^-1 mu') + log pi).
+
+  S^-1 is an eigendecomposition pseudo-inverse, not a Cholesky solve: with
+  shrinkage 1e-10 on a singular scatter (unguarded SFDA, n < d) float32
+  Cholesky fails and returns NaN, while the pseudo-inverse stays finite.
+  """
+  coef = means @ _common.pinv_sym(cov)  # [C, d] = mu S^-1.
   intercept = -0.5 * jnp.sum(means * coef, 1) + jnp.log(priors)
   return jax.nn.softmax(x @ coef.T + intercept[None, :], axis=-1)
 
@@ -79,7 +83,7 @@ def _sfda_fit(x, onehot, shrinkage, guard_floor):
       shrinkage = jnp.maximum(shrinkage, lw)
   mu = jnp.trace(sw) / d
   cov = (1.0 - shrinkage) * sw + shrinkage * mu * jnp.eye(d, dtype=x.dtype)
-  return _lda_posterior(x, onehot, means, priors, cov), shrinkage, means
+  return _lda_posterior(x, means, priors, cov), shrinkage, means
 
 
 def _sfda_core(f, *, labels, num_classes, guard_floor):
@@ -123,7 +127,7 @@ def _fda_core(f, *, labels, key, num_classes, dim, pca_method, shrinkage):
                              jnp.finfo(x.dtype).tiny)
   eye = jnp.eye(k, dtype=x.dtype)
   cov = (1.0 - shrinkage) * sw + shrinkage * mu * eye + ridge * eye
-  prob = _lda_posterior(x, onehot, means, counts / n, cov)
+  prob = _lda_posterior(x, means, counts / n, cov)
   return jnp.mean(jnp.sum(prob * onehot, 1))
 
 
