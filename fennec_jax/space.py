@@ -1,0 +1,971 @@
+"""The transfer space: masked joint factorization of a models x tasks matrix.
+
+A history of scores `scores[M, T]` (model m fine-tuned on task t), observed
+where `mask` is True, is factorized as
+
+  norm(scores)[m, t] ~ offset + model_bias[m] + task_bias[t] + U[m] . V[t]
+
+with `U [M, k]` model factors and `V [T, k]` task factors. `norm` is a
+per-task normalization computed from the observed entries only ('none',
+'zscore' or 'rank', see `SpaceConfig`). The fit is MAP under Gaussian
+priors (probabilistic matrix factorization): with noise variance s2 and
+prior variances s2_f (factors) and s2_b (biases) the negative log posterior,
+multiplied by s2, is
+
+  0.5 * sum_obs (y - yhat)^2 + 0.5 * lam * (|U|^2 + |V|^2)
+                             + 0.5 * lam_b * (|model_bias|^2 + |task_bias|^2)
+
+where `lam = s2 / s2_f` (`SpaceConfig.prior_precision`) and
+`lam_b = s2 / s2_b` (`SpaceConfig.bias_prior_precision`) are prior
+precisions in units of the noise precision. The loss is computed on a sparse
+(COO) list of the observed entries, so its cost grows with the number of
+observations, not with M * T. It is minimized with optax (Adam) by a pure
+jitted `step(state, data, rng) -> (state, metrics)`; a seeded fraction of the
+observed entries is held out for early stopping, and the best parameters (by
+held-out RMSE) are restored at the end.
+
+Fold-in of a new task works in the raw score domain. Each fitted task t maps
+back to raw scores through its affine normalization (raw = loc_t + scale_t *
+norm; exact for 'none' and 'zscore', the least-squares affine fit for
+'rank'), so its raw scores are linear in the model features
+
+  phi[m] = [U[m], 1, model_bias[m]]     (d = k + 2 columns)
+
+with the task's weight vector w_t = [scale_t V[t], loc_t + scale_t (offset +
+task_bias[t]), scale_t]. A new task's w is given a Gaussian prior whose mean
+and covariance are those of the fitted w_t (empirical Bayes, with shrinkage
+of the covariance towards its diagonal), and the noise variance is the
+held-out mean squared residual in raw units. K observed raw scores then give
+the closed-form Bayesian linear regression posterior of w, hence a predictive
+mean and standard deviation for every model. K = 0 returns the prior: the
+population mean task, i.e. roughly the popularity ranking. Because the task's
+offset (intercept) and scale (the coefficient of model_bias) are part of w, a
+single observed score mostly moves the task's level, not its ranking, which
+is what one score can actually tell.
+"""
+
+import dataclasses
+import functools
+import json
+from typing import Any, NamedTuple, Optional
+
+from absl import logging
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.special
+import scipy.stats
+
+_NORMALIZATIONS = ('none', 'zscore', 'rank')
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceConfig:
+  """How to fit a transfer space.
+
+  The defaults were chosen on the TransferGraph image benchmark (leave one
+  task out, see experiments/benchmarks/space_tune.py).
+
+  Attributes:
+    rank: k, the number of latent dimensions.
+    prior_precision: Gaussian prior precision of U and V in units of the noise
+      precision (lam = noise variance / prior variance). 0 = unregularized.
+    bias_prior_precision: the same for the model and task biases.
+    nonneg: constrain U and V to be >= 0 (the paper's NMF). Implemented as
+      projected Adam: after every update, U and V are clipped at 0.
+    use_bias: learn the offset and the model and task biases. The paper's
+      NMF has none (`nonneg=True, use_bias=False, prior_precision=0, rank=5,
+      normalization='none'`).
+    normalization: per-task transform of the observed scores before the fit:
+      'none'; 'zscore' (minus the task's observed mean, over its observed
+      standard deviation); 'rank' (van der Waerden normal scores of the
+      task's observed entries, ties averaged). Predictions map back to raw
+      scores through the per-task affine map raw = loc + scale * norm.
+    learning_rate: Adam learning rate.
+    max_steps: the most optimizer steps.
+    eval_every: steps between held-out evaluations (run as one jitted loop).
+    patience: stop after this many evaluations without improvement.
+    holdout_fraction: fraction of the observed entries held out for early
+      stopping and the noise estimate (0 = no early stopping; the noise
+      variance is then the training mean squared residual).
+    batch_size: observed entries per step, sampled with replacement; None
+      uses all training entries every step (full batch).
+    init_scale: standard deviation of the initial factors.
+    prior_shrinkage: fold-in prior covariance = (1 - a) * C + a * diag(C),
+      with C the covariance of the fitted task weight vectors.
+    seed: the root of every random choice (holdout split, init, batches).
+  """
+  rank: int = 2
+  prior_precision: float = 3.0
+  bias_prior_precision: float = 0.1
+  nonneg: bool = False
+  use_bias: bool = True
+  normalization: str = 'rank'
+  learning_rate: float = 0.05
+  max_steps: int = 2000
+  eval_every: int = 50
+  patience: int = 5
+  holdout_fraction: float = 0.1
+  batch_size: Optional[int] = None
+  init_scale: float = 0.1
+  prior_shrinkage: float = 0.1
+  seed: int = 0
+
+  def validate(self) -> None:
+    """Raises ValueError naming the bad field."""
+    if int(self.rank) != self.rank or self.rank < 1:
+      raise ValueError(f'SpaceConfig.rank must be an integer >= 1, got '
+                       f'{self.rank!r}.')
+    if self.normalization not in _NORMALIZATIONS:
+      raise ValueError(f'SpaceConfig.normalization={self.normalization!r}; '
+                       f'valid: {_NORMALIZATIONS}.')
+    for name in ('prior_precision', 'bias_prior_precision', 'init_scale',
+                 'prior_shrinkage'):
+      if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+        raise ValueError(f'SpaceConfig.{name} must be finite and >= 0, got '
+                         f'{getattr(self, name)!r}.')
+    if not 0 <= self.holdout_fraction < 1:
+      raise ValueError('SpaceConfig.holdout_fraction must be in [0, 1), got '
+                       f'{self.holdout_fraction!r}.')
+    if self.prior_shrinkage > 1:
+      raise ValueError('SpaceConfig.prior_shrinkage must be in [0, 1], got '
+                       f'{self.prior_shrinkage!r}.')
+    if not self.learning_rate > 0:
+      raise ValueError('SpaceConfig.learning_rate must be > 0, got '
+                       f'{self.learning_rate!r}.')
+    for name in ('max_steps', 'eval_every', 'patience'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'SpaceConfig.{name} must be >= 1, got '
+                         f'{getattr(self, name)!r}.')
+    if self.batch_size is not None and self.batch_size < 1:
+      raise ValueError('SpaceConfig.batch_size must be None or >= 1, got '
+                       f'{self.batch_size!r}.')
+
+
+class FoldIn(NamedTuple):
+  """Posterior of new tasks' weight vectors and their predicted scores.
+
+  Attributes:
+    vectors: [B, d] posterior mean task weight vectors (d = rank + 2), in the
+      raw score domain; `TransferSpace.score(vectors)` gives `predicted`.
+    cov: [B, d, d] posterior covariances of the vectors.
+    predicted: [B, M] predicted raw score of every model: the predictive
+      mean phi @ w; for normalization='rank' mapped through `apply_link`
+      (same ranking, mean and spread; the shape of a typical task's scores).
+    std: [B, M] predictive standard deviation of a model's raw score
+      (posterior uncertainty of the vector plus the noise variance).
+  """
+  vectors: jax.Array
+  cov: jax.Array
+  predicted: jax.Array
+  std: jax.Array
+
+
+@flax.struct.dataclass
+class TransferSpace:
+  """A fitted transfer space (a pytree of arrays plus its static config).
+
+  Attributes:
+    model_factors: [M, k] U.
+    task_factors: [T, k] V.
+    model_bias: [M].
+    task_bias: [T].
+    offset: [] global offset (normalized domain).
+    task_loc: [T] per-task affine map back to raw scores: raw = loc + scale *
+      normalized.
+    task_scale: [T].
+    prior_mean: [d] mean of the fitted task weight vectors.
+    prior_cov: [d, d] their shrunk covariance.
+    noise_var: [] noise variance of a raw score.
+    link: [L] for normalization='rank', the population quantile function of
+      a task's standardized raw scores, (raw - loc) / scale, at the
+      probabilities (i + 0.5) / L (the mean over fitted tasks); [0]
+      otherwise. Fold-in predictions are mapped through it (see `FoldIn`).
+    config: the SpaceConfig used (static).
+  """
+  model_factors: jax.Array
+  task_factors: jax.Array
+  model_bias: jax.Array
+  task_bias: jax.Array
+  offset: jax.Array
+  task_loc: jax.Array
+  task_scale: jax.Array
+  prior_mean: jax.Array
+  prior_cov: jax.Array
+  noise_var: jax.Array
+  link: jax.Array
+  config: SpaceConfig = flax.struct.field(pytree_node=False,
+                                          default=SpaceConfig())
+
+  @property
+  def num_models(self) -> int:
+    return self.model_factors.shape[0]
+
+  @property
+  def num_tasks(self) -> int:
+    return self.task_factors.shape[0]
+
+  @property
+  def dim(self) -> int:
+    """d, the length of a task weight vector (rank + 2)."""
+    return self.model_factors.shape[1] + 2
+
+  def model_features(self) -> jax.Array:
+    """[M, d] phi = [U, 1, model_bias]: raw scores are phi @ w."""
+    return _features(self.model_factors, self.model_bias)
+
+  def task_vectors(self) -> jax.Array:
+    """[T, d] raw-domain weight vectors w_t of the fitted tasks."""
+    return _task_weights(self.task_factors, self.task_bias, self.offset,
+                         self.task_loc, self.task_scale)
+
+  def predict_normalized(self) -> jax.Array:
+    """[M, T] the fit in the normalized domain."""
+    return (self.offset + self.model_bias[:, None] + self.task_bias[None, :]
+            + self.model_factors @ self.task_factors.T)
+
+  def predict(self) -> jax.Array:
+    """[M, T] the fit mapped back to raw scores."""
+    return self.task_loc + self.task_scale * self.predict_normalized()
+
+  def fold_in(self, observed_scores: Any, observed_mask: Any) -> FoldIn:
+    """Posterior of new tasks from their observed raw scores (dense form).
+
+    Args:
+      observed_scores: [B, M] raw scores of the new tasks; ignored where the
+        mask is False (NaN allowed there).
+      observed_mask: [B, M] bool, which scores are observed (K per row, any
+        K from 0 to M).
+
+    Returns:
+      FoldIn with vectors [B, d], cov [B, d, d], predicted and std [B, M].
+
+    Raises:
+      ValueError: on shape mismatch or non-finite observed scores.
+    """
+    scores = np.asarray(observed_scores, np.float32)
+    mask = np.asarray(observed_mask)
+    if scores.ndim != 2 or scores.shape[1] != self.num_models:
+      raise ValueError(f'observed_scores must be [B, {self.num_models}] (one '
+                       f'column per model), got shape {scores.shape}.')
+    if mask.shape != scores.shape or mask.dtype != np.bool_:
+      raise ValueError(f'observed_mask must be a bool array of shape '
+                       f'{scores.shape}, got {mask.dtype} {mask.shape}.')
+    bad = mask & ~np.isfinite(scores)
+    if bad.any():
+      b, m = np.argwhere(bad)[0]
+      raise ValueError(f'observed_scores[{b}, {m}] = {scores[b, m]} is '
+                       f'observed but not finite ({bad.sum()} such entries).')
+    scores = np.where(mask, scores, 0.0)
+    return _fold_in_dense(self._whitened(), jnp.asarray(scores),
+                          jnp.asarray(mask))
+
+  def fold_in_indices(self, model_indices: Any, observed_scores: Any,
+                      valid: Optional[Any] = None,
+                      return_std: bool = False) -> FoldIn:
+    """Posterior of new tasks from K observed scores each (gathered form).
+
+    The cost is O(B K d^2) for the posterior, so it scales to large
+    repositories; `predicted` is the [B, M] matmul (skip it with `top_k` on
+    `vectors` when M is large) and `std` is only computed when asked.
+
+    Args:
+      model_indices: [B, K] int, which models were observed for each task.
+      observed_scores: [B, K] their raw scores.
+      valid: optional [B, K] bool; False entries are padding and ignored.
+      return_std: compute the [B, M] predictive std (else it is empty).
+
+    Returns:
+      FoldIn; `std` has shape [B, 0] unless return_std.
+
+    Raises:
+      ValueError: on shape mismatch, indices outside [0, M), K > M, or
+        non-finite valid scores.
+    """
+    idx = np.asarray(model_indices)
+    scores = np.asarray(observed_scores, np.float32)
+    if idx.ndim != 2 or scores.shape != idx.shape:
+      raise ValueError('model_indices and observed_scores must both be [B, K]'
+                       f', got {idx.shape} and {scores.shape}.')
+    if not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f'model_indices must be integers, got {idx.dtype}.')
+    if idx.shape[1] > self.num_models:
+      raise ValueError(f'K={idx.shape[1]} observed models per task, but the '
+                       f'space has only {self.num_models} models.')
+    valid = (np.ones(idx.shape, bool) if valid is None
+             else np.asarray(valid, bool))
+    if valid.shape != idx.shape:
+      raise ValueError(f'valid must be [B, K] = {idx.shape}, got '
+                       f'{valid.shape}.')
+    out = valid & ((idx < 0) | (idx >= self.num_models))
+    if out.any():
+      b, j = np.argwhere(out)[0]
+      raise ValueError(f'model_indices[{b}, {j}] = {idx[b, j]} is outside '
+                       f'[0, {self.num_models}).')
+    bad = valid & ~np.isfinite(scores)
+    if bad.any():
+      b, j = np.argwhere(bad)[0]
+      raise ValueError(f'observed_scores[{b}, {j}] = {scores[b, j]} is not '
+                       'finite.')
+    idx = np.where(valid, idx, 0).astype(np.int32)
+    scores = np.where(valid, scores, 0.0)
+    return _fold_in_gather(self._whitened(), jnp.asarray(idx),
+                           jnp.asarray(scores), jnp.asarray(valid),
+                           return_std=return_std)
+
+  def score(self, task_vectors: Any) -> jax.Array:
+    """[B, M] raw scores of every model for task vectors [B, d]."""
+    return _score(self.model_features(), jnp.asarray(task_vectors))
+
+  def top_k(self, task_vectors: Any, k: int,
+            chunk_size: int = 16384) -> tuple[jax.Array, jax.Array]:
+    """The k best models for each task vector, in bounded memory.
+
+    Scores are computed chunk by chunk over the models ([B, chunk_size] at a
+    time), each chunk's `lax.top_k` is merged into a running top-k.
+
+    Args:
+      task_vectors: [B, d].
+      k: how many models per task (<= M).
+      chunk_size: models per chunk.
+
+    Returns:
+      (values [B, k], indices [B, k]), best first.
+
+    Raises:
+      ValueError: if k is not in [1, M], chunk_size < 1 or the vectors are
+        not [B, d].
+    """
+    w = jnp.asarray(task_vectors, jnp.float32)
+    if w.ndim != 2 or w.shape[1] != self.dim:
+      raise ValueError(f'task_vectors must be [B, {self.dim}], got '
+                       f'{w.shape}.')
+    if not 1 <= k <= self.num_models:
+      raise ValueError(f'top_k k={k} must be in [1, {self.num_models}] (the '
+                       'number of models).')
+    if chunk_size < 1:
+      raise ValueError(f'chunk_size must be >= 1, got {chunk_size}.')
+    chunk_size = min(int(chunk_size), self.num_models)
+    return _top_k_chunked(self.model_features(), w, k=int(k),
+                          chunk_size=chunk_size)
+
+  def _whitened(self) -> '_Prior':
+    phi = self.model_features()
+    chol = _prior_chol(self.prior_cov)
+    return _Prior(phi=phi, phi_white=phi @ chol, mean=self.prior_mean,
+                  chol=chol, noise_var=self.noise_var, link=self.link)
+
+  def to_dict(self) -> dict[str, np.ndarray]:
+    """Plain dict of numpy arrays (config as a JSON string) for saving."""
+    out = {f.name: np.asarray(getattr(self, f.name))
+           for f in dataclasses.fields(self) if f.name != 'config'}
+    out['config_json'] = np.asarray(json.dumps(dataclasses.asdict(
+        self.config)))
+    return out
+
+  @classmethod
+  def from_dict(cls, arrays: dict[str, Any]) -> 'TransferSpace':
+    """Inverse of `to_dict`.
+
+    Raises:
+      ValueError: naming a missing key or a bad config.
+    """
+    names = [f.name for f in dataclasses.fields(cls) if f.name != 'config']
+    missing = [n for n in names + ['config_json'] if n not in arrays]
+    if missing:
+      raise ValueError(f'TransferSpace arrays lack keys {missing}; expected '
+                       f'{names + ["config_json"]}.')
+    config = SpaceConfig(**json.loads(str(arrays['config_json'])))
+    config.validate()
+    return cls(config=config, **{n: jnp.asarray(arrays[n]) for n in names})
+
+  def save(self, path: str) -> None:
+    """Writes the space to an .npz file."""
+    with open(path, 'wb') as f:
+      np.savez(f, **self.to_dict())
+
+  @classmethod
+  def load(cls, path: str) -> 'TransferSpace':
+    """Reads a space written by `save`."""
+    with np.load(path, allow_pickle=False) as data:
+      return cls.from_dict({k: data[k] for k in data.files})
+
+
+class _Prior(NamedTuple):
+  phi: jax.Array        # [M, d]
+  phi_white: jax.Array  # [M, d] phi @ chol
+  mean: jax.Array       # [d]
+  chol: jax.Array       # [d, d] lower Cholesky factor of the prior cov
+  noise_var: jax.Array  # []
+  link: jax.Array       # [L] or [0]
+
+
+class FitInfo(NamedTuple):
+  """Diagnostics of a fit.
+
+  Attributes:
+    best_step: the step whose parameters were kept.
+    steps: the number of steps run.
+    eval_steps: steps at which the held-out RMSE was measured.
+    eval_rmse: the held-out RMSE (normalized domain) at those steps.
+    train_loss: the training objective at those steps.
+    num_train: training entries; num_heldout: held-out entries.
+  """
+  best_step: int
+  steps: int
+  eval_steps: np.ndarray
+  eval_rmse: np.ndarray
+  train_loss: np.ndarray
+  num_train: int
+  num_heldout: int
+
+
+# ----------------------------------------------------------------------------
+# Normalization.
+# ----------------------------------------------------------------------------
+
+
+def normalize(scores: np.ndarray, mask: np.ndarray, method: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-task normalization from the observed entries only.
+
+  Args:
+    scores: [M, T] raw scores (anything where not observed).
+    mask: [M, T] bool.
+    method: 'none', 'zscore' or 'rank'.
+
+  Returns:
+    (normalized [M, T] with 0 where unobserved, loc [T], scale [T]) such
+    that raw ~ loc + scale * normalized on observed entries (exact for 'none'
+    and 'zscore'; least squares for 'rank'). A task whose observed scores
+    are constant gets scale 1.
+
+  Raises:
+    ValueError: for an unknown method.
+  """
+  if method not in _NORMALIZATIONS:
+    raise ValueError(f'normalization={method!r}; valid: {_NORMALIZATIONS}.')
+  scores = np.where(mask, scores, 0.0).astype(np.float64)
+  num = mask.sum(0)
+  if method == 'none':
+    t = scores.shape[1]
+    return scores, np.zeros(t), np.ones(t)
+  mean = scores.sum(0) / num
+  centered = np.where(mask, scores - mean, 0.0)
+  std = np.sqrt((centered ** 2).sum(0) / num)
+  if method == 'zscore':
+    scale = np.where(std > 0, std, 1.0)
+    return np.where(mask, centered / scale, 0.0), mean, scale
+  normed = np.zeros_like(scores)
+  for t in range(scores.shape[1]):
+    rows = np.flatnonzero(mask[:, t])
+    ranks = scipy.stats.rankdata(scores[rows, t])
+    normed[rows, t] = scipy.special.ndtri((ranks - 0.5) / len(rows))
+  # Least-squares affine map back: raw ~ loc + scale * normed.
+  nmean = np.where(mask, normed, 0.0).sum(0) / num
+  ncent = np.where(mask, normed - nmean, 0.0)
+  var = (ncent ** 2).sum(0)
+  scale = np.where(var > 0, (ncent * centered).sum(0) / np.where(var > 0, var,
+                                                                 1.0), 1.0)
+  scale = np.where(scale > 0, scale, 1.0)
+  loc = mean - scale * nmean
+  return normed, loc, scale
+
+
+# ----------------------------------------------------------------------------
+# The factorization.
+# ----------------------------------------------------------------------------
+
+
+class Data(NamedTuple):
+  """Observed entries as COO arrays (padded entries have weight 0)."""
+  rows: jax.Array     # [N] int32
+  cols: jax.Array     # [N] int32
+  values: jax.Array   # [N] f32
+  weights: jax.Array  # [N] f32, 1 for real entries, 0 for padding
+
+
+class State(NamedTuple):
+  """Optimizer state of a fit."""
+  params: dict[str, jax.Array]
+  opt_state: Any
+  step: jax.Array
+
+
+def _predict_entries(params, rows, cols, use_bias):
+  u = params['model_factors'][rows]
+  v = params['task_factors'][cols]
+  pred = jnp.sum(u * v, axis=-1)
+  if use_bias:
+    pred = (pred + params['offset'] + params['model_bias'][rows]
+            + params['task_bias'][cols])
+  return pred
+
+
+def objective(params: dict[str, jax.Array], data: Data, num_train: jax.Array,
+              config: SpaceConfig) -> jax.Array:
+  """Negative log posterior x noise variance / num_train (see module doc).
+
+  `data` may be a minibatch of the training entries: the data term is the
+  weighted mean squared error over `data`, an unbiased estimate of the full
+  data term / num_train.
+  """
+  pred = _predict_entries(params, data.rows, data.cols, config.use_bias)
+  err = data.values - pred
+  data_term = 0.5 * jnp.sum(data.weights * err ** 2) / jnp.maximum(
+      jnp.sum(data.weights), 1.0)
+  reg = config.prior_precision * (jnp.sum(params['model_factors'] ** 2)
+                                  + jnp.sum(params['task_factors'] ** 2))
+  if config.use_bias:
+    reg += config.bias_prior_precision * (
+        jnp.sum(params['model_bias'] ** 2) + jnp.sum(params['task_bias'] ** 2))
+  return data_term + 0.5 * reg / num_train
+
+
+def make_optimizer(config: SpaceConfig) -> optax.GradientTransformation:
+  """Adam at the configured learning rate."""
+  return optax.adam(config.learning_rate)
+
+
+def init_state(num_models: int, num_tasks: int, config: SpaceConfig,
+               rng: jax.Array, offset: float = 0.0) -> State:
+  """Initial parameters (small Gaussian factors, zero biases) + Adam state."""
+  ku, kv = jax.random.split(rng)
+  k = config.rank
+  u = config.init_scale * jax.random.normal(ku, (num_models, k))
+  v = config.init_scale * jax.random.normal(kv, (num_tasks, k))
+  if config.nonneg:
+    u, v = jnp.abs(u), jnp.abs(v)
+  params = {
+      'model_factors': u,
+      'task_factors': v,
+      'model_bias': jnp.zeros((num_models,)),
+      'task_bias': jnp.zeros((num_tasks,)),
+      'offset': jnp.asarray(offset if config.use_bias else 0.0, jnp.float32),
+  }
+  return State(params, make_optimizer(config).init(params),
+               jnp.zeros((), jnp.int32))
+
+
+def step(state: State, data: Data, rng: jax.Array, *, num_train: jax.Array,
+         config: SpaceConfig) -> tuple[State, dict[str, jax.Array]]:
+  """One optimizer step (pure; jit it with `config` static).
+
+  Args:
+    state: current State.
+    data: the training entries (COO).
+    rng: per-step key (used only when config.batch_size samples a minibatch).
+    num_train: number of real training entries.
+    config: SpaceConfig.
+
+  Returns:
+    (new state, metrics: loss, grad_norm, param_norm).
+  """
+  if config.batch_size is not None:
+    n = data.rows.shape[0]
+    idx = jax.random.randint(rng, (config.batch_size,), 0, n)
+    data = jax.tree.map(lambda a: a[idx], data)
+  loss, grads = jax.value_and_grad(objective)(state.params, data, num_train,
+                                              config)
+  updates, opt_state = make_optimizer(config).update(grads, state.opt_state,
+                                                     state.params)
+  params = optax.apply_updates(state.params, updates)
+  if config.nonneg:
+    params = dict(params,
+                  model_factors=jnp.maximum(params['model_factors'], 0.0),
+                  task_factors=jnp.maximum(params['task_factors'], 0.0))
+  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+             'param_norm': optax.global_norm(params)}
+  return State(params, opt_state, state.step + 1), metrics
+
+
+@functools.partial(jax.jit, static_argnames=('config', 'num_steps'),
+                   donate_argnums=(0,))
+def _run_steps(state, data, rng, num_train, *, config, num_steps):
+  """`num_steps` steps in one compiled loop; rng is folded with the step."""
+
+  def body(_, carry):
+    st, _ = carry
+    st, metrics = step(st, data, jax.random.fold_in(rng, st.step),
+                       num_train=num_train, config=config)
+    return st, metrics['loss']
+
+  return jax.lax.fori_loop(0, num_steps, body,
+                           (state, jnp.zeros((), jnp.float32)))
+
+
+@functools.partial(jax.jit, static_argnames=('use_bias',))
+def _rmse(params, data, *, use_bias):
+  err = data.values - _predict_entries(params, data.rows, data.cols, use_bias)
+  return jnp.sqrt(jnp.sum(data.weights * err ** 2)
+                  / jnp.maximum(jnp.sum(data.weights), 1.0))
+
+
+def _check_inputs(scores, mask, config):
+  """Validates and returns (scores f64, mask bool)."""
+  config.validate()
+  scores = np.asarray(scores, np.float64)
+  if scores.ndim != 2:
+    raise ValueError(f'scores must be a [models, tasks] matrix, got shape '
+                     f'{scores.shape}.')
+  if mask is None:
+    mask = np.isfinite(scores)
+  mask = np.asarray(mask)
+  if mask.shape != scores.shape:
+    raise ValueError(f'mask shape {mask.shape} != scores shape '
+                     f'{scores.shape}.')
+  if mask.dtype != np.bool_:
+    raise ValueError(f'mask must be bool, got {mask.dtype}.')
+  bad = mask & ~np.isfinite(scores)
+  if bad.any():
+    m, t = np.argwhere(bad)[0]
+    raise ValueError(f'scores[{m}, {t}] = {scores[m, t]} is observed (mask '
+                     f'True) but not finite; {bad.sum()} such entries.')
+  empty = np.flatnonzero(mask.sum(0) == 0)
+  if empty.size:
+    raise ValueError(f'task column(s) {empty.tolist()} have no observed '
+                     'scores (all NaN / masked); drop them before fitting.')
+  if config.rank > min(scores.shape):
+    raise ValueError(f'rank={config.rank} exceeds min(models, tasks) = '
+                     f'{min(scores.shape)}.')
+  unseen = int((mask.sum(1) == 0).sum())
+  if unseen:
+    logging.info('transfer space: %d of %d models have no observed score; '
+                 'they get prior (zero) factors.', unseen, scores.shape[0])
+  return scores, mask
+
+
+def _split(mask, config, rng):
+  """Seeded held-out subset of the observed entries, leaving every task and
+  model with at least one training entry where it has any."""
+  rows, cols = np.nonzero(mask)
+  n = rows.size
+  held = np.asarray(jax.random.uniform(rng, (n,))) < config.holdout_fraction
+  for axis_idx, size in ((cols, mask.shape[1]), (rows, mask.shape[0])):
+    train_count = np.bincount(axis_idx[~held], minlength=size)
+    starved = np.flatnonzero((train_count == 0)
+                             & (np.bincount(axis_idx, minlength=size) > 0))
+    if starved.size:
+      # Return the first held-out entry of each starved task/model.
+      entries = np.flatnonzero(held & np.isin(axis_idx, starved))
+      _, first = np.unique(axis_idx[entries], return_index=True)
+      held[entries[first]] = False
+  return rows, cols, held
+
+
+def _padded_size(n, num_shards):
+  """n rounded up to a coarse bucket (<= ~6% padding) that the shards
+  divide, so similar-sized fits reuse one compiled step."""
+  grain = max(256, 2 ** max(int(np.ceil(np.log2(max(n, 1)))) - 4, 0))
+  grain *= num_shards
+  return -(-max(n, 1) // grain) * grain
+
+
+def _to_data(rows, cols, values, sharding, num_shards):
+  n = rows.size
+  pad = _padded_size(n, num_shards) - n
+  arrays = Data(
+      rows=np.pad(rows, (0, pad)).astype(np.int32),
+      cols=np.pad(cols, (0, pad)).astype(np.int32),
+      values=np.pad(values, (0, pad)).astype(np.float32),
+      weights=np.pad(np.ones(n, np.float32), (0, pad)))
+  return jax.tree.map(lambda a: jax.device_put(a, sharding), arrays)
+
+
+def fit(scores: Any, mask: Optional[Any] = None,
+              config: SpaceConfig = SpaceConfig(),
+              return_info: bool = False):
+  """Fits a transfer space to a partially observed score matrix.
+
+  Args:
+    scores: [M, T] raw scores (models x tasks); NaN or anything where the
+      mask is False.
+    mask: [M, T] bool, observed entries; default: where scores are finite.
+    config: SpaceConfig.
+    return_info: also return a FitInfo.
+
+  Returns:
+    TransferSpace (and FitInfo when return_info).
+
+  Raises:
+    ValueError: on shape mismatch, a non-bool mask, non-finite observed
+      scores, a task with no observed score, or a bad config.
+  """
+  scores, mask = _check_inputs(scores, mask, config)
+  num_models, num_tasks = scores.shape
+  normed, loc, scale = normalize(scores, mask, config.normalization)
+  root = jax.random.key(config.seed)
+  rows, cols, held = _split(mask, config, jax.random.fold_in(root, 0))
+  values = normed[rows, cols]
+
+  devices = jax.devices()
+  mesh = jax.make_mesh((len(devices),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  entries = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
+      'data'))
+  train = _to_data(rows[~held], cols[~held], values[~held], entries,
+                   len(devices))
+  heldout = _to_data(rows[held], cols[held], values[held], entries,
+                     len(devices))
+  num_train, num_held = int((~held).sum()), int(held.sum())
+  logging.info('transfer space: %d models x %d tasks, %d observed (%d train, '
+               '%d held out), rank %d, normalization %s.', num_models,
+               num_tasks, rows.size, num_train, num_held, config.rank,
+               config.normalization)
+
+  offset = float(values[~held].mean()) if config.use_bias else 0.0
+  state = init_state(num_models, num_tasks, config,
+                     jax.random.fold_in(root, 1), offset)
+  state = jax.device_put(state, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+  step_rng = jax.random.fold_in(root, 2)
+  n_train = jnp.asarray(num_train, jnp.float32)
+
+  eval_data = heldout if num_held else train
+  best = (np.inf, 0, jax.tree.map(jnp.copy, state.params))
+  eval_steps, eval_rmse, losses = [], [], []
+  since_best, steps = 0, 0
+  while steps < config.max_steps:
+    n = min(config.eval_every, config.max_steps - steps)
+    state, loss = _run_steps(state, train, step_rng, n_train, config=config,
+                             num_steps=n)
+    steps += n
+    rmse = float(_rmse(state.params, eval_data, use_bias=config.use_bias))
+    eval_steps.append(steps)
+    eval_rmse.append(rmse)
+    losses.append(float(loss))
+    if not np.isfinite(rmse):
+      logging.warning('transfer space: held-out RMSE is %s at step %d; '
+                      'stopping (lower the learning rate).', rmse, steps)
+      break
+    if rmse < best[0]:
+      best = (rmse, steps, jax.tree.map(jnp.copy, state.params))
+      since_best = 0
+    else:
+      since_best += 1
+      if num_held and since_best >= config.patience:
+        break
+  _, best_step, params = best
+  if best_step == 0:
+    raise ValueError('transfer space fit diverged before the first '
+                     f'evaluation (held-out RMSE {eval_rmse}); lower '
+                     f'learning_rate={config.learning_rate}.')
+  logging.info('transfer space: %d steps, best held-out RMSE %.4f at step '
+               '%d.', steps, best[0], best_step)
+
+  # Noise variance of a raw score: mean squared held-out residual, in raw
+  # units (training residuals when nothing is held out).
+  resid_data = heldout if num_held else train
+  pred = np.asarray(_predict_entries(params, resid_data.rows,
+                                     resid_data.cols, config.use_bias))
+  w = np.asarray(resid_data.weights)
+  c = np.asarray(resid_data.cols)
+  raw_resid = scale[c] * (np.asarray(resid_data.values) - pred)
+  noise_var = float(np.sum(w * raw_resid ** 2) / max(w.sum(), 1.0))
+
+  link = np.zeros((0,))
+  if config.normalization == 'rank':
+    link = _population_link(scores, mask, loc, scale)
+
+  task_w = np.asarray(_task_weights(params['task_factors'],
+                                    params['task_bias'], params['offset'],
+                                    jnp.asarray(loc, jnp.float32),
+                                    jnp.asarray(scale, jnp.float32)),
+                      np.float64)
+  prior_mean = task_w.mean(0)
+  cov = (np.cov(task_w, rowvar=False, ddof=1) if num_tasks > 1
+         else np.zeros((task_w.shape[1],) * 2))
+  cov = ((1 - config.prior_shrinkage) * cov
+         + config.prior_shrinkage * np.diag(np.diag(cov)))
+
+  space = TransferSpace(
+      model_factors=params['model_factors'],
+      task_factors=params['task_factors'],
+      model_bias=params['model_bias'],
+      task_bias=params['task_bias'],
+      offset=params['offset'],
+      task_loc=jnp.asarray(loc, jnp.float32),
+      task_scale=jnp.asarray(scale, jnp.float32),
+      prior_mean=jnp.asarray(prior_mean, jnp.float32),
+      prior_cov=jnp.asarray(cov, jnp.float32),
+      noise_var=jnp.asarray(noise_var, jnp.float32),
+      link=jnp.asarray(link, jnp.float32),
+      config=config)
+  if not return_info:
+    return space
+  info = FitInfo(best_step=best_step, steps=steps,
+                 eval_steps=np.asarray(eval_steps),
+                 eval_rmse=np.asarray(eval_rmse),
+                 train_loss=np.asarray(losses), num_train=num_train,
+                 num_heldout=num_held)
+  return space, info
+
+
+def _population_link(scores, mask, loc, scale, size=256):
+  """Mean over tasks of the quantile function of (raw - loc) / scale."""
+  probs = (np.arange(size) + 0.5) / size
+  curves = [np.quantile((scores[mask[:, t], t] - loc[t]) / scale[t], probs)
+            for t in range(scores.shape[1])]
+  return np.mean(curves, axis=0)
+
+
+def fit_space_from_history(history: Any,
+                           config: SpaceConfig = SpaceConfig(),
+                           return_info: bool = False):
+  """`fit` on a History (anything with `scores` and `mask` [M, T])."""
+  return fit(history.scores, history.mask, config,
+                   return_info=return_info)
+
+
+# ----------------------------------------------------------------------------
+# Fold-in and scoring (jitted, batched over tasks).
+# ----------------------------------------------------------------------------
+
+
+def _features(model_factors, model_bias):
+  m = model_factors.shape[0]
+  return jnp.concatenate([model_factors, jnp.ones((m, 1)),
+                          model_bias[:, None]], axis=1)
+
+
+def _task_weights(task_factors, task_bias, offset, loc, scale):
+  intercept = loc + scale * (offset + task_bias)
+  return jnp.concatenate([scale[:, None] * task_factors, intercept[:, None],
+                          scale[:, None]], axis=1)
+
+
+def _prior_chol(cov):
+  """Lower Cholesky factor of cov + a small jitter (cov may be singular)."""
+  d = cov.shape[0]
+  jitter = 1e-6 * jnp.maximum(jnp.trace(cov) / d, 1e-12)
+  return jnp.linalg.cholesky(cov + jitter * jnp.eye(d, dtype=cov.dtype))
+
+
+def fold_in_posterior(gram: jax.Array, xtr: jax.Array, noise_var: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
+  """Posterior of whitened task weights z (w = mean + chol @ z, z ~ N(0, I)).
+
+  With X the whitened features (phi @ chol) of a task's observed models and
+  r = y - phi @ mean its residuals from the prior mean prediction:
+  A = I + X^T X / s2 and z | y ~ N(A^-1 X^T r / s2, A^-1). Working in the
+  whitened coordinates keeps A well conditioned (eigenvalues >= 1) even when
+  the prior covariance is singular (e.g. a task scale fixed at 1).
+
+  Args:
+    gram: [B, d, d] X^T X over each task's observed models.
+    xtr: [B, d] X^T r.
+    noise_var: [] s2.
+
+  Returns:
+    (z_mean [B, d], lower Cholesky factor of A [B, d, d]).
+  """
+  d = gram.shape[-1]
+  chol_a = jnp.linalg.cholesky(jnp.eye(d) + gram / noise_var)
+  z = jax.scipy.linalg.cho_solve((chol_a, True), xtr[..., None] / noise_var)
+  return z[..., 0], chol_a
+
+
+def apply_link(linear: jax.Array, link: jax.Array) -> jax.Array:
+  """Maps linear predictions [B, M] through the population link (if any).
+
+  Each row keeps its mean, standard deviation and ranking; the values become
+  the population quantile function at each model's rank quantile, so the
+  predicted scores have the shape of a typical task (e.g. the long tail of
+  failed fine-tunes) rather than the rank-normal shape. Identity when `link`
+  is empty (normalization 'none' or 'zscore').
+
+  Args:
+    linear: [B, M] linear predictions phi @ w.
+    link: [L] quantile function values, or [0].
+
+  Returns:
+    [B, M] predictions.
+  """
+  if link.shape[0] == 0:
+    return linear
+  num_models = linear.shape[-1]
+  ranks = jnp.argsort(jnp.argsort(linear, axis=-1), axis=-1)
+  q = (ranks + 0.5) / num_models
+  grid = (jnp.arange(link.shape[0]) + 0.5) / link.shape[0]
+  shaped = jnp.interp(q, grid, link)
+  shaped = shaped - shaped.mean(-1, keepdims=True)
+  shaped = shaped / jnp.maximum(shaped.std(-1, keepdims=True), 1e-12)
+  return (linear.mean(-1, keepdims=True)
+          + linear.std(-1, keepdims=True) * shaped)
+
+
+def _posterior_outputs(prior, z, chol_a, return_std):
+  w = prior.mean + z @ prior.chol.T
+  # cov_w = chol A^-1 chol^T = (chol_a^-1 chol^T)^T (chol_a^-1 chol^T).
+  g = jax.scipy.linalg.solve_triangular(
+      chol_a, jnp.broadcast_to(prior.chol.T, chol_a.shape), lower=True)
+  cov = jnp.einsum('bki,bkj->bij', g, g)
+  predicted = apply_link(w @ prior.phi.T, prior.link)
+  if return_std:
+    # Var of phi_m . w = |chol_a^-1 phi_white_m|^2.
+    h = jax.scipy.linalg.solve_triangular(
+        chol_a, jnp.broadcast_to(prior.phi_white.T,
+                                 (z.shape[0],) + prior.phi_white.T.shape),
+        lower=True)
+    std = jnp.sqrt(jnp.sum(h ** 2, axis=1) + prior.noise_var)
+  else:
+    std = jnp.zeros((z.shape[0], 0))
+  return FoldIn(vectors=w, cov=cov, predicted=predicted, std=std)
+
+
+@jax.jit
+def _fold_in_dense(prior, scores, mask):
+  """Dense fold-in: every model is a potential observation (masked)."""
+  mask = mask.astype(prior.phi.dtype)
+  resid = (scores - (prior.phi @ prior.mean)[None, :]) * mask
+  x = prior.phi_white
+  gram = jnp.einsum('bm,mi,mj->bij', mask, x, x)
+  z, chol_a = fold_in_posterior(gram, resid @ x, prior.noise_var)
+  return _posterior_outputs(prior, z, chol_a, return_std=True)
+
+
+@functools.partial(jax.jit, static_argnames=('return_std',))
+def _fold_in_gather(prior, idx, scores, valid, *, return_std):
+  """Gathered fold-in: K observed model indices per task."""
+  valid = valid.astype(prior.phi.dtype)
+  resid = (scores - (prior.phi @ prior.mean)[idx]) * valid
+  x = prior.phi_white[idx] * valid[..., None]
+  gram = jnp.einsum('bki,bkj->bij', x, x)
+  z, chol_a = fold_in_posterior(gram, jnp.einsum('bki,bk->bi', x, resid),
+                                prior.noise_var)
+  return _posterior_outputs(prior, z, chol_a, return_std=return_std)
+
+
+@jax.jit
+def _score(phi, w):
+  return w @ phi.T
+
+
+@functools.partial(jax.jit, static_argnames=('k', 'chunk_size'))
+def _top_k_chunked(phi, w, *, k, chunk_size):
+  """Top-k of w @ phi.T over models, chunk by chunk, with a running merge."""
+  m, d = phi.shape
+  num_chunks = -(-m // chunk_size)
+  pad = num_chunks * chunk_size - m
+  chunks = jnp.pad(phi, ((0, pad), (0, 0))).reshape(num_chunks, chunk_size, d)
+  b = w.shape[0]
+  kc = min(k, chunk_size)
+
+  def body(carry, inputs):
+    best_v, best_i = carry
+    c, phi_c = inputs
+    s = w @ phi_c.T
+    ids = c * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
+    s = jnp.where(ids[None, :] < m, s, -jnp.inf)
+    v, i = jax.lax.top_k(s, kc)
+    all_v = jnp.concatenate([best_v, v], axis=1)
+    all_i = jnp.concatenate([best_i, ids[i]], axis=1)
+    top_v, pos = jax.lax.top_k(all_v, k)
+    return (top_v, jnp.take_along_axis(all_i, pos, axis=1)), None
+
+  init = (jnp.full((b, k), -jnp.inf, w.dtype), jnp.zeros((b, k), jnp.int32))
+  (vals, idx), _ = jax.lax.scan(
+      body, init, (jnp.arange(num_chunks, dtype=jnp.int32), chunks))
+  return vals, idx
