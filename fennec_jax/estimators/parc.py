@@ -30,6 +30,7 @@ from fennec_jax.estimators import preprocess
 
 def average_ranks(values: jnp.ndarray) -> jnp.ndarray:
   """1-based ranks with ties averaged (scipy.stats.rankdata 'average')."""
+  values = jnp.asarray(values)
   p = values.shape[0]
   order = jnp.argsort(values)
   sorted_vals = values[order]
