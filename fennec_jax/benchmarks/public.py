@@ -578,14 +578,15 @@ def load_baseline_scores(name: str, **options: Any) -> dict[str, History]:
     method -> History.
   """
   _check_name(name)
-  ground_truth = load_benchmark(name, **options)
-  if name == 'transfergraph_image':
-    return _transfergraph_baselines('image_classification', ground_truth)
-  if name == 'transfergraph_text':
-    return _transfergraph_baselines('sequence_classification', ground_truth)
-  if name == 'model_spider_single':
-    return _model_spider_baselines(ground_truth)
   if name == 'offline':
     loader = getattr(_offline_module(), 'load_baseline_scores', None)
     return dict(loader(**options)) if loader else {}
+  if name == 'transfergraph_image':
+    return _transfergraph_baselines('image_classification',
+                                    load_benchmark(name, **options))
+  if name == 'transfergraph_text':
+    return _transfergraph_baselines('sequence_classification',
+                                    load_benchmark(name, **options))
+  if name == 'model_spider_single':
+    return _model_spider_baselines(load_benchmark(name, **options))
   return {}
