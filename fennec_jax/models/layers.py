@@ -274,3 +274,38 @@ def regex_renamer(rules: Sequence[tuple[str, str]]
     return name
 
   return rename
+
+
+def layer_norm(epsilon: float, dtype: Dtype = jnp.float32,
+               name: str | None = None) -> nn.LayerNorm:
+  """`torch.nn.LayerNorm` over the last axis (two-pass variance, float32)."""
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, use_fast_variance=False,
+                      name=name)
+
+
+def drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
+  """timm's stochastic-depth schedule: linear 0 -> `rate` over all blocks."""
+  flat = np.linspace(0.0, rate, sum(depths)).tolist() if sum(depths) else []
+  out, start = [], 0
+  for d in depths:
+    out.append(flat[start:start + d])
+    start += d
+  return out
+
+
+class DropPath(nn.Module):
+  """Stochastic depth per sample (timm's `DropPath`, scaled by 1/keep).
+
+  Active only with `deterministic=False` and `rate > 0`; then it needs the
+  'dropout' rng.
+  """
+  rate: float = 0.0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+    if deterministic or self.rate == 0.0:
+      return x
+    keep = 1.0 - self.rate
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep,
+                                (x.shape[0],) + (1,) * (x.ndim - 1))
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
