@@ -182,6 +182,22 @@ def _standardize(pred: np.ndarray, eval_mask: np.ndarray) -> np.ndarray:
   return (pred - mean) / np.where(std > 0, std, 1.0)
 
 
+def _nanmean(values: Sequence[float], what: str) -> float:
+  """Mean of the defined values; undefined ones (NaN) are counted in a log.
+
+  A metric is undefined where the scored models' true scores are constant
+  (e.g. TransferGraph's food101 runs that all ended at chance level).
+  """
+  values = np.asarray(values, np.float64)
+  bad = np.isnan(values)
+  if bad.all():
+    return float('nan')
+  if bad.any():
+    logging.info('%s: %d of %d values undefined (NaN), left out of the mean.',
+                 what, int(bad.sum()), len(values))
+  return float(values[~bad].mean())
+
+
 def default_targets(history: Any, all_targets: bool = False) -> list[str]:
   """The targets evaluated by default: the ones the benchmark's paper reports.
 
@@ -309,11 +325,13 @@ def evaluate(
       got = [t for t in targets if (name, k, t) in per_seed]
       if not got:
         continue
-      vals = {t: {m: float(np.mean(per_seed[(name, k, t)][m]))
+      vals = {t: {m: _nanmean(per_seed[(name, k, t)][m],
+                              f'{name} K={k} {t} {m} over seeds')
                   for m in METRICS} for t in got}
       rows.extend(Row(name, k, t, **vals[t]) for t in got)
       rows.append(Row(name, k, MEAN, **{
-          m: float(np.mean([vals[t][m] for t in got])) for m in METRICS}))
+          m: _nanmean([vals[t][m] for t in got],
+                      f'{name} K={k} {m} over targets') for m in METRICS}))
   return Results(rows=rows, per_seed=per_seed, targets=targets,
                  benchmark=getattr(history, 'name', ''), coverage=coverage)
 

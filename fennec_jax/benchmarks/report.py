@@ -67,9 +67,11 @@ def markdown_table(results: Any) -> str:
       f'Leave-one-task-out on `{results.benchmark}`: metrics on the unobserved '
       f'models, averaged over seeds, then over targets '
       f'({", ".join(results.targets)}); 95% percentile bootstrap over '
-      'targets. "models scored": mean fraction of the unobserved models a '
-      'method could score (estimator scores and metadata cover only some '
-      'models; such a method is scored on the ones it covers).',
+      'targets. Column "targets": targets where the metric is defined '
+      "(the scored models' true scores are not all equal). Column "
+      '"models scored": mean fraction of the unobserved models a method '
+      'could score (estimator scores and metadata cover only some models; '
+      'such a method is scored on the ones it covers).',
       '',
       '| ' + ' | '.join(head) + ' |',
       '|' + '---|' * len(head),
@@ -82,9 +84,15 @@ def markdown_table(results: Any) -> str:
         continue
       cells = [method, str(k)]
       for m in METRICS:
-        lo, hi = bootstrap_ci(vals[m])
+        finite = vals[m][np.isfinite(vals[m])]
+        if not len(finite):
+          cells.append('undefined')
+          continue
+        lo, hi = bootstrap_ci(finite)
         cells.append(f'{results.mean(method, k, m):.3f} [{lo:.3f}, {hi:.3f}]')
-      cells.append(str(len(vals['pearson'])))
+      defined = int(np.isfinite(vals['pearson']).sum())
+      total = len(vals['pearson'])
+      cells.append(str(total) if defined == total else f'{defined}/{total}')
       cov = getattr(results, 'mean_coverage', lambda *_: float('nan'))(
           method, k)
       cells.append(f'{cov:.0%}' if np.isfinite(cov) else '')
@@ -110,6 +118,7 @@ def write_plot(results: Any, path: str) -> None:
       xs, ys, lo, hi = [], [], [], []
       for k in ks:
         v = results.per_target(method, k, metric)
+        v = v[np.isfinite(v)]
         if not len(v):
           continue
         a, b = bootstrap_ci(v)

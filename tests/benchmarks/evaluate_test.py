@@ -210,6 +210,18 @@ class ProtocolTest(absltest.TestCase):
           h, {'strict': lambda tr, t, o: np.broadcast_to(meta, o.shape)},
           k_shots=(0,), num_seeds=1)
 
+  def test_undefined_metric_is_left_out_of_the_mean(self):
+    scores = np.array(_history(num_models=10, num_tasks=3).scores)
+    scores[:, 2] = 0.01  # All runs at chance: correlations are undefined.
+    h = history_lib.History.from_matrix(scores, name='toy')
+    res = evaluate.evaluate(h, {'popularity': baselines.popularity},
+                            k_shots=(0,), num_seeds=1)
+    vals = res.per_target('popularity', 0, 'pearson')
+    self.assertTrue(np.isnan(vals[2]))
+    self.assertAlmostEqual(res.mean('popularity', 0, 'pearson'),
+                           vals[:2].mean())
+    self.assertIn('| 2/3 |', report.markdown_table(res))
+
   def test_bad_method_output_is_clear_error(self):
     h = _history(num_tasks=2)
     with self.assertRaisesRegex(ValueError, "'bad' returned shape"):
