@@ -412,6 +412,7 @@ class FitInfo(NamedTuple):
     eval_rmse: the held-out RMSE (normalized domain) at those steps.
     train_loss: the training objective at those steps.
     num_train: training entries; num_heldout: held-out entries.
+    heldout_mask: [M, T] bool, the held-out entries.
   """
   best_step: int
   steps: int
@@ -420,6 +421,7 @@ class FitInfo(NamedTuple):
   train_loss: np.ndarray
   num_train: int
   num_heldout: int
+  heldout_mask: np.ndarray
 
 
 # ----------------------------------------------------------------------------
@@ -576,8 +578,8 @@ def step(state: State, data: Data, rng: jax.Array, *, num_train: jax.Array,
     params = dict(params,
                   model_factors=jnp.maximum(params['model_factors'], 0.0),
                   task_factors=jnp.maximum(params['task_factors'], 0.0))
-  metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
-             'param_norm': optax.global_norm(params)}
+  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+             'param_norm': optax.tree.norm(params)}
   return State(params, opt_state, state.step + 1), metrics
 
 
@@ -748,6 +750,8 @@ def fit(scores: Any, mask: Optional[Any] = None,
       if num_held and since_best >= config.patience:
         break
   _, best_step, params = best
+  heldout_mask = np.zeros(mask.shape, bool)
+  heldout_mask[rows[held], cols[held]] = True
   if best_step == 0:
     raise ValueError('transfer space fit diverged before the first '
                      f'evaluation (held-out RMSE {eval_rmse}); lower '
@@ -799,7 +803,7 @@ def fit(scores: Any, mask: Optional[Any] = None,
                  eval_steps=np.asarray(eval_steps),
                  eval_rmse=np.asarray(eval_rmse),
                  train_loss=np.asarray(losses), num_train=num_train,
-                 num_heldout=num_held)
+                 num_heldout=num_held, heldout_mask=heldout_mask)
   return space, info
 
 
@@ -915,8 +919,7 @@ def _posterior_outputs(prior, z, chol_a, return_std):
   return FoldIn(vectors=w, cov=cov, predicted=predicted, std=std)
 
 
-@jax.jit
-def _fold_in_dense(prior, scores, mask):
+def _fold_in_dense_impl(prior, scores, mask):
   """Dense fold-in: every model is a potential observation (masked)."""
   mask = mask.astype(prior.phi.dtype)
   resid = (scores - (prior.phi @ prior.mean)[None, :]) * mask
@@ -926,8 +929,7 @@ def _fold_in_dense(prior, scores, mask):
   return _posterior_outputs(prior, z, chol_a, return_std=True)
 
 
-@functools.partial(jax.jit, static_argnames=('return_std',))
-def _fold_in_gather(prior, idx, scores, valid, *, return_std):
+def _fold_in_gather_impl(prior, idx, scores, valid, *, return_std):
   """Gathered fold-in: K observed model indices per task."""
   valid = valid.astype(prior.phi.dtype)
   resid = (scores - (prior.phi @ prior.mean)[idx]) * valid
@@ -938,13 +940,7 @@ def _fold_in_gather(prior, idx, scores, valid, *, return_std):
   return _posterior_outputs(prior, z, chol_a, return_std=return_std)
 
 
-@jax.jit
-def _score(phi, w):
-  return w @ phi.T
-
-
-@functools.partial(jax.jit, static_argnames=('k', 'chunk_size'))
-def _top_k_chunked(phi, w, *, k, chunk_size):
+def _top_k_impl(phi, w, *, k, chunk_size):
   """Top-k of w @ phi.T over models, chunk by chunk, with a running merge."""
   m, d = phi.shape
   num_chunks = -(-m // chunk_size)
@@ -969,3 +965,11 @@ def _top_k_chunked(phi, w, *, k, chunk_size):
   (vals, idx), _ = jax.lax.scan(
       body, init, (jnp.arange(num_chunks, dtype=jnp.int32), chunks))
   return vals, idx
+
+
+# Compiled entry points (module attributes, so a test can wrap the impls with
+# a trace counter and check that repeated calls do not recompile).
+_fold_in_dense = jax.jit(_fold_in_dense_impl)
+_fold_in_gather = jax.jit(_fold_in_gather_impl, static_argnames=('return_std',))
+_score = jax.jit(lambda phi, w: w @ phi.T)
+_top_k_chunked = jax.jit(_top_k_impl, static_argnames=('k', 'chunk_size'))
