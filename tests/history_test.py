@@ -127,7 +127,8 @@ class CsvTest(absltest.TestCase):
         model_metadata={'params': [1e6, np.nan, 3.5],
                         'family': np.array(['vit', None, 'resnet'], object)},
         task_metadata={'classes': [10, 20, 47]}, score_name='acc')
-    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), 'h.csv')
+    tmp = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(tmp, 'h.csv')
     h.to_csv(path)
     back = History.read_csv(path, score_name='acc')
     back = back.subset(models=h.model_ids, tasks=h.task_ids)

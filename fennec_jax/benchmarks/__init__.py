@@ -1,4 +1,4 @@
-"""Ground-truth benchmarks (public tables, the offline benchmark) and evaluation.
+"""Ground-truth benchmarks (public tables, offline benchmark) and evaluation.
 
 `load_benchmark(name)` returns a `fennec_jax.History`; `list_benchmarks()` the
 valid names; `load_baseline_scores(name)` the raw estimator scores a benchmark

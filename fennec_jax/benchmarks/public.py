@@ -19,7 +19,8 @@ Conventions shared by all benchmarks:
 Benchmarks (see each loader's docstring for its filtering and duplicate rule):
   transfergraph_image  180 HF image models × 13 targets (Li et al., ICDE 2024).
   transfergraph_text   full fine-tunes of 167 HF text models × 10 targets.
-  sfda_group1          11 torchvision CNNs × 11 targets (Shao et al., ECCV 2022).
+  sfda_group1          11 torchvision CNNs × 11 targets (Shao et al.,
+                       ECCV 2022).
   model_spider_single  10 torchvision CNNs × 8 targets (+2 regression sets as
                        an option), nine estimator scores (Zhang et al., 2023).
   model_spider_multi   66 backbones fine-tuned on 22 sources × 7 targets.
@@ -223,7 +224,7 @@ def _estimator_histories(ground_truth: History, records: Mapping[str, list],
   return out
 
 
-# -- TransferGraph -------------------------------------------------------------
+# -- TransferGraph ------------------------------------------------------------
 
 
 def _transfergraph_tasks(kind: str) -> dict[str, dict[str, float]]:
@@ -357,7 +358,7 @@ def _transfergraph_baselines(kind: str, ground_truth: History
   return _estimator_histories(ground_truth, records, str(path), 'mean')
 
 
-# -- SFDA, Model Spider, PARC ----------------------------------------------------
+# -- SFDA, Model Spider, PARC -------------------------------------------------
 
 
 def _torchvision_zoo(history: History) -> History:
@@ -496,7 +497,7 @@ def _parc_controlled() -> History:
   return _parc('oracles_controlled.csv', 'parc_controlled')
 
 
-# -- registry -------------------------------------------------------------------
+# -- registry -----------------------------------------------------------------
 
 
 def _load_offline(**options: Any) -> History:
