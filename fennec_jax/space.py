@@ -412,7 +412,8 @@ class FitInfo(NamedTuple):
     eval_rmse: the held-out RMSE (normalized domain) at those steps.
     train_loss: the training objective at those steps.
     num_train: training entries; num_heldout: held-out entries.
-    heldout_mask: [M, T] bool, the held-out entries.
+    heldout_rows: [H] model index of each held-out entry.
+    heldout_cols: [H] task index of each held-out entry.
   """
   best_step: int
   steps: int
@@ -421,7 +422,8 @@ class FitInfo(NamedTuple):
   train_loss: np.ndarray
   num_train: int
   num_heldout: int
-  heldout_mask: np.ndarray
+  heldout_rows: np.ndarray
+  heldout_cols: np.ndarray
 
 
 # ----------------------------------------------------------------------------
@@ -429,9 +431,63 @@ class FitInfo(NamedTuple):
 # ----------------------------------------------------------------------------
 
 
+def normalize_entries(cols: np.ndarray, values: np.ndarray, num_tasks: int,
+                      method: str
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-task normalization of observed entries given as (column, value).
+
+  Args:
+    cols: [N] task index of each observed entry.
+    values: [N] raw scores.
+    num_tasks: T.
+    method: 'none', 'zscore' or 'rank'.
+
+  Returns:
+    (normalized [N], loc [T], scale [T]) such that raw ~ loc + scale *
+    normalized (exact for 'none' and 'zscore'; the least-squares line for
+    'rank'). A task with constant scores gets scale 1.
+
+  Raises:
+    ValueError: for an unknown method.
+  """
+  if method not in _NORMALIZATIONS:
+    raise ValueError(f'normalization={method!r}; valid: {_NORMALIZATIONS}.')
+  values = np.asarray(values, np.float64)
+  if method == 'none':
+    return values, np.zeros(num_tasks), np.ones(num_tasks)
+  num = np.maximum(np.bincount(cols, minlength=num_tasks), 1)
+  mean = np.bincount(cols, values, num_tasks) / num
+  centered = values - mean[cols]
+  std = np.sqrt(np.bincount(cols, centered ** 2, num_tasks) / num)
+  if method == 'zscore':
+    scale = np.where(std > 0, std, 1.0)
+    return centered / scale[cols], mean, scale
+  # Average ranks within each task (ties share their mean rank), then
+  # van der Waerden normal scores.
+  order = np.lexsort((values, cols))
+  c_sorted, v_sorted = cols[order], values[order]
+  starts = np.concatenate([[0], np.cumsum(num)[:-1]])
+  position = np.arange(len(order)) - starts[c_sorted] + 1.0
+  new_group = np.ones(len(order), bool)
+  new_group[1:] = (c_sorted[1:] != c_sorted[:-1]) | (v_sorted[1:]
+                                                     != v_sorted[:-1])
+  group = np.cumsum(new_group) - 1
+  avg_rank = (np.bincount(group, position) / np.bincount(group))[group]
+  normed = np.empty(len(order))
+  normed[order] = scipy.special.ndtri((avg_rank - 0.5) / num[c_sorted])
+  # Least-squares affine map back: raw ~ loc + scale * normed.
+  nmean = np.bincount(cols, normed, num_tasks) / num
+  ncent = normed - nmean[cols]
+  var = np.bincount(cols, ncent ** 2, num_tasks)
+  cov = np.bincount(cols, ncent * centered, num_tasks)
+  scale = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 1.0)
+  scale = np.where(scale > 0, scale, 1.0)
+  return normed, mean - scale * nmean, scale
+
+
 def normalize(scores: np.ndarray, mask: np.ndarray, method: str
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Per-task normalization from the observed entries only.
+  """`normalize_entries` on a dense [M, T] matrix (0 where unobserved).
 
   Args:
     scores: [M, T] raw scores (anything where not observed).
@@ -439,40 +495,14 @@ def normalize(scores: np.ndarray, mask: np.ndarray, method: str
     method: 'none', 'zscore' or 'rank'.
 
   Returns:
-    (normalized [M, T] with 0 where unobserved, loc [T], scale [T]) such
-    that raw ~ loc + scale * normalized on observed entries (exact for 'none'
-    and 'zscore'; least squares for 'rank'). A task whose observed scores
-    are constant gets scale 1.
-
-  Raises:
-    ValueError: for an unknown method.
+    (normalized [M, T], loc [T], scale [T]).
   """
-  if method not in _NORMALIZATIONS:
-    raise ValueError(f'normalization={method!r}; valid: {_NORMALIZATIONS}.')
-  scores = np.where(mask, scores, 0.0).astype(np.float64)
-  num = mask.sum(0)
-  if method == 'none':
-    t = scores.shape[1]
-    return scores, np.zeros(t), np.ones(t)
-  mean = scores.sum(0) / num
-  centered = np.where(mask, scores - mean, 0.0)
-  std = np.sqrt((centered ** 2).sum(0) / num)
-  if method == 'zscore':
-    scale = np.where(std > 0, std, 1.0)
-    return np.where(mask, centered / scale, 0.0), mean, scale
-  normed = np.zeros_like(scores)
-  for t in range(scores.shape[1]):
-    rows = np.flatnonzero(mask[:, t])
-    ranks = scipy.stats.rankdata(scores[rows, t])
-    normed[rows, t] = scipy.special.ndtri((ranks - 0.5) / len(rows))
-  # Least-squares affine map back: raw ~ loc + scale * normed.
-  nmean = np.where(mask, normed, 0.0).sum(0) / num
-  ncent = np.where(mask, normed - nmean, 0.0)
-  var = (ncent ** 2).sum(0)
-  scale = np.where(var > 0, (ncent * centered).sum(0) / np.where(var > 0, var,
-                                                                 1.0), 1.0)
-  scale = np.where(scale > 0, scale, 1.0)
-  loc = mean - scale * nmean
+  mask = np.asarray(mask, bool)
+  rows, cols = np.nonzero(mask)
+  normed_entries, loc, scale = normalize_entries(
+      cols, np.asarray(scores)[rows, cols], mask.shape[1], method)
+  normed = np.zeros(mask.shape)
+  normed[rows, cols] = normed_entries
   return normed, loc, scale
 
 
@@ -605,10 +635,9 @@ def _rmse(params, data, *, use_bias):
                   / jnp.maximum(jnp.sum(data.weights), 1.0))
 
 
-def _check_inputs(scores, mask, config):
-  """Validates and returns (scores f64, mask bool)."""
-  config.validate()
-  scores = np.asarray(scores, np.float64)
+def _check_dense(scores, mask):
+  """Validates a dense matrix + mask; returns (scores, mask bool)."""
+  scores = np.asarray(scores)
   if scores.ndim != 2:
     raise ValueError(f'scores must be a [models, tasks] matrix, got shape '
                      f'{scores.shape}.')
@@ -625,27 +654,59 @@ def _check_inputs(scores, mask, config):
     m, t = np.argwhere(bad)[0]
     raise ValueError(f'scores[{m}, {t}] = {scores[m, t]} is observed (mask '
                      f'True) but not finite; {bad.sum()} such entries.')
-  empty = np.flatnonzero(mask.sum(0) == 0)
-  if empty.size:
-    raise ValueError(f'task column(s) {empty.tolist()} have no observed '
-                     'scores (all NaN / masked); drop them before fitting.')
-  if config.rank > min(scores.shape):
-    raise ValueError(f'rank={config.rank} exceeds min(models, tasks) = '
-                     f'{min(scores.shape)}.')
-  unseen = int((mask.sum(1) == 0).sum())
-  if unseen:
-    logging.info('transfer space: %d of %d models have no observed score; '
-                 'they get prior (zero) factors.', unseen, scores.shape[0])
   return scores, mask
 
 
-def _split(mask, config, rng):
+def _check_entries(rows, cols, values, shape, config):
+  """Validates COO entries; returns (rows, cols, values float64)."""
+  config.validate()
+  rows, cols = np.asarray(rows), np.asarray(cols)
+  values = np.asarray(values, np.float64)
+  if not (rows.ndim == cols.ndim == values.ndim == 1
+          and rows.size == cols.size == values.size):
+    raise ValueError(f'rows, cols and values must be 1-D of equal length, '
+                     f'got {rows.shape}, {cols.shape}, {values.shape}.')
+  if len(shape) != 2:
+    raise ValueError(f'shape must be (models, tasks), got {shape}.')
+  for name, idx, size in (('rows', rows, shape[0]), ('cols', cols, shape[1])):
+    if not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f'{name} must be integers, got {idx.dtype}.')
+    out = (idx < 0) | (idx >= size)
+    if out.any():
+      i = int(np.flatnonzero(out)[0])
+      raise ValueError(f'{name}[{i}] = {idx[i]} is outside [0, {size}).')
+  bad = ~np.isfinite(values)
+  if bad.any():
+    i = int(np.flatnonzero(bad)[0])
+    raise ValueError(f'values[{i}] (row {rows[i]}, col {cols[i]}) = '
+                     f'{values[i]} is not finite; {bad.sum()} such entries.')
+  flat = rows.astype(np.int64) * shape[1] + cols
+  uniq, counts = np.unique(flat, return_counts=True)
+  if (counts > 1).any():
+    r, c = divmod(int(uniq[np.argmax(counts > 1)]), shape[1])
+    raise ValueError(f'entry (row {r}, col {c}) is given more than once; '
+                     'resolve duplicates before fitting.')
+  per_task = np.bincount(cols, minlength=shape[1])
+  empty = np.flatnonzero(per_task == 0)
+  if empty.size:
+    raise ValueError(f'task column(s) {empty.tolist()} have no observed '
+                     'scores (all NaN / masked); drop them before fitting.')
+  if config.rank > min(shape):
+    raise ValueError(f'rank={config.rank} exceeds min(models, tasks) = '
+                     f'{min(shape)}.')
+  unseen = int((np.bincount(rows, minlength=shape[0]) == 0).sum())
+  if unseen:
+    logging.info('transfer space: %d of %d models have no observed score; '
+                 'they get prior (zero) factors.', unseen, shape[0])
+  return rows, cols, values
+
+
+def _split(rows, cols, shape, config, rng):
   """Seeded held-out subset of the observed entries, leaving every task and
   model with at least one training entry where it has any."""
-  rows, cols = np.nonzero(mask)
   n = rows.size
   held = np.asarray(jax.random.uniform(rng, (n,))) < config.holdout_fraction
-  for axis_idx, size in ((cols, mask.shape[1]), (rows, mask.shape[0])):
+  for axis_idx, size in ((cols, shape[1]), (rows, shape[0])):
     train_count = np.bincount(axis_idx[~held], minlength=size)
     starved = np.flatnonzero((train_count == 0)
                              & (np.bincount(axis_idx, minlength=size) > 0))
@@ -654,7 +715,7 @@ def _split(mask, config, rng):
       entries = np.flatnonzero(held & np.isin(axis_idx, starved))
       _, first = np.unique(axis_idx[entries], return_index=True)
       held[entries[first]] = False
-  return rows, cols, held
+  return held
 
 
 def _padded_size(n, num_shards):
@@ -677,8 +738,8 @@ def _to_data(rows, cols, values, sharding, num_shards):
 
 
 def fit(scores: Any, mask: Optional[Any] = None,
-              config: SpaceConfig = SpaceConfig(),
-              return_info: bool = False):
+        config: SpaceConfig = SpaceConfig(),
+        return_info: bool = False):
   """Fits a transfer space to a partially observed score matrix.
 
   Args:
@@ -695,12 +756,41 @@ def fit(scores: Any, mask: Optional[Any] = None,
     ValueError: on shape mismatch, a non-bool mask, non-finite observed
       scores, a task with no observed score, or a bad config.
   """
-  scores, mask = _check_inputs(scores, mask, config)
-  num_models, num_tasks = scores.shape
-  normed, loc, scale = normalize(scores, mask, config.normalization)
+  config.validate()
+  scores, mask = _check_dense(scores, mask)
+  rows, cols = np.nonzero(mask)
+  return fit_entries(rows, cols, scores[rows, cols], scores.shape, config,
+                     return_info=return_info)
+
+
+def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
+                config: SpaceConfig = SpaceConfig(),
+                return_info: bool = False):
+  """Fits a transfer space to observed entries given in COO form.
+
+  The same as `fit`, for histories too large or sparse for a dense matrix.
+
+  Args:
+    rows: [N] int model index of each observed score.
+    cols: [N] int task index.
+    values: [N] raw scores.
+    shape: (M, T).
+    config: SpaceConfig.
+    return_info: also return a FitInfo.
+
+  Returns:
+    TransferSpace (and FitInfo when return_info).
+
+  Raises:
+    ValueError: on indices out of range, duplicate entries, non-finite
+      scores, a task with no observed score, or a bad config.
+  """
+  rows, cols, raw = _check_entries(rows, cols, values, shape, config)
+  num_models, num_tasks = shape
+  values, loc, scale = normalize_entries(cols, raw, num_tasks,
+                                         config.normalization)
   root = jax.random.key(config.seed)
-  rows, cols, held = _split(mask, config, jax.random.fold_in(root, 0))
-  values = normed[rows, cols]
+  held = _split(rows, cols, shape, config, jax.random.fold_in(root, 0))
 
   devices = jax.devices()
   mesh = jax.make_mesh((len(devices),), ('data',),
@@ -750,8 +840,6 @@ def fit(scores: Any, mask: Optional[Any] = None,
       if num_held and since_best >= config.patience:
         break
   _, best_step, params = best
-  heldout_mask = np.zeros(mask.shape, bool)
-  heldout_mask[rows[held], cols[held]] = True
   if best_step == 0:
     raise ValueError('transfer space fit diverged before the first '
                      f'evaluation (held-out RMSE {eval_rmse}); lower '
@@ -771,7 +859,7 @@ def fit(scores: Any, mask: Optional[Any] = None,
 
   link = np.zeros((0,))
   if config.normalization == 'rank':
-    link = _population_link(scores, mask, loc, scale)
+    link = _population_link(cols, raw, loc, scale)
 
   task_w = np.asarray(_task_weights(params['task_factors'],
                                     params['task_bias'], params['offset'],
@@ -803,24 +891,26 @@ def fit(scores: Any, mask: Optional[Any] = None,
                  eval_steps=np.asarray(eval_steps),
                  eval_rmse=np.asarray(eval_rmse),
                  train_loss=np.asarray(losses), num_train=num_train,
-                 num_heldout=num_held, heldout_mask=heldout_mask)
+                 num_heldout=num_held, heldout_rows=rows[held],
+                 heldout_cols=cols[held])
   return space, info
 
 
-def _population_link(scores, mask, loc, scale, size=256):
+def _population_link(cols, raw, loc, scale, size=256):
   """Mean over tasks of the quantile function of (raw - loc) / scale."""
   probs = (np.arange(size) + 0.5) / size
-  curves = [np.quantile((scores[mask[:, t], t] - loc[t]) / scale[t], probs)
-            for t in range(scores.shape[1])]
-  return np.mean(curves, axis=0)
+  standardized = (raw - loc[cols]) / scale[cols]
+  order = np.argsort(cols, kind='stable')
+  groups = np.split(standardized[order],
+                    np.cumsum(np.bincount(cols, minlength=len(loc)))[:-1])
+  return np.mean([np.quantile(g, probs) for g in groups], axis=0)
 
 
 def fit_space_from_history(history: Any,
                            config: SpaceConfig = SpaceConfig(),
                            return_info: bool = False):
   """`fit` on a History (anything with `scores` and `mask` [M, T])."""
-  return fit(history.scores, history.mask, config,
-                   return_info=return_info)
+  return fit(history.scores, history.mask, config, return_info=return_info)
 
 
 # ----------------------------------------------------------------------------

@@ -95,7 +95,8 @@ class FitTest(parameterized.TestCase):
     info = self.info
     self.assertEqual(info.best_step,
                      info.eval_steps[np.argmin(info.eval_rmse)])
-    held = info.heldout_mask
+    held = np.zeros(self.mask.shape, bool)
+    held[info.heldout_rows, info.heldout_cols] = True
     self.assertEqual(held.sum(), info.num_heldout)
     self.assertFalse((held & ~self.mask).any())
     pred = np.asarray(self.space.predict())
@@ -116,12 +117,19 @@ class FitTest(parameterized.TestCase):
     self.assertLen(info.eval_rmse, best + 1 + config.patience)
     self.assertGreater(info.eval_rmse[-1], info.eval_rmse[best])
     pred = np.asarray(space.predict())
-    rmse = np.sqrt(np.mean((pred - scores)[info.heldout_mask] ** 2))
+    held = (info.heldout_rows, info.heldout_cols)
+    rmse = np.sqrt(np.mean((pred - scores)[held] ** 2))
     np.testing.assert_allclose(rmse, info.eval_rmse[best], rtol=1e-4)
 
   def test_unobserved_values_do_not_influence_the_fit(self):
     garbage = np.where(self.mask, self.scores, -1e6)
     other = space_lib.fit(garbage, self.mask, self.config)
+    chex.assert_trees_all_equal(self.space, other)
+
+  def test_entries_equal_dense(self):
+    rows, cols = np.nonzero(self.mask)
+    other = space_lib.fit_entries(rows, cols, self.scores[rows, cols],
+                                  self.mask.shape, self.config)
     chex.assert_trees_all_equal(self.space, other)
 
   def test_deterministic_by_seed(self):
@@ -344,6 +352,17 @@ class BadInputTest(parameterized.TestCase):
   def test_bad_config(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       space_lib.fit(np.ones((4, 3)), None, space_lib.SpaceConfig(**overrides))
+
+  def test_entries_errors(self):
+    config = space_lib.SpaceConfig(rank=1)
+    with self.assertRaisesRegex(ValueError, r'entry \(row 1, col 0\) is '
+                                'given more than once'):
+      space_lib.fit_entries([0, 1, 1], [0, 0, 0], [1.0, 2.0, 3.0], (2, 1),
+                            config)
+    with self.assertRaisesRegex(ValueError, r'cols\[1\] = 5 is outside'):
+      space_lib.fit_entries([0, 1], [0, 5], [1.0, 2.0], (2, 2), config)
+    with self.assertRaisesRegex(ValueError, r'values\[0\] \(row 0, col 0\)'):
+      space_lib.fit_entries([0], [0], [np.nan], (1, 1), config)
 
   def test_fold_in_errors(self):
     scores = _low_rank(8, 4, rank=1, seed=8)[1]
