@@ -268,11 +268,15 @@ def evaluate(
     start = time.perf_counter()
     j = task_ids.index(target)
     train = without_task(history, j)
-    true = np.where(mask[:, j], scores[:, j], 0.0)
+    # Centered in float64 (all metrics are shift-invariant), so that equal
+    # true scores stay exactly equal in the float32 metrics (undefined
+    # correlation -> NaN, not a rounding-noise value).
+    true = np.where(mask[:, j], scores[:, j] - scores[mask[:, j], j].mean(),
+                    0.0)
     obs = np.concatenate([
         draw_observed(mask[:, j], k, num_seeds, target, seed) for k in k_shots
     ])  # [K * S, M]
-    observed = np.where(obs, true[None, :], np.nan)
+    observed = np.where(obs, scores[:, j][None, :], np.nan)
     eval_mask = mask[:, j][None, :] & ~obs
     usable = [n for n in names if baselines.has_target(methods[n], target)]
     skipped = sorted(set(names) - set(usable))
