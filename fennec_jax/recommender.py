@@ -485,3 +485,71 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any],
     elif va != vb:
       out[f'{prefix}{k}'] = (va, vb)
   return out
+
+
+def read_scores_csv(path: str) -> dict[str, dict[str, float]]:
+  """Observed scores of new tasks from a CSV, for `recommend(observed=...)`.
+
+  Columns `model,score` (one new task, named after the file) or
+  `model,task,score` (several). Other columns are ignored.
+
+  Args:
+    path: the CSV file.
+
+  Returns:
+    `{task: {model_id: score}}` in file order.
+
+  Raises:
+    ValueError: naming the file, line and column of a missing column, an
+      empty id, a non-numeric or non-finite score, or a repeated model.
+  """
+  import csv  # pylint: disable=g-import-not-at-top
+  out: dict[str, dict[str, float]] = {}
+  default_task = os.path.splitext(os.path.basename(path))[0]
+  with open(path, newline='', encoding='utf-8') as f:
+    reader = csv.DictReader(f)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in ('model', 'score') if c not in header]
+    if missing:
+      raise ValueError(f'{path}: line 1 (header) lacks column(s) {missing}; '
+                       f'found {header}. Expected model,score or '
+                       'model,task,score.')
+    reader.fieldnames = header
+    for row in reader:
+      line = reader.line_num
+      model = (row.get('model') or '').strip()
+      task = (row.get('task') or default_task).strip() or default_task
+      raw = (row.get('score') or '').strip()
+      if not model:
+        raise ValueError(f"{path}: line {line}, column 'model' is empty.")
+      try:
+        score = float(raw)
+      except ValueError:
+        raise ValueError(f"{path}: line {line}, column 'score': {raw!r} is "
+                         'not a number.') from None
+      if not np.isfinite(score):
+        raise ValueError(f"{path}: line {line}, column 'score': {raw!r} is "
+                         'not finite.')
+      scores = out.setdefault(task, {})
+      if model in scores:
+        raise ValueError(f'{path}: line {line}: model {model!r} is repeated '
+                         f'for task {task!r}.')
+      scores[model] = score
+  if not out:
+    raise ValueError(f'{path}: no rows.')
+  return out
+
+
+def format_recommendation(rec: Recommendation, tasks: Sequence[str],
+                          observed: Mapping[str, Mapping[str, float]] | None
+                          = None) -> str:
+  """A plain-text table per task: rank, model, predicted score +- std."""
+  lines = []
+  for b, task in enumerate(tasks):
+    seen = (observed or {}).get(task, {})
+    lines.append(f'task {task} ({len(seen)} observed scores):')
+    for r, (model, p, s) in enumerate(zip(rec.model_ids[b], rec.predicted[b],
+                                          rec.std[b])):
+      note = f'  (observed {seen[model]:.4g})' if model in seen else ''
+      lines.append(f'  {r + 1:2d}. {model:50s} {p:9.4g} +- {s:.3g}{note}')
+  return '\n'.join(lines)

@@ -156,5 +156,34 @@ class FennecTest(absltest.TestCase):
                                       task_embeddings={'nope': np.ones(6)})
 
 
+class ScoresCsvTest(absltest.TestCase):
+
+  def _write(self, text):
+    d = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(d, 'new_task.csv')
+    with open(path, 'w') as f:
+      f.write(text)
+    return path
+
+  def test_one_and_many_tasks(self):
+    self.assertEqual(
+        recommender.read_scores_csv(self._write('model,score\na,0.5\nb,1\n')),
+        {'new_task': {'a': 0.5, 'b': 1.0}})
+    self.assertEqual(
+        recommender.read_scores_csv(
+            self._write('model,task,score\na,x,0.5\nb,y,1\na,y,2\n')),
+        {'x': {'a': 0.5}, 'y': {'b': 1.0, 'a': 2.0}})
+
+  def test_bad_rows_name_line_and_column(self):
+    with self.assertRaisesRegex(ValueError, r"line 3, column 'score': 'x'"):
+      recommender.read_scores_csv(self._write('model,score\na,1\nb,x\n'))
+    with self.assertRaisesRegex(ValueError, "lacks column.*'score'"):
+      recommender.read_scores_csv(self._write('model,acc\na,1\n'))
+    with self.assertRaisesRegex(ValueError, "line 3: model 'a' is repeated"):
+      recommender.read_scores_csv(self._write('model,score\na,1\na,2\n'))
+    with self.assertRaisesRegex(ValueError, 'not finite'):
+      recommender.read_scores_csv(self._write('model,score\na,inf\n'))
+
+
 if __name__ == '__main__':
   absltest.main()
