@@ -45,13 +45,15 @@ from fennec_jax.estimators import preprocess
 
 def power_top_eigenvalue(a: jnp.ndarray, iters: int = 3) -> jnp.ndarray:
   """SFDA's `iterative_A`: a few power iterations started at a @ 1."""
+  def unit(v):  # A zero scatter (constant features) gives 0, not NaN.
+    norm = jnp.linalg.norm(v)
+    return v / jnp.where(norm > 0, norm, 1.0)
+
   x = a.sum(1)
   y = x
   for _ in range(iters):
-    y = a @ x
-    y = y / jnp.linalg.norm(y)
-    x = a @ y
-    x = x / jnp.linalg.norm(x)
+    y = unit(a @ x)
+    x = unit(a @ y)
   return x @ (a @ y)
 
 
