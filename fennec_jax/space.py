@@ -259,12 +259,13 @@ class TransferSpace:
       raise ValueError(f'observed_scores[{b}, {m}] = {scores[b, m]} is '
                        f'observed but not finite ({bad.sum()} such entries).')
     scores = np.where(mask, scores, 0.0)
-    return _fold_in_dense(self._whitened(), jnp.asarray(scores),
+    return _fold_in_dense(self, jnp.asarray(scores),
                           jnp.asarray(mask))
 
   def fold_in_indices(self, model_indices: Any, observed_scores: Any,
                       valid: Optional[Any] = None,
-                      return_std: bool = False) -> FoldIn:
+                      return_std: bool = False,
+                      return_predicted: bool = True) -> FoldIn:
     """Posterior of new tasks from K observed scores each (gathered form).
 
     The cost is O(B K d^2) for the posterior, so it scales to large
@@ -276,9 +277,12 @@ class TransferSpace:
       observed_scores: [B, K] their raw scores.
       valid: optional [B, K] bool; False entries are padding and ignored.
       return_std: compute the [B, M] predictive std (else it is empty).
+      return_predicted: compute the [B, M] predictions (else empty; use
+        `top_k(vectors, ...)` to rank a large repository in bounded memory).
 
     Returns:
-      FoldIn; `std` has shape [B, 0] unless return_std.
+      FoldIn; `std` has shape [B, 0] unless return_std, `predicted` [B, 0]
+      unless return_predicted.
 
     Raises:
       ValueError: on shape mismatch, indices outside [0, M), K > M, or
@@ -311,13 +315,14 @@ class TransferSpace:
                        'finite.')
     idx = np.where(valid, idx, 0).astype(np.int32)
     scores = np.where(valid, scores, 0.0)
-    return _fold_in_gather(self._whitened(), jnp.asarray(idx),
+    return _fold_in_gather(self, jnp.asarray(idx),
                            jnp.asarray(scores), jnp.asarray(valid),
-                           return_std=return_std)
+                           return_std=return_std,
+                           return_predicted=return_predicted)
 
   def score(self, task_vectors: Any) -> jax.Array:
     """[B, M] raw scores of every model for task vectors [B, d]."""
-    return _score(self.model_features(), jnp.asarray(task_vectors))
+    return _score(self, jnp.asarray(task_vectors, jnp.float32))
 
   def top_k(self, task_vectors: Any, k: int,
             chunk_size: int = 16384) -> tuple[jax.Array, jax.Array]:
@@ -348,7 +353,7 @@ class TransferSpace:
     if chunk_size < 1:
       raise ValueError(f'chunk_size must be >= 1, got {chunk_size}.')
     chunk_size = min(int(chunk_size), self.num_models)
-    return _top_k_chunked(self.model_features(), w, k=int(k),
+    return _top_k_chunked(self, w, k=int(k),
                           chunk_size=chunk_size)
 
   def _whitened(self) -> '_Prior':
@@ -990,13 +995,16 @@ def apply_link(linear: jax.Array, link: jax.Array) -> jax.Array:
           + linear.std(-1, keepdims=True) * shaped)
 
 
-def _posterior_outputs(prior, z, chol_a, return_std):
+def _posterior_outputs(prior, z, chol_a, return_std, return_predicted=True):
   w = prior.mean + z @ prior.chol.T
   # cov_w = chol A^-1 chol^T = (chol_a^-1 chol^T)^T (chol_a^-1 chol^T).
   g = jax.scipy.linalg.solve_triangular(
       chol_a, jnp.broadcast_to(prior.chol.T, chol_a.shape), lower=True)
   cov = jnp.einsum('bki,bkj->bij', g, g)
-  predicted = apply_link(w @ prior.phi.T, prior.link)
+  if return_predicted:
+    predicted = apply_link(w @ prior.phi.T, prior.link)
+  else:
+    predicted = jnp.zeros((z.shape[0], 0))
   if return_std:
     # Var of phi_m . w = |chol_a^-1 phi_white_m|^2.
     h = jax.scipy.linalg.solve_triangular(
@@ -1009,8 +1017,9 @@ def _posterior_outputs(prior, z, chol_a, return_std):
   return FoldIn(vectors=w, cov=cov, predicted=predicted, std=std)
 
 
-def _fold_in_dense_impl(prior, scores, mask):
+def _fold_in_dense_impl(space, scores, mask):
   """Dense fold-in: every model is a potential observation (masked)."""
+  prior = space._whitened()  # pylint: disable=protected-access
   mask = mask.astype(prior.phi.dtype)
   resid = (scores - (prior.phi @ prior.mean)[None, :]) * mask
   x = prior.phi_white
@@ -1019,19 +1028,23 @@ def _fold_in_dense_impl(prior, scores, mask):
   return _posterior_outputs(prior, z, chol_a, return_std=True)
 
 
-def _fold_in_gather_impl(prior, idx, scores, valid, *, return_std):
+def _fold_in_gather_impl(space, idx, scores, valid, *, return_std,
+                         return_predicted):
   """Gathered fold-in: K observed model indices per task."""
+  prior = space._whitened()  # pylint: disable=protected-access
   valid = valid.astype(prior.phi.dtype)
   resid = (scores - (prior.phi @ prior.mean)[idx]) * valid
   x = prior.phi_white[idx] * valid[..., None]
   gram = jnp.einsum('bki,bkj->bij', x, x)
   z, chol_a = fold_in_posterior(gram, jnp.einsum('bki,bk->bi', x, resid),
                                 prior.noise_var)
-  return _posterior_outputs(prior, z, chol_a, return_std=return_std)
+  return _posterior_outputs(prior, z, chol_a, return_std=return_std,
+                            return_predicted=return_predicted)
 
 
-def _top_k_impl(phi, w, *, k, chunk_size):
+def _top_k_impl(space, w, *, k, chunk_size):
   """Top-k of w @ phi.T over models, chunk by chunk, with a running merge."""
+  phi = space.model_features()
   m, d = phi.shape
   num_chunks = -(-m // chunk_size)
   pad = num_chunks * chunk_size - m
@@ -1060,6 +1073,7 @@ def _top_k_impl(phi, w, *, k, chunk_size):
 # Compiled entry points (module attributes, so a test can wrap the impls with
 # a trace counter and check that repeated calls do not recompile).
 _fold_in_dense = jax.jit(_fold_in_dense_impl)
-_fold_in_gather = jax.jit(_fold_in_gather_impl, static_argnames=('return_std',))
-_score = jax.jit(lambda phi, w: w @ phi.T)
+_fold_in_gather = jax.jit(_fold_in_gather_impl,
+                          static_argnames=('return_std', 'return_predicted'))
+_score = jax.jit(lambda space, w: w @ space.model_features().T)
 _top_k_chunked = jax.jit(_top_k_impl, static_argnames=('k', 'chunk_size'))
