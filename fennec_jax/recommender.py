@@ -36,6 +36,11 @@ import numpy as np
 
 from fennec_jax import space as space_lib
 
+# The paper's transfer phase (released code): unregularized non-negative MF
+# of the raw score matrix with k = 5, no biases, no normalization.
+PAPER_SPACE = dict(rank=5, nonneg=True, use_bias=False, prior_precision=0.0,
+                   bias_prior_precision=0.0, normalization='none')
+
 _META_FILE = 'fennec.json'
 _STATE_DIR = 'state'
 _FORMAT_VERSION = 1
@@ -56,6 +61,11 @@ class FennecConfig:
   space: space_lib.SpaceConfig = space_lib.SpaceConfig()
   ridge_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
   prior_shrinkage: float = 0.1
+
+  @classmethod
+  def paper(cls) -> 'FennecConfig':
+    """The paper-faithful transfer space (`PAPER_SPACE`), for comparison."""
+    return cls(space=space_lib.SpaceConfig(**PAPER_SPACE))
 
   def to_json(self) -> dict[str, Any]:
     return {'space': dataclasses.asdict(self.space),

@@ -343,6 +343,8 @@ def evaluate(
 # -- methods, loading and the end-to-end run -----------------------------------
 
 FENNEC_SPACE = 'fennec_space'
+# The paper's transfer phase (NMF, k = 5, raw scores) with the same fold-in.
+PAPER_NMF = 'paper_nmf'
 
 
 def space_method(space_config: Mapping[str, Any] | None = None,
@@ -393,13 +395,16 @@ def build_methods(
     seed: seed of the transfer space.
 
   Returns:
-    Name -> method, baselines first, `fennec_space` last.
+    Name -> method: baselines, then `fennec_space` and `paper_nmf` (the
+    paper's NMF transfer space, k = 5, folded in the same way).
 
   Raises:
     ValueError: a requested name that does not apply, listing the valid ones.
   """
+  from fennec_jax import recommender  # pylint: disable=g-import-not-at-top
   methods = baselines.baseline_methods(history, baseline_scores)
   methods[FENNEC_SPACE] = space_method(space_config, seed)
+  methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
   if names:
     unknown = [n for n in names if n not in methods]
     if unknown:
