@@ -25,6 +25,7 @@ is a clear error.
 
 from collections.abc import Mapping, Sequence
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, NamedTuple
@@ -113,18 +114,53 @@ def _posterior(phi, chol, noise_var, mean, scores, mask):
     mask: [B, M] float, 1 where observed.
 
   Returns:
-    (w [B, d], predicted [B, M], std [B, M]).
+    (w [B, d] posterior means, cov [B, d, d] posterior covariances).
   """
   x = phi @ chol
   resid = (scores - mean @ phi.T) * mask
   gram = jnp.einsum('bm,mi,mj->bij', mask, x, x)
   z, chol_a = space_lib.fold_in_posterior(gram, resid @ x, noise_var)
   w = mean + z @ chol.T
-  predicted = w @ phi.T
-  h = jax.scipy.linalg.solve_triangular(
-      chol_a, jnp.broadcast_to(x.T, (w.shape[0],) + x.T.shape), lower=True)
-  std = jnp.sqrt(jnp.sum(h ** 2, axis=1) + noise_var)
-  return w, predicted, std
+  # cov_w = chol A^-1 chol^T = G^T G with G = chol_a^-1 chol^T.
+  g = jax.scipy.linalg.solve_triangular(
+      chol_a, jnp.broadcast_to(chol.T, chol_a.shape), lower=True)
+  return w, jnp.einsum('bki,bkj->bij', g, g)
+
+
+@jax.jit
+def _predict_all(phi, w, cov, noise_var, link):
+  """[B, M] predictive means and standard deviations (one batched matmul).
+
+  Means go through the space's population link (`space.apply_link`: same
+  ranking, mean and spread; identity unless normalization='rank').
+  """
+  pred = space_lib.apply_link(w @ phi.T, link)
+  var = jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
+  return pred, jnp.sqrt(var)
+
+
+@functools.partial(jax.jit, static_argnames=('k',))
+def _top(phi, w, cov, noise_var, link, *, k):
+  """Top-k models per task, their predictive mean and std, without [B, M] sort.
+
+  The linked value of the r-th best model only depends on its rank, the
+  row's mean and std and the link, so `apply_link` of the full row is not
+  needed: identical to `_predict_all` on the top k.
+  """
+  linear = w @ phi.T
+  values, idx = jax.lax.top_k(linear, k)
+  if link.shape[0]:
+    m = linear.shape[-1]
+    grid = (jnp.arange(link.shape[0]) + 0.5) / link.shape[0]
+    shaped_all = jnp.interp((jnp.arange(m) + 0.5) / m, grid, link)
+    q_top = (m - 1 - jnp.arange(k) + 0.5) / m
+    shaped = (jnp.interp(q_top, grid, link) - shaped_all.mean()) / jnp.maximum(
+        shaped_all.std(), 1e-12)
+    values = (linear.mean(-1, keepdims=True)
+              + linear.std(-1, keepdims=True) * shaped[None, :])
+  sel = phi[idx]  # [B, k, d]
+  var = jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
+  return values, jnp.sqrt(var), idx
 
 
 def _chol(cov: np.ndarray) -> np.ndarray:
@@ -237,6 +273,7 @@ class Fennec:
     self.task_ids = tuple(history.task_ids)
     self.ridge = self.ridge_penalty = self.embedding_cov = None
     if task_embeddings is None:
+      self._cache()
       return self
     rows, emb = self._align_embeddings(task_embeddings)
     w = np.asarray(self.space.task_vectors(), np.float64)[rows]
@@ -247,6 +284,7 @@ class Fennec:
     self.embedding_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
     logging.info('Fennec: embedding map on %d tasks (dim %d), ridge %.3g.',
                  len(rows), emb.shape[1], self.ridge_penalty)
+    self._cache()
     return self
 
   def _align_embeddings(self, task_embeddings):
@@ -312,9 +350,9 @@ class Fennec:
                        'embeddings; give one per task.')
     return scores, mask
 
-  def predict(self, task_embeddings: Any = None, observed: Any = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Predicted scores of every model for B new tasks.
+  def posterior(self, task_embeddings: Any = None, observed: Any = None
+                ) -> tuple[jax.Array, jax.Array]:
+    """Posterior of B new tasks' weight vectors.
 
     Args:
       task_embeddings: optional [B, D] embeddings (needs a fit with
@@ -323,7 +361,7 @@ class Fennec:
         dicts or a [B, M] array with NaN where unobserved.
 
     Returns:
-      (predicted [B, M], std [B, M], vectors [B, d]).
+      (w [B, d] posterior means, cov [B, d, d] covariances).
 
     Raises:
       ValueError: neither input given, embeddings without an embedding map
@@ -347,49 +385,80 @@ class Fennec:
                          f'shape {emb.shape}.')
       num_tasks = emb.shape[0]
       mean = _ridge_predict(self.ridge, emb)
-      chol = _chol(self.embedding_cov)
+      chol = self._embedding_chol
     if observed is not None:
       scores, mask = self._observed_arrays(observed, num_tasks)
       num_tasks = scores.shape[0]
     else:
-      scores = np.zeros((num_tasks, len(self.model_ids)))
-      mask = np.zeros_like(scores, bool)
+      scores = np.zeros((num_tasks, len(self.model_ids)), np.float32)
+      mask = np.zeros_like(scores)
     if task_embeddings is None:
       mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
                              (num_tasks, prior.dim))
-      chol = np.asarray(space_lib._prior_chol(prior.prior_cov), np.float64)  # pylint: disable=protected-access
-    w, pred, std = _posterior(
-        prior.model_features(), jnp.asarray(chol, jnp.float32),
-        prior.noise_var, jnp.asarray(mean, jnp.float32),
-        jnp.asarray(scores, jnp.float32), jnp.asarray(mask, jnp.float32))
+      chol = self._prior_chol
+    return _posterior(self._phi, chol, prior.noise_var,
+                      jnp.asarray(mean, jnp.float32),
+                      jnp.asarray(scores, jnp.float32),
+                      jnp.asarray(mask, jnp.float32))
+
+  def predict(self, task_embeddings: Any = None, observed: Any = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predicted scores of every model for B new tasks.
+
+    Args:
+      task_embeddings: see `posterior`.
+      observed: see `posterior`.
+
+    Returns:
+      (predicted [B, M], std [B, M], vectors [B, d]).
+    """
+    w, cov = self.posterior(task_embeddings, observed)
+    pred, std = _predict_all(self._phi, w, cov, self.space.noise_var,
+                             self.space.link)
     return np.asarray(pred), np.asarray(std), np.asarray(w)
 
   def recommend(self, task_embeddings: Any = None, observed: Any = None,
-                top: int = 5) -> Recommendation:
-    """Ranks every model for B new tasks (see `predict` for the inputs).
+                top: int = 5, full: bool = True) -> Recommendation:
+    """Ranks every model for B new tasks (see `posterior` for the inputs).
 
     Args:
       task_embeddings: optional [B, D] embeddings.
       observed: optional observed scores (B dicts or a [B, M] array).
       top: how many models to return per task.
+      full: also return every model's prediction and std (`all_*`, [B, M]);
+        False skips them (latency- and memory-bound uses).
 
     Returns:
-      A `Recommendation`, best model first.
+      A `Recommendation`, best model first (`all_*` are empty [B, 0] arrays
+      unless `full`).
 
     Raises:
-      ValueError: as `predict`, or `top` outside [1, M].
+      ValueError: as `posterior`, or `top` outside [1, M].
     """
     self._check_fitted()
     if not 1 <= top <= len(self.model_ids):
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
-    pred, std, w = self.predict(task_embeddings, observed)
-    idx = np.argsort(-pred, axis=1, kind='stable')[:, :top]
+    w, cov = self.posterior(task_embeddings, observed)
+    values, std, idx = _top(self._phi, w, cov, self.space.noise_var,
+                            self.space.link, k=top)
+    idx = np.asarray(idx)
+    if full:
+      all_pred, all_std = map(np.asarray, _predict_all(
+          self._phi, w, cov, self.space.noise_var, self.space.link))
+    else:
+      all_pred = all_std = np.zeros((idx.shape[0], 0), np.float32)
     return Recommendation(
         model_ids=[[self.model_ids[i] for i in row] for row in idx],
-        indices=idx,
-        predicted=np.take_along_axis(pred, idx, 1),
-        std=np.take_along_axis(std, idx, 1),
-        all_predicted=pred, all_std=std, vectors=w)
+        indices=idx, predicted=np.asarray(values), std=np.asarray(std),
+        all_predicted=all_pred, all_std=all_std, vectors=np.asarray(w))
+
+  def _cache(self) -> None:
+    """Device-side constants reused by every call (after fit/load)."""
+    self._phi = self.space.model_features()
+    self._prior_chol = space_lib._prior_chol(self.space.prior_cov)  # pylint: disable=protected-access
+    self._embedding_chol = (
+        None if self.embedding_cov is None else
+        jnp.asarray(_chol(self.embedding_cov), jnp.float32))
 
   # -- persistence -------------------------------------------------------------
 
@@ -482,6 +551,7 @@ class Fennec:
                    for k, v in state['ridge'].items()}
       out.embedding_cov = np.asarray(state['embedding_cov'], np.float64)
       out.ridge_penalty = meta['ridge_penalty']
+    out._cache()  # pylint: disable=protected-access
     return out
 
 

@@ -56,10 +56,19 @@ class FennecTest(absltest.TestCase):
 
   def test_ranking_is_sorted_and_consistent(self):
     rec = self.fennec.recommend(task_embeddings=self.emb[10:], top=5)
+    lean = self.fennec.recommend(task_embeddings=self.emb[10:], top=5,
+                                 full=False)
+    np.testing.assert_array_equal(lean.indices, rec.indices)
+    self.assertEqual(lean.all_predicted.shape, (2, 0))
     for b in range(2):
       self.assertTrue((np.diff(rec.predicted[b]) <= 0).all())
       np.testing.assert_array_equal(
           rec.indices[b], np.argsort(-rec.all_predicted[b])[:5])
+      # The top-k path (no full sort) gives the full path's values.
+      np.testing.assert_allclose(
+          rec.predicted[b], rec.all_predicted[b][rec.indices[b]], atol=1e-5)
+      np.testing.assert_allclose(
+          rec.std[b], rec.all_std[b][rec.indices[b]], atol=1e-6)
       self.assertEqual(rec.model_ids[b],
                        [self.full.model_ids[i] for i in rec.indices[b]])
       self.assertTrue((rec.std[b] > 0).all())
