@@ -59,6 +59,8 @@ import scipy.special
 import scipy.stats
 
 _NORMALIZATIONS = ('none', 'zscore', 'rank')
+_LAYOUTS = ('auto', 'dense', 'sparse')
+_DENSE_MAX_ENTRIES = 2 ** 28
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +94,13 @@ class SpaceConfig:
       variance is then the training mean squared residual).
     batch_size: observed entries per step, sampled with replacement; None
       uses all training entries every step (full batch).
+    layout: how the training loss visits the observed entries: 'sparse'
+      (COO gathers, cost O(observed); the choice for very sparse histories
+      and for accelerators), 'dense' (a masked [M, T] loss through
+      matmuls, cost O(M T k) but far faster than scatter-adds on a CPU once
+      a few percent of the entries are observed; full batch only) or 'auto'
+      (dense when batch_size is None, at least 1% of the entries are
+      observed and M * T <= 2^28; else sparse).
     init_scale: standard deviation of the initial factors.
     prior_shrinkage: fold-in prior covariance = (1 - a) * C + a * diag(C),
       with C the covariance of the fitted task weight vectors.
@@ -109,6 +118,7 @@ class SpaceConfig:
   patience: int = 5
   holdout_fraction: float = 0.1
   batch_size: Optional[int] = None
+  layout: str = 'auto'
   init_scale: float = 0.1
   prior_shrinkage: float = 0.1
   seed: int = 0
@@ -139,6 +149,13 @@ class SpaceConfig:
       if getattr(self, name) < 1:
         raise ValueError(f'SpaceConfig.{name} must be >= 1, got '
                          f'{getattr(self, name)!r}.')
+    if self.layout not in _LAYOUTS:
+      raise ValueError(f'SpaceConfig.layout={self.layout!r}; valid: '
+                       f'{_LAYOUTS}.')
+    if self.layout == 'dense' and self.batch_size is not None:
+      raise ValueError('SpaceConfig.layout=\'dense\' is full batch; set '
+                       f'batch_size=None (got {self.batch_size}) or use '
+                       'layout=\'sparse\'.')
     if self.batch_size is not None and self.batch_size < 1:
       raise ValueError('SpaceConfig.batch_size must be None or >= 1, got '
                        f'{self.batch_size!r}.')
@@ -524,6 +541,12 @@ class Data(NamedTuple):
   weights: jax.Array  # [N] f32, 1 for real entries, 0 for padding
 
 
+class DenseData(NamedTuple):
+  """Training entries as a dense matrix (0 where not a training entry)."""
+  values: jax.Array   # [M, T] f32
+  mask: jax.Array     # [M, T] bool
+
+
 class State(NamedTuple):
   """Optimizer state of a fit."""
   params: dict[str, jax.Array]
@@ -541,18 +564,27 @@ def _predict_entries(params, rows, cols, use_bias):
   return pred
 
 
-def objective(params: dict[str, jax.Array], data: Data, num_train: jax.Array,
-              config: SpaceConfig) -> jax.Array:
+def objective(params: dict[str, jax.Array], data: Data | DenseData,
+              num_train: jax.Array, config: SpaceConfig) -> jax.Array:
   """Negative log posterior x noise variance / num_train (see module doc).
 
   `data` may be a minibatch of the training entries: the data term is the
   weighted mean squared error over `data`, an unbiased estimate of the full
   data term / num_train.
   """
-  pred = _predict_entries(params, data.rows, data.cols, config.use_bias)
-  err = data.values - pred
-  data_term = 0.5 * jnp.sum(data.weights * err ** 2) / jnp.maximum(
-      jnp.sum(data.weights), 1.0)
+  if isinstance(data, DenseData):
+    pred = params['model_factors'] @ params['task_factors'].T
+    if config.use_bias:
+      pred = (pred + params['offset'] + params['model_bias'][:, None]
+              + params['task_bias'][None, :])
+    err = jnp.where(data.mask, data.values - pred, 0.0)
+    data_term = 0.5 * jnp.sum(err ** 2) / jnp.maximum(
+        jnp.sum(data.mask, dtype=jnp.float32), 1.0)
+  else:
+    pred = _predict_entries(params, data.rows, data.cols, config.use_bias)
+    err = data.values - pred
+    data_term = 0.5 * jnp.sum(data.weights * err ** 2) / jnp.maximum(
+        jnp.sum(data.weights), 1.0)
   reg = config.prior_precision * (jnp.sum(params['model_factors'] ** 2)
                                   + jnp.sum(params['task_factors'] ** 2))
   if config.use_bias:
@@ -802,15 +834,36 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
                        axis_types=(jax.sharding.AxisType.Auto,))
   entries = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(
       'data'))
-  train = _to_data(rows[~held], cols[~held], values[~held], entries,
-                   len(devices))
+  train_coo = _to_data(rows[~held], cols[~held], values[~held], entries,
+                       len(devices))
   heldout = _to_data(rows[held], cols[held], values[held], entries,
                      len(devices))
   num_train, num_held = int((~held).sum()), int(held.sum())
+  layout = config.layout
+  if layout == 'auto':
+    dense_ok = (config.batch_size is None
+                and num_models * num_tasks <= _DENSE_MAX_ENTRIES
+                and rows.size >= 0.01 * num_models * num_tasks)
+    layout = 'dense' if dense_ok else 'sparse'
+  if layout == 'dense':
+    dense_values = np.zeros(shape, np.float32)
+    dense_mask = np.zeros(shape, bool)
+    dense_values[rows[~held], cols[~held]] = values[~held]
+    dense_mask[rows[~held], cols[~held]] = True
+    # Models split over devices when they divide evenly (else replicated).
+    spec = (jax.sharding.PartitionSpec('data', None)
+            if num_models % len(devices) == 0 else
+            jax.sharding.PartitionSpec())
+    sharding = jax.sharding.NamedSharding(mesh, spec)
+    train = DenseData(jax.device_put(dense_values, sharding),
+                      jax.device_put(dense_mask, sharding))
+    del dense_values, dense_mask
+  else:
+    train = train_coo
   logging.info('transfer space: %d models x %d tasks, %d observed (%d train, '
-               '%d held out), rank %d, normalization %s.', num_models,
-               num_tasks, rows.size, num_train, num_held, config.rank,
-               config.normalization)
+               '%d held out), rank %d, normalization %s, %s layout.',
+               num_models, num_tasks, rows.size, num_train, num_held,
+               config.rank, config.normalization, layout)
 
   offset = float(values[~held].mean()) if config.use_bias else 0.0
   state = init_state(num_models, num_tasks, config,
@@ -820,7 +873,7 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
   step_rng = jax.random.fold_in(root, 2)
   n_train = jnp.asarray(num_train, jnp.float32)
 
-  eval_data = heldout if num_held else train
+  eval_data = heldout if num_held else train_coo
   best = (np.inf, 0, jax.tree.map(jnp.copy, state.params))
   eval_steps, eval_rmse, losses = [], [], []
   since_best, steps = 0, 0
@@ -854,7 +907,7 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
 
   # Noise variance of a raw score: mean squared held-out residual, in raw
   # units (training residuals when nothing is held out).
-  resid_data = heldout if num_held else train
+  resid_data = heldout if num_held else train_coo
   pred = np.asarray(_predict_entries(params, resid_data.rows,
                                      resid_data.cols, config.use_bias))
   w = np.asarray(resid_data.weights)

@@ -121,10 +121,23 @@ class FitTest(parameterized.TestCase):
     rmse = np.sqrt(np.mean((pred - scores)[held] ** 2))
     np.testing.assert_allclose(rmse, info.eval_rmse[best], rtol=1e-4)
 
-  def test_unobserved_values_do_not_influence_the_fit(self):
+  @parameterized.parameters('dense', 'sparse')
+  def test_unobserved_values_do_not_influence_the_fit(self, layout):
+    config = space_lib.SpaceConfig(**{**self.config.__dict__,
+                                      'layout': layout})
+    fitted = space_lib.fit(self.scores, self.mask, config)
     garbage = np.where(self.mask, self.scores, -1e6)
-    other = space_lib.fit(garbage, self.mask, self.config)
-    chex.assert_trees_all_equal(self.space, other)
+    other = space_lib.fit(garbage, self.mask, config)
+    chex.assert_trees_all_equal(fitted, other)
+
+  def test_dense_and_sparse_layouts_agree(self):
+    # 'auto' picks dense here (80% observed); the sparse COO loss is the
+    # same objective, so both fits end at the same predictions.
+    sparse = space_lib.fit(
+        self.scores, self.mask,
+        space_lib.SpaceConfig(**{**self.config.__dict__, 'layout': 'sparse'}))
+    np.testing.assert_allclose(sparse.predict(), self.space.predict(),
+                               atol=2e-3)
 
   def test_entries_equal_dense(self):
     rows, cols = np.nonzero(self.mask)
@@ -348,7 +361,9 @@ class BadInputTest(parameterized.TestCase):
       ('rank0', dict(rank=0), 'rank must be an integer >= 1'),
       ('normalization', dict(normalization='l2'), "'l2'"),
       ('holdout', dict(holdout_fraction=1.0), 'holdout_fraction'),
-      ('negative_prior', dict(prior_precision=-1.0), 'prior_precision'))
+      ('negative_prior', dict(prior_precision=-1.0), 'prior_precision'),
+      ('layout', dict(layout='csr'), "'csr'"),
+      ('dense_minibatch', dict(layout='dense', batch_size=8), 'full batch'))
   def test_bad_config(self, overrides, message):
     with self.assertRaisesRegex(ValueError, message):
       space_lib.fit(np.ones((4, 3)), None, space_lib.SpaceConfig(**overrides))
