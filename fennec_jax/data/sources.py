@@ -19,13 +19,12 @@ Conversions (documented, never silent):
   reading the `image` and `label` features.
 """
 
-import os
 from collections.abc import Sequence
+import os
 from typing import Any, Protocol
 
 from absl import logging
 import numpy as np
-from PIL import Image
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.tif', '.tiff',
                     '.webp', '.ppm', '.pgm')
@@ -108,9 +107,16 @@ class ArraySource:
   def __getitem__(self, index: int) -> np.ndarray:
     return self._images[index]
 
+  def get_batch(self, start: int, stop: int) -> np.ndarray | None:
+    """Rows `start:stop` as one array without a per-image copy (or None)."""
+    if isinstance(self._images, np.ndarray):
+      return self._images[start:stop]
+    return None
+
 
 def decode_rgb(path: str) -> np.ndarray:
   """Decodes an image file to uint8 RGB `[h, w, 3]` (see module docstring)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   with Image.open(path) as im:
     if im.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
       arr = np.asarray(im, dtype=np.float64)
@@ -138,6 +144,7 @@ class FolderSource:
       ValueError: missing or empty directory, no readable image, or images
         both at the top level and in sub-folders.
     """
+    from PIL import Image  # pylint: disable=g-import-not-at-top
     root = os.fspath(root)
     if not os.path.isdir(root):
       raise ValueError(f'Image folder {root} does not exist or is not a '

@@ -32,7 +32,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from fennec_jax.data import sources
 
@@ -90,6 +89,7 @@ def to_model_input(images: jax.Array, prep: Preprocessing) -> jax.Array:
 
 def host_resize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
   """Host-side resize + center crop of one uint8 image to RGB `[*size, 3]`."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
   if image.shape[-1] in (1, 2):
     image = np.repeat(image[..., :1], 3, axis=-1)
   elif image.shape[-1] == 4:
@@ -176,17 +176,20 @@ class FeatureExtractor:
       for start in range(0, n, self.batch_size):
         if stop.is_set():
           return
-        batch = np.zeros((per, *staging), np.uint8)
-        for r in range(per):
-          i = start + first + r
-          if i >= n:
-            break
-          img = src[i]
-          if img.ndim == 2:
-            img = img[..., None]
-          if img.shape != staging:
-            img = host_resize(img, self.prep)
-          batch[r] = img
+        lo, hi = min(start + first, n), min(start + first + per, n)
+        rows = (src.get_batch(lo, hi) if hasattr(src, 'get_batch')
+                and src.image_shape == staging else None)
+        if rows is not None and hi - lo == per:
+          batch = np.ascontiguousarray(rows)  # Fast path: one slice.
+        else:
+          batch = np.zeros((per, *staging), np.uint8)  # Padded rows: zeros.
+          for r, i in enumerate(range(lo, hi)):
+            img = src[i]
+            if img.ndim == 2:
+              img = img[..., None]
+            if img.shape != staging:
+              img = host_resize(img, self.prep)
+            batch[r] = img
         arr = jax.make_array_from_process_local_data(self._data, batch)
         out_q.put((start, arr))
       out_q.put(None)
