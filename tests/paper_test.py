@@ -1,0 +1,280 @@
+"""Tests of the paper-faithful Fennec (NMF, forest task vectors, meta, merge)."""
+
+import os
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import scipy.stats
+
+from fennec_jax import estimators
+from fennec_jax import history as history_lib
+from fennec_jax import paper
+from fennec_jax.archi2vec import trace as trace_lib
+
+
+def _nmf_reference(x, mask, w, h, iterations):
+  """Masked Lee & Seung updates in float64 NumPy, W then H."""
+  eps = np.finfo(np.float32).eps
+  mx = mask * x
+  for _ in range(iterations):
+    w = w * (mx @ h) / ((mask * (w @ h.T)) @ h + eps)
+    h = h * (mx.T @ w) / ((mask * (w @ h.T)).T @ w + eps)
+  return w, h
+
+
+def _world(num_models=12, num_tasks=16, dim=10, images=30, seed=0):
+  """Tasks from known vectors; images from task-dependent Gaussians."""
+  rng = np.random.default_rng(seed)
+  u = rng.uniform(0.1, 1.0, size=(num_models, 3))
+  # Each task leans on one of 3 factors, so rankings differ across tasks
+  # (a world where popularity alone would rank well tests nothing).
+  v = 0.05 + np.eye(3)[np.arange(num_tasks) % 3] + 0.1 * rng.uniform(
+      size=(num_tasks, 3))
+  scores = u @ v.T
+  mix = rng.normal(size=(3, dim))
+  emb = {f't{j}': v[j] @ mix + 0.3 * rng.normal(size=(images, dim))
+         for j in range(num_tasks)}
+  model_ids = [f'm{i}' for i in range(num_models)]
+  task_ids = [f't{j}' for j in range(num_tasks)]
+  model_meta = {m: {'num_params': float(1e6 * (1 + i)),
+                    'num_layers': float(5 + i % 3), 'cluster': i % 2}
+                for i, m in enumerate(model_ids)}
+  task_meta = {t: {'num_train': 100 * (1 + j), 'num_classes': 2 + j % 4}
+               for j, t in enumerate(task_ids)}
+  return scores, emb, model_ids, task_ids, model_meta, task_meta
+
+
+def _history(scores, model_ids, task_ids, mask=None):
+  mask = np.ones(scores.shape, bool) if mask is None else mask
+  return history_lib.History(model_ids=model_ids, task_ids=task_ids,
+                             scores=np.where(mask, scores, np.nan),
+                             mask=mask)
+
+
+_SMALL = paper.PaperConfig(num_trees=5, nmf_iterations=300,
+                           embedding_pca=None)
+
+
+class NMFTest(absltest.TestCase):
+
+  def test_matches_numpy_update_rule(self):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(7, 5))
+    mask = rng.uniform(size=x.shape) < 0.7
+    w0, h0 = paper.nmf_init(x, mask, 3, seed=1)
+    res = paper.nmf(np.where(mask, x, np.nan), mask, rank=3,
+                    num_iterations=40, init=(w0, h0))
+    w, h = _nmf_reference(x, mask.astype(float), w0, h0, 40)
+    np.testing.assert_allclose(res.model_factors, w, rtol=2e-3, atol=1e-5)
+    np.testing.assert_allclose(res.task_factors, h, rtol=2e-3, atol=1e-5)
+    want = np.sum((mask * (x - w @ h.T)) ** 2)
+    np.testing.assert_allclose(res.loss, want, rtol=1e-3)
+
+  def test_default_init_is_seeded_and_nonnegative(self):
+    x = np.random.default_rng(1).uniform(size=(6, 4))
+    a = paper.nmf(x, rank=2, num_iterations=20, seed=3)
+    b = paper.nmf(x, rank=2, num_iterations=20, seed=3)
+    np.testing.assert_array_equal(a.model_factors, b.model_factors)
+    self.assertTrue((a.model_factors >= 0).all())
+    self.assertTrue((a.task_factors >= 0).all())
+
+  def test_recovers_an_exact_nonnegative_matrix(self):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(size=(10, 2)) @ rng.uniform(size=(2, 8))
+    res = paper.nmf(x, rank=2, num_iterations=3000)
+    rel = np.linalg.norm(res.model_factors @ res.task_factors.T - x)
+    self.assertLess(rel / np.linalg.norm(x), 1e-2)
+
+  def test_bad_input(self):
+    with self.assertRaisesRegex(ValueError, r'>= 0.*\(0, 1\)'):
+      paper.nmf(np.array([[1.0, -1.0]]))
+    with self.assertRaisesRegex(ValueError, 'no observed'):
+      paper.nmf(np.full((2, 2), np.nan))
+
+
+class ArchitectureTest(absltest.TestCase):
+
+  def test_count_layers_and_params_of_a_traced_model(self):
+
+    class Net(nn.Module):
+
+      @nn.compact
+      def __call__(self, x, train=False):
+        del train
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.relu(nn.Conv(4, (3, 3), dtype=jnp.bfloat16)(x))
+        x = x.reshape((x.shape[0], -1))
+        a = x @ x.T   # Reads no parameter: not a layer.
+        x = nn.Dense(3)(a @ x)
+        return x
+
+    g = trace_lib.trace(Net(), (2, 6, 6, 1))
+    self.assertEqual(paper.count_layers(g), 3)
+    want = (9 * 4 + 4) + (9 * 4 * 4 + 4) + (6 * 6 * 4 * 3 + 3)
+    self.assertEqual(paper.count_params(g), want)
+
+  def test_kmeans_separates_clusters(self):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(10, 2)),
+                        rng.normal(size=(10, 2)) + 20])
+    assign, _ = paper.kmeans(x, 2, seed=0)
+    self.assertLen(set(assign[:10]), 1)
+    self.assertLen(set(assign[10:]), 1)
+    self.assertNotEqual(assign[0], assign[10])
+
+
+class FDAMatrixTest(absltest.TestCase):
+
+  def test_equals_per_model_fda_and_marks_missing(self):
+    rng = np.random.default_rng(0)
+    labels = {'a': np.repeat(np.arange(3), 12), 'b': np.repeat([0, 1], 18)}
+    feats = {'m0': {'a': rng.normal(size=(36, 8)),
+                    'b': rng.normal(size=(36, 8))},
+             'm1': {'a': rng.normal(size=(36, 5))}}
+    feats['m0']['a'][:, 0] += 3 * labels['a']
+    p = paper.fda_matrix(feats, labels, dim=4)
+    fda = estimators.get_estimator('fda')
+    self.assertAlmostEqual(p[0, 0], fda(feats['m0']['a'], labels['a'],
+                                        dim=4), places=6)
+    self.assertAlmostEqual(p[1, 0], fda(feats['m1']['a'], labels['a'],
+                                        dim=4), places=6)
+    self.assertAlmostEqual(p[0, 1], fda(feats['m0']['b'], labels['b'],
+                                        dim=4), places=6)
+    self.assertTrue(np.isnan(p[1, 1]))
+    self.assertGreater(p[0, 0], p[1, 0])  # Informative vs noise features.
+    with self.assertRaisesRegex(ValueError, "task 'c' has no labels"):
+      paper.fda_matrix(feats, labels, task_ids=['c'])
+
+
+class FennecPaperTest(parameterized.TestCase):
+
+  def test_ranks_new_tasks_better_than_chance(self):
+    scores, emb, model_ids, task_ids, model_meta, task_meta = _world()
+    train, test = task_ids[:12], task_ids[12:]
+    hist = _history(scores[:, :12], model_ids, train)
+    fit = paper.FennecPaper(_SMALL).fit(
+        hist, {t: emb[t] for t in train}, model_meta=model_meta,
+        task_meta={t: task_meta[t] for t in train})
+    out = fit.predict([emb[t] for t in test], [task_meta[t] for t in test])
+    self.assertEqual(out.merged.shape, (4, 12))
+    taus = [scipy.stats.kendalltau(out.transfer[b], scores[:, 12 + b])[0]
+            for b in range(4)]
+    self.assertGreater(np.mean(taus), 0.8)
+    merged = [scipy.stats.kendalltau(out.merged[b], scores[:, 12 + b])[0]
+              for b in range(4)]
+    self.assertGreater(np.mean(merged), 0.5)
+    # A shuffled image -> task assignment must do worse (the forest matters).
+    shuffled = fit.predict([emb[t] for t in train[1:5]],
+                           [task_meta[t] for t in test])
+    bad = [scipy.stats.kendalltau(shuffled.transfer[b], scores[:, 12 + b])[0]
+           for b in range(4)]
+    self.assertLess(np.mean(bad), np.mean(taus) - 0.4)
+    np.testing.assert_allclose(out.merged, 0.5 * out.transfer
+                               + 0.5 * out.meta)
+
+  def test_meta_regression_is_least_squares(self):
+    scores, emb, model_ids, task_ids, model_meta, task_meta = _world(seed=1)
+    hist = _history(scores, model_ids, task_ids)
+    fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta,
+                                        task_meta=task_meta)
+    # Reference: numpy lstsq on the raw design with an intercept.
+    rows = []
+    for i, m in enumerate(model_ids):
+      for t in task_ids:
+        rows.append([1.0, model_meta[m]['num_params'],
+                     model_meta[m]['num_layers'],
+                     float(model_meta[m]['cluster'] == 0),
+                     float(model_meta[m]['cluster'] == 1),
+                     task_meta[t]['num_train'], task_meta[t]['num_classes']])
+    x = np.asarray(rows)
+    coef = np.linalg.lstsq(x, scores.reshape(-1), rcond=None)[0]
+    new_meta = {'num_train': 250, 'num_classes': 3}
+    out = fit.predict([emb['t0']], [new_meta])
+    want = [coef @ [1.0, model_meta[m]['num_params'],
+                    model_meta[m]['num_layers'],
+                    float(model_meta[m]['cluster'] == 0),
+                    float(model_meta[m]['cluster'] == 1), 250, 3]
+            for m in model_ids]
+    np.testing.assert_allclose(out.meta[0], want, rtol=1e-6, atol=1e-9)
+
+  def test_save_load_round_trip_and_config_check(self):
+    scores, emb, model_ids, task_ids, model_meta, task_meta = _world(seed=2)
+    hist = _history(scores, model_ids, task_ids)
+    config = paper.PaperConfig(num_trees=3, nmf_iterations=100,
+                               embedding_pca=4)
+    fit = paper.FennecPaper(config).fit(hist, emb, model_meta=model_meta,
+                                        task_meta=task_meta)
+    new = [emb['t1'][:7], emb['t2']]
+    meta = [task_meta['t1'], task_meta['t2']]
+    with tempfile.TemporaryDirectory() as tmp:
+      path = os.path.join(tmp, 'ckpt')
+      fit.save(path)
+      loaded = paper.FennecPaper.load(path, config)
+      for a, b in zip(fit.predict(new, meta), loaded.predict(new, meta)):
+        np.testing.assert_array_equal(a, b)
+      rec = loaded.recommend(new, meta, top=3)
+      self.assertEqual(rec.model_ids[0][0],
+                       model_ids[int(np.argmax(rec.all_scores.merged[0]))])
+      with self.assertRaisesRegex(ValueError, 'num_trees'):
+        paper.FennecPaper.load(path, paper.PaperConfig(num_trees=4))
+      with self.assertRaisesRegex(ValueError, 'exists'):
+        fit.save(path)
+      with self.assertRaisesRegex(ValueError, 'not a FennecPaper'):
+        paper.FennecPaper.load(tmp)
+
+  def test_sparse_history_and_fallbacks_give_finite_scores(self):
+    scores, emb, model_ids, task_ids, model_meta, _ = _world(seed=3)
+    mask = np.random.default_rng(0).uniform(size=scores.shape) < 0.6
+    mask[:, 0] = False
+    mask[3, 0] = True  # A task observed on one model only.
+    hist = _history(scores, model_ids, task_ids, mask)
+    del emb['t5']      # A history task without images.
+    fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta)
+    self.assertFalse(fit.use_task_features)  # No task metadata given.
+    out = fit.predict({'new': emb['t1']})
+    self.assertTrue(np.isfinite(out.merged).all())
+
+  def test_bad_input(self):
+    scores, emb, model_ids, task_ids, model_meta, task_meta = _world(seed=4)
+    hist = _history(scores, model_ids, task_ids)
+    partial = dict(model_meta)
+    del partial['m3']
+    with self.assertRaisesRegex(ValueError, r"num_params .*\['m3'\]"):
+      paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=partial)
+    with self.assertRaisesRegex(ValueError, 'not in the history'):
+      paper.FennecPaper(_SMALL).fit(hist, {'zz': emb['t0']},
+                                    model_meta=model_meta)
+    fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta,
+                                        task_meta=task_meta)
+    with self.assertRaisesRegex(ValueError, 'needs images'):
+      fit.predict([np.zeros((0, 10))], [task_meta['t0']])
+    with self.assertRaisesRegex(ValueError, r'\[n, 10\]'):
+      fit.predict([np.zeros((3, 9))], [task_meta['t0']])
+    with self.assertRaisesRegex(ValueError, 'task_meta'):
+      fit.predict([emb['t0']])
+    with self.assertRaisesRegex(ValueError, 'shift'):
+      paper.FennecPaper(_SMALL).fit(
+          _history(scores - 1.0, model_ids, task_ids), emb,
+          model_meta=model_meta)
+    with self.assertRaisesRegex(ValueError, 'transfer_weight'):
+      paper.PaperConfig(transfer_weight=2.0).validate()
+
+  def test_shift_min_keeps_raw_units(self):
+    scores, emb, model_ids, task_ids, model_meta, _ = _world(seed=5)
+    config = paper.PaperConfig(num_trees=3, nmf_iterations=300,
+                               embedding_pca=None, shift='min')
+    a = paper.FennecPaper(config).fit(
+        _history(scores, model_ids, task_ids), emb, model_meta=model_meta)
+    b = paper.FennecPaper(config).fit(
+        _history(scores - 5.0, model_ids, task_ids), emb,
+        model_meta=model_meta)
+    pa, pb = a.predict([emb['t0']]), b.predict([emb['t0']])
+    np.testing.assert_allclose(pb.merged, pa.merged - 5.0, atol=1e-3)
+
+
+if __name__ == '__main__':
+  absltest.main()
