@@ -309,3 +309,36 @@ class DropPath(nn.Module):
     mask = jax.random.bernoulli(self.make_rng('dropout'), keep,
                                 (x.shape[0],) + (1,) * (x.ndim - 1))
     return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def random_variables(shapes: Any, seed: int = 0) -> Any:
+  """Host-side random variables shaped like `shapes` (no model init compiled).
+
+  Compiling a model's `init` costs more than a forward pass on a CPU (every
+  initializer is traced); benchmarks and tests that only need sensible
+  weights use this instead: fan-in-scaled normal kernels, small biases,
+  scales near 1, BatchNorm running means near 0 and variances in [0.5, 1.5].
+
+  Args:
+    shapes: a variables tree of arrays or `jax.ShapeDtypeStruct`s (e.g. from
+      `registry.init_shapes`).
+    seed: NumPy seed.
+
+  Returns:
+    The same tree with float32 NumPy arrays.
+  """
+  rng = np.random.default_rng(seed)
+
+  def make(path, leaf):
+    name = getattr(path[-1], 'key', str(path[-1]))
+    shape = tuple(leaf.shape)
+    if name == 'var':
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if name == 'scale':
+      return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    if name == 'kernel' and len(shape) >= 2:
+      fan_in = int(np.prod(shape[:-1]))
+      return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32)
+    return (0.1 * rng.standard_normal(shape)).astype(np.float32)
+
+  return jax.tree_util.tree_map_with_path(make, shapes)

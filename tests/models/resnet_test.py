@@ -1,5 +1,6 @@
 """Tests of the torchvision-layout ResNet: counts, shapes, BatchNorm, parity."""
 
+import functools
 import importlib.util
 
 from absl.testing import absltest
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax import models
+from fennec_jax.models import layers
 from fennec_jax.models import resnet
 
 # sum(p.numel() for p in torchvision.models.<name>().parameters()),
@@ -37,30 +39,6 @@ class ResNetTest(parameterized.TestCase):
     self.assertEqual(models.num_params('resnet50', num_classes=0),
                      25_557_032 - 2048 * 1000 - 1000)
 
-  @parameterized.named_parameters(
-      ('basic', 'resnet_tiny', 64),
-      ('bottleneck', 'resnet_tiny_bottleneck', 64),
-  )
-  def test_tiny_forward_shapes(self, name, feature_width):
-    model = models.get_model(name)
-    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x, train=False)
-    logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
-    self.assertEqual(logits.shape, (2, 10))
-    self.assertEqual(logits.dtype, jnp.float32)
-    self.assertTrue(np.all(np.isfinite(logits)))
-    headless = models.get_model(name, num_classes=0)
-    self.assertEqual(headless.num_features, feature_width)
-    feats = headless.apply(
-        {k: v for k, v in variables.items()}
-        | {'params': {k: v for k, v in variables['params'].items()
-                      if k != 'fc'}}, x)
-    self.assertEqual(feats.shape, (2, feature_width))
-    # The logits are the fc layer applied to exactly these pooled features.
-    fc = variables['params']['fc']
-    np.testing.assert_allclose(
-        logits, feats @ fc['kernel'] + fc['bias'], rtol=1e-5, atol=1e-5)
-
   def test_imagenet_stem_small_input(self):
     model = models.get_model('resnet18', width=8, num_classes=5)
     x = jnp.ones((2, 32, 32, 3))
@@ -71,24 +49,17 @@ class ResNetTest(parameterized.TestCase):
     self.assertEqual(variables['params']['layer4_0']['conv1']['kernel'].shape,
                      (3, 3, 32, 64))
 
-  def test_bfloat16_compute_keeps_float32_params(self):
-    model = models.get_model('resnet_tiny', dtype=jnp.bfloat16)
-    x = jax.random.normal(jax.random.key(1), (1, 8, 8, 3))
-    variables = jax.jit(model.init)(jax.random.key(0), x)
-    dtypes = {leaf.dtype for leaf in jax.tree.leaves(variables)}
-    self.assertEqual(dtypes, {jnp.dtype(jnp.float32)})
-    ref = jax.jit(models.get_model('resnet_tiny').apply)(variables, x)
-    out = jax.jit(model.apply)(variables, x)
-    self.assertEqual(out.dtype, jnp.float32)
-    np.testing.assert_allclose(out, ref, rtol=0.1, atol=0.1)
-
   def test_train_mode_uses_and_updates_batch_statistics(self):
     model = models.get_model('resnet_tiny')
-    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(1), x)
-    out_train, updates = model.apply(variables, x, train=True,
-                                     mutable=['batch_stats'])
-    out_eval = model.apply(variables, x, train=False)
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (4, 8, 8, 3))
+    variables = layers.random_variables(
+        models.init_shapes('resnet_tiny'), seed=1)
+    variables['batch_stats'] = jax.tree.map(np.ones_like,
+                                            variables['batch_stats'])
+    variables['batch_stats']['bn1']['mean'] = np.zeros(8, np.float32)
+    out_train, updates = jax.jit(functools.partial(
+        model.apply, train=True, mutable=['batch_stats']))(variables, x)
+    out_eval = jax.jit(model.apply)(variables, x)
     self.assertFalse(np.allclose(out_train, out_eval))
     # bn1 sees conv1(x); its new running stats follow PyTorch's rule.
     conv = variables['params']['conv1']['kernel']
@@ -102,11 +73,6 @@ class ResNetTest(parameterized.TestCase):
     np.testing.assert_allclose(
         updates['batch_stats']['bn1']['var'],
         0.9 + 0.1 * y.var(axis=(0, 1, 2)) * n / (n - 1), rtol=1e-4)
-    # Eval mode leaves the statistics alone (nothing mutable requested).
-    _, unchanged = model.apply(variables, x, train=False,
-                               mutable=['batch_stats'])
-    jax.tree.map(np.testing.assert_array_equal, unchanged['batch_stats'],
-                 variables['batch_stats'])
 
   @parameterized.named_parameters(
       ('block', dict(block='dense'), 'block'),
@@ -116,7 +82,7 @@ class ResNetTest(parameterized.TestCase):
   def test_bad_config_raises(self, kwargs, word):
     model = resnet.ResNet(**kwargs)
     with self.assertRaisesRegex(ValueError, word):
-      model.init(jax.random.key(0), jnp.ones((1, 32, 32, 3)))
+      jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 32, 32, 3)))
 
   def test_unknown_name(self):
     with self.assertRaisesRegex(ValueError, 'resnet18'):
@@ -156,9 +122,8 @@ class ResNetTest(parameterized.TestCase):
                      '[interop] extra); the parity test needs them.')
 class TorchvisionParityTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(('resnet18', 'resnet18'),
-                                  ('resnet50', 'resnet50'))
-  def test_features_and_logits_match_torchvision(self, name):
+  def test_resnet50_features_and_logits_match_torchvision(self):
+    name = 'resnet50'
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
@@ -179,11 +144,12 @@ class TorchvisionParityTest(parameterized.TestCase):
     x_nhwc = x.numpy().transpose(0, 2, 3, 1)
     variables = resnet.torchvision_resnet_to_flax(state,
                                                   models.init_shapes(name))
-    logits = models.get_model(name).apply(variables, x_nhwc)
+    logits = jax.jit(models.get_model(name).apply)(variables, x_nhwc)
     headless = {'params': {k: v for k, v in variables['params'].items()
                            if k != 'fc'},
                 'batch_stats': variables['batch_stats']}
-    feats = models.get_model(name, num_classes=0).apply(headless, x_nhwc)
+    feats = jax.jit(models.get_model(name, num_classes=0).apply)(headless,
+                                                                 x_nhwc)
     for got, ref in ((feats, ref_feats), (logits, ref_logits)):
       rel = np.max(np.abs(got - ref)) / np.max(np.abs(ref))
       self.assertLessEqual(rel, 1e-4)

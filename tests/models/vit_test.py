@@ -38,7 +38,7 @@ def _numpy_vit(params, x, cfg):
   params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
   b, h, w, c = x.shape
   p, d = cfg['patch_size'], cfg['width']
-  # Patchify: [b, h/p, p, w/p, p, c] -> [b, n, p*p*c]; kernel HWIO -> [p*p*c, d].
+  # Patchify [b, h/p, p, w/p, p, c] -> [b, n, p*p*c]; kernel HWIO -> [ppc, d].
   patches = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
   patches = patches.reshape(b, -1, p * p * c)
   pe = params['patch_embed']
