@@ -102,24 +102,29 @@ class Recommendation(NamedTuple):
 
 
 @jax.jit
-def _posterior(phi, chol, noise_var, mean, scores, mask):
-  """Per-task Gaussian prior N(mean[b], chol chol^T) updated by masked scores.
+def _posterior(phi, chol, noise_var, mean, idx, scores, valid):
+  """Per-task Gaussian prior N(mean[b], chol chol^T) updated by K scores.
 
   Args:
     phi: [M, d] model features.
     chol: [d, d] lower Cholesky factor of the prior covariance.
     noise_var: [] noise variance of a score.
     mean: [B, d] prior means.
-    scores: [B, M] observed scores (0 where unobserved).
-    mask: [B, M] float, 1 where observed.
+    idx: [B, K] observed models (any index where not valid).
+    scores: [B, K] their scores.
+    valid: [B, K] bool; False entries are padding.
 
   Returns:
-    (w [B, d] posterior means, cov [B, d, d] posterior covariances).
+    (w [B, d] posterior means, cov [B, d, d] posterior covariances). The
+    cost is O(B K d^2): independent of the number of models.
   """
-  x = phi @ chol
-  resid = (scores - mean @ phi.T) * mask
-  gram = jnp.einsum('bm,mi,mj->bij', mask, x, x)
-  z, chol_a = space_lib.fold_in_posterior(gram, resid @ x, noise_var)
+  v = valid.astype(phi.dtype)
+  sel = phi[idx]  # [B, K, d]
+  x = (sel @ chol) * v[..., None]
+  resid = (scores - jnp.einsum('bkd,bd->bk', sel, mean)) * v
+  gram = jnp.einsum('bki,bkj->bij', x, x)
+  z, chol_a = space_lib.fold_in_posterior(
+      gram, jnp.einsum('bki,bk->bi', x, resid), noise_var)
   w = mean + z @ chol.T
   # cov_w = chol A^-1 chol^T = G^T G with G = chol_a^-1 chol^T.
   g = jax.scipy.linalg.solve_triangular(
@@ -247,6 +252,34 @@ class Fennec:
     self.ridge_penalty: float | None = None
     self.embedding_cov: np.ndarray | None = None
 
+  @classmethod
+  def from_parts(cls, space: space_lib.TransferSpace,
+                 model_ids: Sequence[str], task_ids: Sequence[str],
+                 ridge: Mapping[str, np.ndarray] | None = None,
+                 embedding_cov: np.ndarray | None = None,
+                 config: FennecConfig | None = None) -> 'Fennec':
+    """A fitted Fennec from its parts (loading, benchmarks, custom fits).
+
+    Raises:
+      ValueError: if the ids do not match the space's shape or only one of
+        `ridge` / `embedding_cov` is given.
+    """
+    if len(model_ids) != space.num_models or len(task_ids) != space.num_tasks:
+      raise ValueError(f'{len(model_ids)} model ids / {len(task_ids)} task '
+                       f'ids for a space of {space.num_models} models x '
+                       f'{space.num_tasks} tasks.')
+    if (ridge is None) != (embedding_cov is None):
+      raise ValueError('give both ridge and embedding_cov, or neither.')
+    out = cls(config or FennecConfig(space=space.config))
+    out.space = space
+    out.model_ids = tuple(model_ids)
+    out.task_ids = tuple(task_ids)
+    if ridge is not None:
+      out.ridge = {k: np.asarray(v, np.float64) for k, v in ridge.items()}
+      out.embedding_cov = np.asarray(embedding_cov, np.float64)
+    out._cache()  # pylint: disable=protected-access
+    return out
+
   # -- fitting -----------------------------------------------------------------
 
   def fit(self, history: Any,
@@ -317,38 +350,53 @@ class Fennec:
     if self.space is None:
       raise ValueError('Fennec is not fitted: call fit() or load() first.')
 
-  def _observed_arrays(self, observed, num_tasks):
-    """[B, M] scores + bool mask from dicts {model_id: score} or an array."""
+  def _observed_sparse(self, observed, num_tasks):
+    """(idx, scores, valid) [B, K] from dicts {model_id: score} or an array.
+
+    K is padded to a power of two (padding has valid=False), so calls with
+    different numbers of observed scores share a few compiled shapes.
+    """
     m = len(self.model_ids)
+    rows: list[tuple[np.ndarray, np.ndarray]] = []
     if isinstance(observed, np.ndarray) or (
-        observed and not isinstance(observed[0], Mapping)):
+        len(observed) and not isinstance(observed[0], Mapping)):
       arr = np.asarray(observed, np.float64)
       if arr.ndim != 2 or arr.shape[1] != m:
         raise ValueError(f'observed scores must be [B, M={m}] with NaN where '
                          f'unobserved, got shape {arr.shape}.')
-      mask = ~np.isnan(arr)
       if np.isinf(arr).any():
         raise ValueError('observed scores must be finite or NaN.')
-      return np.where(mask, arr, 0.0), mask
-    index = {k: i for i, k in enumerate(self.model_ids)}
-    scores = np.zeros((len(observed), m))
-    mask = np.zeros((len(observed), m), bool)
-    for b, obs in enumerate(observed):
-      unknown = sorted(set(obs) - set(index))
-      if unknown:
-        raise ValueError(f'task {b}: model ids not in the repository: '
-                         f'{unknown[:10]} ({m} models, e.g. '
-                         f'{list(self.model_ids[:5])}).')
-      for k, v in obs.items():
-        v = float(v)
-        if not np.isfinite(v):
-          raise ValueError(f'task {b}: score of {k!r} is {v}, not finite.')
-        scores[b, index[k]] = v
-        mask[b, index[k]] = True
-    if num_tasks is not None and len(observed) != num_tasks:
-      raise ValueError(f'{len(observed)} observed-score sets for {num_tasks} '
+      for row in arr:
+        idx = np.flatnonzero(~np.isnan(row))
+        rows.append((idx, row[idx]))
+    else:
+      for b, obs in enumerate(observed):
+        unknown = [k for k in obs if k not in self._index]
+        if unknown:
+          raise ValueError(f'task {b}: model ids not in the repository: '
+                           f'{sorted(unknown)[:10]} ({m} models, e.g. '
+                           f'{list(self.model_ids[:5])}).')
+        vals = np.asarray([float(v) for v in obs.values()], np.float64)
+        bad = ~np.isfinite(vals)
+        if bad.any():
+          k = list(obs)[int(np.argmax(bad))]
+          raise ValueError(f'task {b}: score of {k!r} is {obs[k]}, not '
+                           'finite.')
+        rows.append((np.asarray([self._index[k] for k in obs], np.int64),
+                     vals))
+    if num_tasks is not None and len(rows) != num_tasks:
+      raise ValueError(f'{len(rows)} observed-score sets for {num_tasks} '
                        'embeddings; give one per task.')
-    return scores, mask
+    longest = max([len(i) for i, _ in rows] + [1])
+    k = 1 << (longest - 1).bit_length()
+    idx = np.zeros((len(rows), k), np.int32)
+    scores = np.zeros((len(rows), k), np.float32)
+    valid = np.zeros((len(rows), k), bool)
+    for b, (i, v) in enumerate(rows):
+      idx[b, :len(i)] = i
+      scores[b, :len(i)] = v
+      valid[b, :len(i)] = True
+    return idx, scores, valid
 
   def posterior(self, task_embeddings: Any = None, observed: Any = None
                 ) -> tuple[jax.Array, jax.Array]:
@@ -387,19 +435,19 @@ class Fennec:
       mean = _ridge_predict(self.ridge, emb)
       chol = self._embedding_chol
     if observed is not None:
-      scores, mask = self._observed_arrays(observed, num_tasks)
-      num_tasks = scores.shape[0]
+      idx, scores, valid = self._observed_sparse(observed, num_tasks)
+      num_tasks = idx.shape[0]
     else:
-      scores = np.zeros((num_tasks, len(self.model_ids)), np.float32)
-      mask = np.zeros_like(scores)
+      idx = np.zeros((num_tasks, 1), np.int32)
+      scores = np.zeros((num_tasks, 1), np.float32)
+      valid = np.zeros((num_tasks, 1), bool)
     if task_embeddings is None:
       mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
                              (num_tasks, prior.dim))
       chol = self._prior_chol
     return _posterior(self._phi, chol, prior.noise_var,
-                      jnp.asarray(mean, jnp.float32),
-                      jnp.asarray(scores, jnp.float32),
-                      jnp.asarray(mask, jnp.float32))
+                      jnp.asarray(mean, jnp.float32), jnp.asarray(idx),
+                      jnp.asarray(scores), jnp.asarray(valid))
 
   def predict(self, task_embeddings: Any = None, observed: Any = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -455,6 +503,7 @@ class Fennec:
   def _cache(self) -> None:
     """Device-side constants reused by every call (after fit/load)."""
     self._phi = self.space.model_features()
+    self._index = {k: i for i, k in enumerate(self.model_ids)}
     self._prior_chol = space_lib._prior_chol(self.space.prior_cov)  # pylint: disable=protected-access
     self._embedding_chol = (
         None if self.embedding_cov is None else
@@ -540,18 +589,13 @@ class Fennec:
         and isinstance(x[1], str))
     state = ocp.StandardCheckpointer().restore(
         os.path.join(path, _STATE_DIR), template)
-    out = cls(saved)
     arrays = dict(state['space'])
     arrays['config_json'] = np.asarray(json.dumps(meta['config']['space']))
-    out.space = space_lib.TransferSpace.from_dict(arrays)
-    out.model_ids = tuple(meta['model_ids'])
-    out.task_ids = tuple(meta['task_ids'])
-    if 'ridge' in state:
-      out.ridge = {k: np.asarray(v, np.float64)
-                   for k, v in state['ridge'].items()}
-      out.embedding_cov = np.asarray(state['embedding_cov'], np.float64)
-      out.ridge_penalty = meta['ridge_penalty']
-    out._cache()  # pylint: disable=protected-access
+    out = cls.from_parts(
+        space_lib.TransferSpace.from_dict(arrays), meta['model_ids'],
+        meta['task_ids'], state.get('ridge'), state.get('embedding_cov'),
+        saved)
+    out.ridge_penalty = meta['ridge_penalty']
     return out
 
 

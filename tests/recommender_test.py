@@ -84,6 +84,14 @@ class FennecTest(absltest.TestCase):
     ref = self.fennec.space.fold_in(dense, mask)
     np.testing.assert_allclose(rec.all_predicted, ref.predicted, atol=1e-5)
     np.testing.assert_allclose(rec.all_std, ref.std, atol=1e-5)
+    # The [B, M] NaN-array form is the same input; a second task with more
+    # scores (another padded K) in the same batch does not disturb the first.
+    arr = np.where(mask, dense, np.nan)
+    more = np.full((1, 30), np.nan)
+    more[0, :9] = 0.7
+    both = self.fennec.recommend(observed=np.concatenate([arr, more]), top=3)
+    np.testing.assert_allclose(both.all_predicted[:1], rec.all_predicted,
+                               atol=1e-6)
 
   def test_embedding_prior_updated_by_scores_matches_numpy(self):
     e = self.emb[10:11]
