@@ -98,23 +98,27 @@ def _best_split(xn: np.ndarray, yn: np.ndarray, min_leaf: int
                 ) -> tuple[int, float, float] | None:
   """Best (column of xn, threshold, gain) of a node, or None.
 
-  Gain = SSE(node) - SSE(left) - SSE(right), computed as
-  |S_l|^2 / n_l + |S_r|^2 / n_r - |S|^2 / n with S the target sums.
+  With targets centred at the node mean, the decrease of the squared error
+  of a split with n_l rows on the left is
+  gain = n / (n_l (n - n_l)) * sum_o L_o^2, L_o the left sum of output o.
+  (Ties in x may be sorted in any order: only positions between distinct
+  values are candidates, and the left sums there do not depend on it.)
   """
   n = xn.shape[0]
-  order = np.argsort(xn, axis=0, kind='stable')            # [n, f]
-  xs = np.take_along_axis(xn, order, axis=0)               # [n, f]
-  ys = yn[order]                                           # [n, f, o]
-  left_sum = np.cumsum(ys, axis=0)[:-1]                    # [n-1, f, o]
-  total = left_sum[-1] + ys[-1]                            # [f, o]
-  n_left = np.arange(1, n, dtype=np.float64)[:, None]      # [n-1, 1]
-  right_sum = total[None] - left_sum
-  score = (np.sum(left_sum ** 2, -1) / n_left
-           + np.sum(right_sum ** 2, -1) / (n - n_left))    # [n-1, f]
-  valid = xs[1:] > xs[:-1]
+  xt = np.ascontiguousarray(xn.T)                          # [f, n]
+  order = np.argsort(xt, axis=1)                           # [f, n]
+  xs = np.take_along_axis(xt, order, axis=1)               # [f, n]
+  yc = yn - yn.mean(0)
+  score = np.zeros((xt.shape[0], n - 1))
+  for o in range(yn.shape[1]):  # Rows stay contiguous along n.
+    left_sum = np.cumsum(yc[:, o][order][:, :-1], axis=1)  # [f, n-1]
+    score += left_sum * left_sum
+  n_left = np.arange(1, n, dtype=np.float64)
+  score *= n / (n_left * (n - n_left))
+  valid = xs[:, 1:] > xs[:, :-1]                           # [f, n-1]
   if min_leaf > 1:
     pos = np.arange(1, n)
-    valid &= ((pos >= min_leaf) & (pos <= n - min_leaf))[:, None]
+    valid &= ((pos >= min_leaf) & (pos <= n - min_leaf))[None]
   if not valid.any():
     return None
   score = np.where(valid, score, -np.inf)
@@ -122,12 +126,12 @@ def _best_split(xn: np.ndarray, yn: np.ndarray, min_leaf: int
   # feature, then the lowest threshold; rounding-level differences count as
   # ties so the choice does not depend on the summation order.
   best = score.max()
-  near = score.T >= best - 1e-12 * max(abs(best), 1.0)     # [f, n-1]
+  near = score >= best - 1e-12 * max(abs(best), 1.0)       # [f, n-1]
   f, i = divmod(int(np.argmax(near)), near.shape[1])
-  gain = score[i, f] - np.sum(total[f] ** 2) / n
-  threshold = 0.5 * (xs[i, f] + xs[i + 1, f])
-  if threshold >= xs[i + 1, f]:  # Midpoint rounded up to the right value.
-    threshold = xs[i, f]
+  gain = score[f, i]
+  threshold = 0.5 * (xs[f, i] + xs[f, i + 1])
+  if threshold >= xs[f, i + 1]:  # Midpoint rounded up to the right value.
+    threshold = xs[f, i]
   return f, float(threshold), float(gain)
 
 
