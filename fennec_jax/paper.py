@@ -83,6 +83,9 @@ class PaperConfig:
     min_samples_leaf: sklearn's default 1.
     embedding_pca: PCA the (training) proxy embeddings to this many dims
       before the forest; None = the paper (raw embeddings). See module doc.
+    images_per_task: a history task with more images is subsampled (seeded)
+      to this many for the forest (the paper's 100 probe images); None
+      keeps all. New tasks use all the images they are given.
     wl_iterations: Weisfeiler-Lehman iterations of graph2vec (2).
     graph2vec_dim: PV-DBOW embedding size (128).
     num_clusters: k-means clusters of the architecture embeddings.
@@ -99,6 +102,7 @@ class PaperConfig:
   max_depth: int | None = None
   min_samples_leaf: int = 1
   embedding_pca: int | None = 64
+  images_per_task: int | None = 100
   wl_iterations: int = 2
   graph2vec_dim: int = 128
   num_clusters: int = 4
@@ -109,6 +113,9 @@ class PaperConfig:
 
   def validate(self) -> None:
     """Raises ValueError naming the bad field."""
+    if self.images_per_task is not None and self.images_per_task < 1:
+      raise ValueError('PaperConfig.images_per_task must be None or >= 1, '
+                       f'got {self.images_per_task!r}.')
     for name in ('rank', 'nmf_iterations', 'num_trees', 'wl_iterations',
                  'graph2vec_dim', 'num_clusters', 'min_samples_leaf'):
       v = getattr(self, name)
@@ -537,7 +544,7 @@ class FennecPaper:
     if unknown:
       raise ValueError(f'image_embeddings name tasks not in the history: '
                        f'{unknown[:10]}.')
-    xs, ys, dim = [], [], None
+    xs, ys, dim, subsampled = [], [], None, 0
     for j, task in enumerate(self.task_ids):
       if task not in image_embeddings:
         continue
@@ -545,6 +552,12 @@ class FennecPaper:
       if e.ndim != 2 or e.shape[0] < 1 or not np.isfinite(e).all():
         raise ValueError(f'image_embeddings[{task!r}] must be a finite '
                          f'[n >= 1, D] array, got shape {e.shape}.')
+      cap = self.config.images_per_task
+      if cap is not None and len(e) > cap:
+        keep = np.random.default_rng([self.config.seed, j]).choice(
+            len(e), size=cap, replace=False)
+        e = e[np.sort(keep)]
+        subsampled += 1
       if dim is not None and e.shape[1] != dim:
         raise ValueError(f'image_embeddings[{task!r}] has dim {e.shape[1]}, '
                          f'other tasks {dim}.')
@@ -552,6 +565,9 @@ class FennecPaper:
       xs.append(e)
       ys.append(np.broadcast_to(self.task_factors[j],
                                 (len(e), self.config.rank)))
+    if subsampled:
+      logging.info('FennecPaper: %d tasks subsampled to %d images for the '
+                   'forest.', subsampled, self.config.images_per_task)
     missing = len(self.task_ids) - len(xs)
     if missing:
       logging.info('FennecPaper: %d of %d history tasks have no images; the '
@@ -687,10 +703,10 @@ class FennecPaper:
         out[b, col] = _as_float(meta[key], f'task_meta[{b}][{key!r}]')
     return out
 
-  def predict(self, image_embeddings: Sequence[Any] | Mapping[str, Any],
-              task_meta: Sequence[Mapping[str, Any]] | None = None
-              ) -> PaperScores:
-    """Scores every model for B new tasks.
+  def score_components(
+      self, image_embeddings: Sequence[Any] | Mapping[str, Any],
+      task_meta: Sequence[Mapping[str, Any]] | None = None) -> PaperScores:
+    """Scores every model for B new tasks, phase by phase.
 
     Args:
       image_embeddings: B arrays [n_b, D] (or a `{name: [n, D]}` mapping, in
@@ -743,14 +759,20 @@ class FennecPaper:
       merged = w * transfer + (1 - w) * meta
     return PaperScores(merged, transfer, meta, v)
 
+  def predict(self, image_embeddings: Sequence[Any] | Mapping[str, Any],
+              task_meta: Sequence[Mapping[str, Any]] | None = None
+              ) -> np.ndarray:
+    """[B, M] merged scores s (see `score_components` for the inputs)."""
+    return self.score_components(image_embeddings, task_meta).merged
+
   def recommend(self, image_embeddings: Sequence[Any] | Mapping[str, Any],
                 task_meta: Sequence[Mapping[str, Any]] | None = None,
                 top: int = 5) -> PaperRecommendation:
-    """The top models by merged score (see `predict` for the inputs)."""
+    """The top models by merged score (see `score_components`)."""
     self._check_fitted()
     if not 1 <= top <= len(self.model_ids):
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
-    scores = self.predict(image_embeddings, task_meta)
+    scores = self.score_components(image_embeddings, task_meta)
     idx = np.argsort(-scores.merged, axis=1, kind='stable')[:, :top]
     return PaperRecommendation(
         model_ids=[[self.model_ids[i] for i in row] for row in idx],
@@ -884,7 +906,7 @@ def paper_method(image_embeddings: Mapping[str, Any],
       if task_meta is None or target not in task_meta:
         raise ValueError(f'fennec_paper: no task_meta of target {target!r}.')
       tm = [task_meta[target]]
-    scores = paper.predict([image_embeddings[target]], tm).merged[0]
+    scores = paper.predict([image_embeddings[target]], tm)[0]
     return np.broadcast_to(scores, observed.shape).copy()
 
   return method

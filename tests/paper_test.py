@@ -159,7 +159,8 @@ class FennecPaperTest(parameterized.TestCase):
     fit = paper.FennecPaper(_SMALL).fit(
         hist, {t: emb[t] for t in train}, model_meta=model_meta,
         task_meta={t: task_meta[t] for t in train})
-    out = fit.predict([emb[t] for t in test], [task_meta[t] for t in test])
+    out = fit.score_components([emb[t] for t in test],
+                               [task_meta[t] for t in test])
     self.assertEqual(out.merged.shape, (4, 12))
     taus = [scipy.stats.kendalltau(out.transfer[b], scores[:, 12 + b])[0]
             for b in range(4)]
@@ -168,7 +169,7 @@ class FennecPaperTest(parameterized.TestCase):
               for b in range(4)]
     self.assertGreater(np.mean(merged), 0.5)
     # A shuffled image -> task assignment must do worse (the forest matters).
-    shuffled = fit.predict([emb[t] for t in train[1:5]],
+    shuffled = fit.score_components([emb[t] for t in train[1:5]],
                            [task_meta[t] for t in test])
     bad = [scipy.stats.kendalltau(shuffled.transfer[b], scores[:, 12 + b])[0]
            for b in range(4)]
@@ -193,7 +194,7 @@ class FennecPaperTest(parameterized.TestCase):
     x = np.asarray(rows)
     coef = np.linalg.lstsq(x, scores.reshape(-1), rcond=None)[0]
     new_meta = {'num_train': 250, 'num_classes': 3}
-    out = fit.predict([emb['t0']], [new_meta])
+    out = fit.score_components([emb['t0']], [new_meta])
     want = [coef @ [1.0, model_meta[m]['num_params'],
                     model_meta[m]['num_layers'],
                     float(model_meta[m]['cluster'] == 0),
@@ -214,7 +215,8 @@ class FennecPaperTest(parameterized.TestCase):
       path = os.path.join(tmp, 'ckpt')
       fit.save(path)
       loaded = paper.FennecPaper.load(path, config)
-      for a, b in zip(fit.predict(new, meta), loaded.predict(new, meta)):
+      for a, b in zip(fit.score_components(new, meta),
+                      loaded.score_components(new, meta)):
         np.testing.assert_array_equal(a, b)
       rec = loaded.recommend(new, meta, top=3)
       self.assertEqual(rec.model_ids[0][0],
@@ -235,7 +237,7 @@ class FennecPaperTest(parameterized.TestCase):
     del emb['t5']      # A history task without images.
     fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta)
     self.assertFalse(fit.use_task_features)  # No task metadata given.
-    out = fit.predict({'new': emb['t1']})
+    out = fit.score_components({'new': emb['t1']})
     self.assertTrue(np.isfinite(out.merged).all())
 
   def test_bad_input(self):
@@ -251,17 +253,33 @@ class FennecPaperTest(parameterized.TestCase):
     fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta,
                                         task_meta=task_meta)
     with self.assertRaisesRegex(ValueError, 'needs images'):
-      fit.predict([np.zeros((0, 10))], [task_meta['t0']])
+      fit.score_components([np.zeros((0, 10))], [task_meta['t0']])
     with self.assertRaisesRegex(ValueError, r'\[n, 10\]'):
-      fit.predict([np.zeros((3, 9))], [task_meta['t0']])
+      fit.score_components([np.zeros((3, 9))], [task_meta['t0']])
     with self.assertRaisesRegex(ValueError, 'task_meta'):
-      fit.predict([emb['t0']])
+      fit.score_components([emb['t0']])
     with self.assertRaisesRegex(ValueError, 'shift'):
       paper.FennecPaper(_SMALL).fit(
           _history(scores - 1.0, model_ids, task_ids), emb,
           model_meta=model_meta)
     with self.assertRaisesRegex(ValueError, 'transfer_weight'):
       paper.PaperConfig(transfer_weight=2.0).validate()
+
+  def test_images_per_task_cap_and_method_adapter(self):
+    scores, emb, model_ids, task_ids, model_meta, task_meta = _world(seed=6)
+    config = paper.PaperConfig(num_trees=2, nmf_iterations=100,
+                               embedding_pca=None, images_per_task=7)
+    train = _history(scores[:, 1:], model_ids, task_ids[1:])
+    fit = paper.FennecPaper(config).fit(
+        train, {t: emb[t] for t in task_ids[1:]}, model_meta=model_meta,
+        task_meta={t: task_meta[t] for t in task_ids[1:]})
+    self.assertEqual(fit._num_forest_rows, 7 * (len(task_ids) - 1))  # pylint: disable=protected-access
+    method = paper.paper_method(emb, model_meta=model_meta,
+                                task_meta=task_meta, config=config)
+    observed = np.full((3, len(model_ids)), np.nan)
+    got = method(train, 't0', observed)
+    want = fit.predict([emb['t0']], [task_meta['t0']])
+    np.testing.assert_array_equal(got, np.repeat(want, 3, 0))
 
   def test_shift_min_keeps_raw_units(self):
     scores, emb, model_ids, task_ids, model_meta, _ = _world(seed=5)
@@ -273,7 +291,7 @@ class FennecPaperTest(parameterized.TestCase):
         _history(scores - 5.0, model_ids, task_ids), emb,
         model_meta=model_meta)
     pa, pb = a.predict([emb['t0']]), b.predict([emb['t0']])
-    np.testing.assert_allclose(pb.merged, pa.merged - 5.0, atol=1e-3)
+    np.testing.assert_allclose(pb, pa - 5.0, atol=1e-3)
 
 
 if __name__ == '__main__':
