@@ -57,6 +57,7 @@ class Row:
   pearson: float
   weighted_tau: float
   top1_regret: float
+  seconds_per_target: float = float('nan')
 
 
 @dataclasses.dataclass
@@ -264,6 +265,7 @@ def evaluate(
 
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
   coverage: dict[tuple[str, int, str], float] = {}
+  seconds: dict[tuple[str, str], float] = {}
   for target in targets:
     start = time.perf_counter()
     j = task_ids.index(target)
@@ -313,6 +315,10 @@ def evaluate(
     out = {k: np.asarray(v, np.float64).reshape(len(usable), len(k_shots),
                                                 num_seeds)
            for k, v in out.items()}
+    for name in usable:
+      timing = getattr(methods[name], 'seconds', {})
+      if target in timing:
+        seconds[(name, target)] = float(timing[target])
     frac = (np.stack(masks).sum(-1) / eval_mask.sum(-1)).reshape(
         len(usable), len(k_shots), num_seeds).mean(-1)
     for a, name in enumerate(usable):
@@ -332,10 +338,16 @@ def evaluate(
       vals = {t: {m: _nanmean(per_seed[(name, k, t)][m],
                               f'{name} K={k} {t} {m} over seeds')
                   for m in METRICS} for t in got}
-      rows.extend(Row(name, k, t, **vals[t]) for t in got)
+      nan = float('nan')
+      rows.extend(Row(name, k, t, **vals[t],
+                      seconds_per_target=seconds.get((name, t), nan))
+                  for t in got)
+      secs = [seconds[(name, t)] for t in got if (name, t) in seconds]
       rows.append(Row(name, k, MEAN, **{
           m: _nanmean([vals[t][m] for t in got],
-                      f'{name} K={k} {m} over targets') for m in METRICS}))
+                      f'{name} K={k} {m} over targets') for m in METRICS},
+                      seconds_per_target=(float(np.mean(secs)) if secs
+                                          else nan)))
   return Results(rows=rows, per_seed=per_seed, targets=targets,
                  benchmark=getattr(history, 'name', ''), coverage=coverage)
 
@@ -505,3 +517,254 @@ def run_from_config(config: Any, workdir: str) -> tuple[Results,
       methods=tuple(config.methods) or None,
       space_config=config.space.to_dict(),
       seed=config.seed)
+
+
+# -- the images protocol (offline benchmark: methods see the target's images) --
+
+# Feature-based estimators run by default over every zoo model (LEEP/NCE
+# need source-head outputs; add them with `estimators=`).
+DEFAULT_IMAGE_ESTIMATORS = ('logme', 'reg_hscore', 'hscore', 'transrate',
+                            'sfda', 'gbc', 'nleep', 'parc', 'knn')
+
+
+class ImageSource:
+  """What the images protocol needs from a benchmark; see `OfflineSource`.
+
+  Subclasses implement `probe(task) -> (uint8 images [n, h, w, c], int
+  labels [n])`, `proxy_features(images) -> [n, D]` and
+  `model_features(model_id, images) -> [n, d]` (all blocking, NumPy out).
+  """
+
+  def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+    raise NotImplementedError
+
+  def proxy_features(self, images: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def model_features(self, model_id: str, images: np.ndarray) -> np.ndarray:
+    raise NotImplementedError
+
+  def graphs(self, model_ids: Sequence[str]) -> dict[str, Any] | None:
+    """Architecture DAGs of the models (for `fennec_paper`), if known."""
+    del model_ids
+    return None
+
+
+class OfflineSource(ImageSource):
+  """The committed offline benchmark (`fennec_jax.benchmarks.offline`)."""
+
+  def __init__(self, data_dir: str | None = None):
+    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+    self._offline = offline
+    self._data_dir = data_dir
+    self._fns: dict[str, Any] = {}
+
+  def _features(self, model_id: str, images: np.ndarray) -> np.ndarray:
+    if model_id not in self._fns:
+      module, variables = self._offline.load_model(model_id, self._data_dir)
+      apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
+      self._fns[model_id] = (apply, variables)
+    apply, variables = self._fns[model_id]
+    x = self._offline.preprocess(jnp.asarray(images))
+    return np.asarray(apply(variables, x), np.float32)
+
+  def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+    return self._offline.load_probe(task, self._data_dir)
+
+  def proxy_features(self, images: np.ndarray) -> np.ndarray:
+    return self._features(self._offline.PROXY_ID, images)
+
+  def model_features(self, model_id: str, images: np.ndarray) -> np.ndarray:
+    return self._features(model_id, images)
+
+  def graphs(self, model_ids: Sequence[str]) -> dict[str, Any]:
+    return {m: self._offline.load_graph(m, self._data_dir) for m in model_ids}
+
+
+def _timed(fn, *args):
+  start = time.perf_counter()
+  out = fn(*args)
+  return out, time.perf_counter() - start
+
+
+def image_methods(
+    history: Any,
+    source: ImageSource,
+    targets: Sequence[str],
+    estimators: Sequence[str] = DEFAULT_IMAGE_ESTIMATORS,
+    num_proxy_images: int = 100,
+    space_config: Mapping[str, Any] | None = None,
+    paper: bool = True,
+    seed: int = 0,
+) -> dict[str, baselines.Method]:
+  """Methods of the images protocol, each timing its per-target work.
+
+  Every method carries `seconds: {target: s}`, the wall time a user would
+  spend on a new task (not the leave-one-out refits): `fennec` = one proxy
+  pass over `num_proxy_images` probe images + the recommendation;
+  `fennec_paper` = the same proxy pass + its prediction; each estimator = a
+  forward pass of every zoo model over the target's probe (shared by all
+  estimators, so each is charged it in full) + the estimator itself;
+  `popularity` = its (negligible) computation.
+
+  Args:
+    history: the offline History (models x targets).
+    source: where probes and features come from.
+    targets: the targets that will be evaluated (estimators run there only).
+    estimators: registry names of feature-based estimators.
+    num_proxy_images: class-balanced probe images seen by the proxy.
+    space_config: `SpaceConfig` overrides of Fennec's space.
+    paper: include `fennec_paper` (`fennec_jax.paper`).
+    seed: seed of the proxy probe and of the space.
+
+  Returns:
+    `{'popularity', 'fennec', 'fennec_paper', <estimators>...}`.
+  """
+  from fennec_jax import recommender  # pylint: disable=g-import-not-at-top
+  from fennec_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+  from fennec_jax.estimators import registry  # pylint: disable=g-import-not-at-top
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+
+  proxy_feats: dict[str, np.ndarray] = {}
+  proxy_seconds: dict[str, float] = {}
+  for task in history.task_ids:
+    images, labels = source.probe(task)
+    idx = embed.probe_indices(len(images), labels, budget=num_proxy_images,
+                              seed=seed)
+    proxy_feats[task], proxy_seconds[task] = _timed(
+        source.proxy_features, images[idx])
+  task_emb = {t: embed.task_embedding(f).mean for t, f in proxy_feats.items()}
+  logging.info('images protocol: proxy features of %d tasks (%d images each)',
+               len(task_emb), num_proxy_images)
+
+  overrides = dict(space_config or {})
+  overrides.setdefault('seed', seed)
+  config = recommender.FennecConfig(space=space_lib.SpaceConfig(**overrides))
+
+  def fennec(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+    model = recommender.Fennec(config).fit(
+        train, task_embeddings={t: task_emb[t] for t in train.task_ids})
+    emb = np.broadcast_to(task_emb[target], (len(observed),
+                                             len(task_emb[target])))
+    predict = lambda: model.predict(task_embeddings=emb[:1],
+                                    observed=observed[:1])
+    predict()  # Compile outside the timing (a deployment is warm).
+    _, seconds = _timed(predict)
+    fennec.seconds[target] = proxy_seconds[target] + seconds
+    return model.predict(task_embeddings=emb, observed=observed)[0]
+
+  fennec.seconds = {}
+  methods: dict[str, baselines.Method] = {}
+
+  def popularity(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+    out, seconds = _timed(baselines.popularity, train, target, observed)
+    popularity.seconds[target] = seconds
+    return out
+
+  popularity.seconds = {}
+  methods['popularity'] = popularity
+  methods['fennec'] = fennec
+
+  if paper:
+    from fennec_jax import paper as paper_lib  # pylint: disable=g-import-not-at-top
+    graphs = source.graphs(history.model_ids)
+
+    meta = history.task_metadata
+    task_meta = None
+    if 'num_classes' in meta and 'train_size' in meta:
+      task_meta = {t: {'num_train': float(meta['train_size'][j]),
+                       'num_classes': float(meta['num_classes'][j])}
+                   for j, t in enumerate(history.task_ids)}
+
+    def fennec_paper(train: Any, target: str,
+                     observed: np.ndarray) -> np.ndarray:
+      model = paper_lib.FennecPaper().fit(
+          train, {t: proxy_feats[t] for t in train.task_ids}, graphs,
+          None, None if task_meta is None else {
+              t: task_meta[t] for t in train.task_ids})
+      tm = ([task_meta[target]] if model.use_task_features and task_meta
+            else None)
+      out, seconds = _timed(model.predict, [proxy_feats[target]], tm)
+      fennec_paper.seconds[target] = proxy_seconds[target] + seconds
+      pred = np.asarray(getattr(out, 'merged', out))[0]
+      return np.broadcast_to(pred, observed.shape).copy()
+
+    fennec_paper.seconds = {}
+    methods['fennec_paper'] = fennec_paper
+
+  # Estimators: every zoo model's features on each target's probe, once.
+  est_scores: dict[str, dict[str, np.ndarray]] = {e: {} for e in estimators}
+  est_seconds: dict[str, dict[str, float]] = {e: {} for e in estimators}
+  for target in targets:
+    images, labels = source.probe(target)
+    feats, forward = [], 0.0
+    for model_id in history.model_ids:
+      f, s = _timed(source.model_features, model_id, images)
+      feats.append(f)
+      forward += s
+    for name in estimators:
+      scores, s = _timed(registry.score_models, name, feats, labels)
+      est_scores[name][target] = np.asarray(scores, np.float64)
+      est_seconds[name][target] = forward + s
+    logging.info('images protocol: %s: %d models forward in %.1fs',
+                 target, len(feats), forward)
+
+  for name in estimators:
+    def method(train, target, observed, name=name):
+      del train
+      return np.broadcast_to(est_scores[name][target], observed.shape).copy()
+    method.seconds = est_seconds[name]
+    method.tasks = frozenset(est_scores[name])
+    methods[name] = method
+  return methods
+
+
+def run_images(
+    out_dir: str,
+    source: ImageSource | None = None,
+    history: Any = None,
+    k_shots: Sequence[int] = DEFAULT_K_SHOTS,
+    num_seeds: int = DEFAULT_NUM_SEEDS,
+    targets: Sequence[str] | None = None,
+    estimators: Sequence[str] = DEFAULT_IMAGE_ESTIMATORS,
+    paper: bool = True,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[Results, dict[str, str]]:
+  """The images protocol: `fennec evaluate --benchmark=offline --protocol=images`.
+
+  Leave one task out as `evaluate`, with methods that see the target's
+  probe images (`image_methods`); writes `results.{csv,md,png}` with a
+  `seconds_per_target` column, and `quality_vs_time.png`.
+
+  Args:
+    out_dir: output directory.
+    source: probes and features (default: the committed offline benchmark).
+    history: the ground truth (default: `offline.load()`).
+    k_shots: K values.
+    num_seeds: draws per (target, K).
+    targets: default every task.
+    estimators: feature-based estimators to run over the zoo.
+    paper: include `fennec_paper`.
+    space_config: `SpaceConfig` overrides for `fennec`.
+    seed: root seed.
+
+  Returns:
+    `(results, paths)`.
+  """
+  start = time.perf_counter()
+  if history is None:
+    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+    history = offline.load()
+  source = source or OfflineSource()
+  targets = list(targets or history.task_ids)
+  methods = image_methods(history, source, targets, estimators,
+                          space_config=space_config, paper=paper, seed=seed)
+  results = evaluate(history, methods, k_shots=k_shots, num_seeds=num_seeds,
+                     targets=targets, seed=seed)
+  paths = report.write_all(results, out_dir)
+  paths['time_png'] = os.path.join(out_dir, 'quality_vs_time.png')
+  report.write_time_plot(results, paths['time_png'])
+  logging.info('images protocol: %d targets in %.1fs', len(targets),
+               time.perf_counter() - start)
+  return results, paths

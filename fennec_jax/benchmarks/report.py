@@ -49,20 +49,34 @@ def bootstrap_ci(values: Sequence[float], num_resamples: int = 2000,
           float(np.quantile(means, 1.0 - alpha)))
 
 
+def _has_seconds(results: Any) -> bool:
+  return any(np.isfinite(getattr(r, 'seconds_per_target', np.nan))
+             for r in results.rows)
+
+
 def write_csv(results: Any, path: str) -> None:
-  """Writes one row per (method, K, target) plus the `MEAN` rows."""
+  """Writes one row per (method, K, target) plus the `MEAN` rows.
+
+  A `seconds_per_target` column is added when methods report timings (the
+  images protocol).
+  """
+  timed = _has_seconds(results)
   with open(path, 'w', newline='') as f:
     w = csv.writer(f)
-    w.writerow(CSV_COLUMNS)
+    w.writerow(CSV_COLUMNS + (('seconds_per_target',) if timed else ()))
     for r in results.rows:
       w.writerow([r.method, r.k_shot, r.target] +
-                 [f'{getattr(r, m):.6f}' for m in METRICS])
+                 [f'{getattr(r, m):.6f}' for m in METRICS] +
+                 ([f'{r.seconds_per_target:.6f}'] if timed else []))
 
 
 def markdown_table(results: Any) -> str:
   """One line per method and K: mean [95% CI] of each metric over targets."""
+  timed = _has_seconds(results)
   head = ['method', 'K'] + [f'{m} (mean [95% CI])'
                             for m in METRICS] + ['targets', 'models scored']
+  if timed:
+    head.append('seconds per target')
   lines = [
       f'Leave-one-task-out on `{results.benchmark}`: metrics on the unobserved '
       f'models, averaged over seeds, then over targets '
@@ -96,6 +110,10 @@ def markdown_table(results: Any) -> str:
       cov = getattr(results, 'mean_coverage', lambda *_: float('nan'))(
           method, k)
       cells.append(f'{cov:.0%}' if np.isfinite(cov) else '')
+      if timed:
+        sec = [r.seconds_per_target for r in results.rows
+               if r.method == method and r.k_shot == k and r.target == MEAN]
+        cells.append(f'{sec[0]:.3g}' if sec and np.isfinite(sec[0]) else '')
       lines.append('| ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -154,3 +172,30 @@ def write_all(results: Any, out_dir: str) -> dict[str, str]:
   write_plot(results, paths['png'])
   logging.info('wrote %s', ', '.join(paths.values()))
   return paths
+
+
+def write_time_plot(results: Any, path: str) -> None:
+  """Mean weighted tau at the smallest K vs seconds per target, per method."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  k = results.k_shots[0]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for r in results.rows:
+    if r.target != MEAN or r.k_shot != k:
+      continue
+    if not (np.isfinite(r.seconds_per_target) and np.isfinite(
+        r.weighted_tau)):
+      continue
+    ax.scatter(max(r.seconds_per_target, 1e-6), r.weighted_tau)
+    ax.annotate(r.method, (max(r.seconds_per_target, 1e-6), r.weighted_tau),
+                fontsize=7, xytext=(3, 3), textcoords='offset points')
+  ax.set_xscale('log')
+  ax.set_xlabel('seconds per target (log)')
+  ax.set_ylabel(f'mean weighted tau (K={k})')
+  ax.grid(alpha=0.3)
+  ax.set_title(f'{results.benchmark}: quality vs time')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

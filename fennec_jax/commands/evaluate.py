@@ -3,9 +3,12 @@
   fennec evaluate --benchmark=transfergraph_image --out=runs/evaluate
   fennec evaluate --history=my_scores.csv --k_shots=0,1,5 --seeds=10 --out=DIR
 
+  fennec evaluate --benchmark=offline --protocol=images --out=DIR
+
 Writes DIR/results.csv (`method,k_shot,target,pearson,weighted_tau,
 top1_regret`, plus `MEAN` rows), DIR/results.md (95% bootstrap intervals over
-targets) and DIR/results.png. All logic is in
+targets) and DIR/results.png; the images protocol adds a
+`seconds_per_target` column and DIR/quality_vs_time.png. All logic is in
 `fennec_jax.benchmarks.evaluate.run`.
 """
 
@@ -31,6 +34,14 @@ _TARGETS = flags.DEFINE_list('targets', None, 'Explicit target task ids.')
 _METHODS = flags.DEFINE_list(
     'methods', None, 'Methods to run (default: every one that applies).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Root seed of draws and space.')
+_PROTOCOL = flags.DEFINE_enum(
+    'protocol', 'history', ['history', 'images'],
+    "'history': methods see other tasks' scores (any benchmark); 'images': "
+    'also the target\'s probe images (--benchmark=offline only): fennec, '
+    'fennec_paper, popularity and every estimator over the zoo, timed.')
+_ESTIMATORS = flags.DEFINE_list(
+    'estimators', list(evaluate_lib.DEFAULT_IMAGE_ESTIMATORS),
+    'Estimators run over the zoo by --protocol=images.')
 
 
 def main(argv: list[str]) -> None:
@@ -41,6 +52,17 @@ def main(argv: list[str]) -> None:
   except ValueError:
     raise ValueError(f'--k_shots must be integers, got {_K_SHOTS.value}.'
                      ) from None
+  if _PROTOCOL.value == 'images':
+    if _BENCHMARK.value != 'offline' or _HISTORY.value:
+      raise ValueError('--protocol=images needs --benchmark=offline (the only '
+                       'benchmark that ships images and zoo weights).')
+    _, paths = evaluate_lib.run_images(
+        out_dir=_OUT.value, k_shots=k_shots, num_seeds=_SEEDS.value,
+        targets=_TARGETS.value, estimators=_ESTIMATORS.value,
+        seed=_SEED.value)
+    with open(paths['md']) as f:
+      print(f.read())
+    return
   results, paths = evaluate_lib.run(
       out_dir=_OUT.value,
       benchmark=_BENCHMARK.value,
