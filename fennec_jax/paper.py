@@ -143,7 +143,7 @@ class PaperConfig:
     return dataclasses.asdict(self)
 
 
-# -- 1. transfer phase ----------------------------------------------------------
+# -- 1. transfer phase ---------------------------------------------------------
 
 
 def fda_matrix(features: Mapping[str, Mapping[str, Any]],
@@ -293,7 +293,7 @@ def nmf(scores: Any, mask: Any = None, *, rank: int = 5,
   return NMFResult(np.asarray(w), np.asarray(h), float(loss))
 
 
-# -- 3. meta phase: architecture features ---------------------------------------
+# -- 3. meta phase: architecture features --------------------------------------
 
 
 def count_layers(graph: nx.DiGraph) -> int:
@@ -391,7 +391,7 @@ def _graph2vec_clusters(graphs: Sequence[nx.DiGraph], config: PaperConfig
   return assign
 
 
-# -- the recommender -------------------------------------------------------------
+# -- the recommender -----------------------------------------------------------
 
 
 class PaperScores(NamedTuple):
@@ -580,8 +580,10 @@ class FennecPaper:
     self.pca_mean = x.mean(0)
     p = self.config.embedding_pca
     if p is not None and p < x.shape[1]:
-      _, _, vt = np.linalg.svd(x - self.pca_mean, full_matrices=False)
-      self.pca_basis = vt[:p].T
+      # Top eigenvectors of the D x D scatter (cheaper than an SVD of x).
+      xc = x - self.pca_mean
+      _, vecs = np.linalg.eigh(xc.T @ xc)
+      self.pca_basis = vecs[:, ::-1][:, :p]
     else:
       self.pca_basis = np.eye(x.shape[1])
     self.forest = forest_lib.RandomForestRegressor(

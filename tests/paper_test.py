@@ -1,4 +1,4 @@
-"""Tests of the paper-faithful Fennec (NMF, forest task vectors, meta, merge)."""
+"""Tests of the paper-faithful Fennec: NMF, forest task vectors, meta, merge."""
 
 import os
 import tempfile
@@ -273,7 +273,8 @@ class FennecPaperTest(parameterized.TestCase):
     fit = paper.FennecPaper(config).fit(
         train, {t: emb[t] for t in task_ids[1:]}, model_meta=model_meta,
         task_meta={t: task_meta[t] for t in task_ids[1:]})
-    self.assertEqual(fit._num_forest_rows, 7 * (len(task_ids) - 1))  # pylint: disable=protected-access
+    rows = fit._num_forest_rows  # pylint: disable=protected-access
+    self.assertEqual(rows, 7 * (len(task_ids) - 1))
     method = paper.paper_method(emb, model_meta=model_meta,
                                 task_meta=task_meta, config=config)
     observed = np.full((3, len(model_ids)), np.nan)
