@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import json
 import os
+import time
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -676,4 +677,125 @@ def format_recommendation(rec: Recommendation, tasks: Sequence[str],
                                           rec.std[b])):
       note = f'  (observed {seen[model]:.4g})' if model in seen else ''
       lines.append(f'  {r + 1:2d}. {model:50s} {p:9.4g} +- {s:.3g}{note}')
+  return '\n'.join(lines)
+
+
+class DemoResult(NamedTuple):
+  """What `fennec demo` shows.
+
+  Attributes:
+    task: the held-out task.
+    rows: top models as `(model_id, predicted, std, actual)`, best first.
+    fennec_seconds: one proxy pass over the task's probe subset + the
+      recommendation over the whole zoo.
+    logme_seconds: a forward pass of every zoo model over the probe + LogME.
+    weighted_tau: `{'fennec': ..., 'logme': ...}` against the actual
+      fine-tuned accuracies of all models.
+    logme_top: LogME's top models as `(model_id, score, actual)`.
+  """
+  task: str
+  rows: list[tuple[str, float, float, float]]
+  fennec_seconds: float
+  logme_seconds: float
+  weighted_tau: dict[str, float]
+  logme_top: list[tuple[str, float, float]]
+
+
+def demo(task: str | None = None, top: int = 5, history: Any = None,
+         source: Any = None, num_proxy_images: int = 100,
+         seed: int = 0) -> DemoResult:
+  """Holds out one task of the offline benchmark and recommends for it.
+
+  Fennec is fit on the other tasks (scores + their proxy embeddings), then
+  ranks the zoo from the held-out task's images alone; LogME is run over the
+  whole zoo on the same probe for comparison.
+
+  Args:
+    task: the held-out task (default: one drawn with `seed`).
+    top: models to show.
+    history: default `fennec_jax.benchmarks.offline.load()`.
+    source: a `fennec_jax.benchmarks.evaluate.ImageSource` (default: the
+      committed offline benchmark).
+    num_proxy_images: probe images the proxy sees.
+    seed: seed of the task choice, probe subset and space.
+
+  Returns:
+    The `DemoResult`.
+
+  Raises:
+    ValueError: an unknown task.
+  """
+  from fennec_jax import metrics  # pylint: disable=g-import-not-at-top
+  from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
+  from fennec_jax.estimators import registry  # pylint: disable=g-import-not-at-top
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+
+  if history is None:
+    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+    history = offline.load()
+  source = source or evaluate.OfflineSource()
+  if task is None:
+    task = history.task_ids[int(np.random.default_rng(seed).integers(
+        history.num_tasks))]
+  j = history.task_index(task)
+  train = history.subset(tasks=np.arange(history.num_tasks) != j)
+  feats, _ = evaluate.proxy_task_features(source, train.task_ids,
+                                          num_proxy_images, seed)
+  config = FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+  fennec = Fennec(config).fit(
+      train, task_embeddings={t: embed.task_embedding(f).mean
+                              for t, f in feats.items()})
+
+  def recommend_new_task():
+    f, _ = evaluate.proxy_task_features(source, [task], num_proxy_images,
+                                        seed)
+    e = embed.task_embedding(f[task]).mean[None, :]
+    return fennec.recommend(task_embeddings=e, top=top)
+
+  recommend_new_task()  # Warm (compilation), as a deployed service would be.
+  start = time.perf_counter()
+  rec = recommend_new_task()
+  fennec_seconds = time.perf_counter() - start
+
+  start = time.perf_counter()
+  images, labels = source.probe(task)
+  zoo = [source.model_features(m, images) for m in history.model_ids]
+  logme = np.asarray(registry.score_models('logme', zoo, labels))
+  logme_seconds = time.perf_counter() - start
+
+  actual = history.scores[:, j]
+  seen = history.mask[:, j]
+  tau = {name: float(metrics.weighted_tau(
+      jnp.asarray(pred), jnp.asarray(np.where(seen, actual, 0.0)),
+      mask=jnp.asarray(seen)))
+         for name, pred in (('fennec', rec.all_predicted[0]),
+                            ('logme', logme))}
+  rows = [(m, float(p), float(s), float(actual[i]))
+          for m, i, p, s in zip(rec.model_ids[0], rec.indices[0],
+                                rec.predicted[0], rec.std[0])]
+  order = np.argsort(-logme, kind='stable')[:top]
+  logme_top = [(history.model_ids[i], float(logme[i]), float(actual[i]))
+               for i in order]
+  return DemoResult(task, rows, fennec_seconds, logme_seconds, tau,
+                    logme_top)
+
+
+def format_demo(result: DemoResult) -> str:
+  """The demo's printed report."""
+  lines = [f'Held-out task: {result.task}', '',
+           f'Fennec top-{len(result.rows)} (predicted vs actual fine-tuned '
+           'accuracy):']
+  for r, (m, p, s, a) in enumerate(result.rows):
+    lines.append(f'  {r + 1}. {m:40s} predicted {p:.3f} +- {s:.3f}   '
+                 f'actual {a:.3f}')
+  lines += ['', f'LogME top-{len(result.logme_top)} (score, actual):']
+  for r, (m, sc, a) in enumerate(result.logme_top):
+    lines.append(f'  {r + 1}. {m:40s} LogME {sc:8.4f}   actual {a:.3f}')
+  ratio = result.logme_seconds / max(result.fennec_seconds, 1e-9)
+  lines += ['',
+            f'weighted tau vs actual: Fennec {result.weighted_tau["fennec"]:.3f}'
+            f', LogME {result.weighted_tau["logme"]:.3f}',
+            f'time for this task: Fennec {result.fennec_seconds:.3f} s (one '
+            f'proxy pass + one matmul), LogME over the zoo '
+            f'{result.logme_seconds:.3f} s ({ratio:.0f}x)']
   return '\n'.join(lines)

@@ -10,6 +10,7 @@ from scipy import stats
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax import space
+from fennec_jax.benchmarks import evaluate
 
 _CONFIG = recommender.FennecConfig(
     space=space.SpaceConfig(max_steps=300, eval_every=50))
@@ -171,6 +172,54 @@ class FennecTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'not in the history'):
       recommender.Fennec(_CONFIG).fit(self.train,
                                       task_embeddings={'nope': np.ones(6)})
+
+
+class _Images(evaluate.ImageSource):
+  """Probes tagged by task; proxy features linear in the task's factors."""
+
+  def __init__(self, history, task_vectors):
+    self.history = history
+    self.task_vectors = task_vectors
+    self.proj = np.random.default_rng(5).normal(size=(2, 8))
+
+  def probe(self, task):
+    j = self.history.task_index(task)
+    images = np.zeros((24, 4, 4, 3), np.uint8)
+    images[:, 0, 0, 0] = j
+    return images, np.arange(24) % 3
+
+  def proxy_features(self, images):
+    j = int(images[0, 0, 0, 0])
+    noise = np.random.default_rng(j).normal(size=(len(images), 8))
+    return self.task_vectors[j] @ self.proj + 0.01 * noise
+
+  def model_features(self, model_id, images):
+    return np.random.default_rng(int(model_id[1:])).normal(
+        size=(len(images), 5))
+
+
+class DemoTest(absltest.TestCase):
+
+  def test_demo_ranks_held_out_task_from_images(self):
+    rng = np.random.default_rng(2)
+    u, v = rng.normal(size=(20, 2)), rng.normal(size=(8, 2))
+    h = history_lib.History.from_matrix(0.7 + 0.1 * u @ v.T)
+    out = recommender.demo(task='t3', top=4, history=h,
+                           source=_Images(h, v))
+    self.assertEqual(out.task, 't3')
+    self.assertLen(out.rows, 4)
+    preds = [r[1] for r in out.rows]
+    self.assertEqual(preds, sorted(preds, reverse=True))
+    for model, _, _, actual in out.rows:
+      self.assertEqual(actual, h.scores[h.model_index(model), 3])
+    # Proxy features carry the task's factors; LogME sees noise features.
+    self.assertGreater(out.weighted_tau['fennec'], 0.5)
+    self.assertGreater(out.weighted_tau['fennec'], out.weighted_tau['logme'])
+    text = recommender.format_demo(out)
+    self.assertIn('Held-out task: t3', text)
+    self.assertIn('LogME over the zoo', text)
+    with self.assertRaisesRegex(ValueError, "Unknown task id 'nope'"):
+      recommender.demo(task='nope', history=h, source=_Images(h, v))
 
 
 class ScoresCsvTest(absltest.TestCase):

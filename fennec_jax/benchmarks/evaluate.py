@@ -587,6 +587,31 @@ def _timed(fn, *args):
   return out, time.perf_counter() - start
 
 
+def proxy_task_features(
+    source: ImageSource, tasks: Sequence[str], num_images: int = 100,
+    seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+  """Proxy features of each task's class-balanced probe subset, timed.
+
+  Args:
+    source: probes and the proxy.
+    tasks: task ids.
+    num_images: images per task (`proxy.embed.probe_indices` budget).
+    seed: seed of the subset.
+
+  Returns:
+    (`{task: [n, D] features}`, `{task: seconds of the proxy pass}`).
+  """
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+  feats: dict[str, np.ndarray] = {}
+  seconds: dict[str, float] = {}
+  for task in tasks:
+    images, labels = source.probe(task)
+    idx = embed.probe_indices(len(images), labels, budget=num_images,
+                              seed=seed)
+    feats[task], seconds[task] = _timed(source.proxy_features, images[idx])
+  return feats, seconds
+
+
 def image_methods(
     history: Any,
     source: ImageSource,
@@ -625,14 +650,8 @@ def image_methods(
   from fennec_jax.estimators import registry  # pylint: disable=g-import-not-at-top
   from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
 
-  proxy_feats: dict[str, np.ndarray] = {}
-  proxy_seconds: dict[str, float] = {}
-  for task in history.task_ids:
-    images, labels = source.probe(task)
-    idx = embed.probe_indices(len(images), labels, budget=num_proxy_images,
-                              seed=seed)
-    proxy_feats[task], proxy_seconds[task] = _timed(
-        source.proxy_features, images[idx])
+  proxy_feats, proxy_seconds = proxy_task_features(
+      source, history.task_ids, num_proxy_images, seed)
   task_emb = {t: embed.task_embedding(f).mean for t, f in proxy_feats.items()}
   logging.info('images protocol: proxy features of %d tasks (%d images each)',
                len(task_emb), num_proxy_images)
