@@ -20,7 +20,7 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
    predictions, and its transfer score is s^T_i = u_i . v*.
 3. Meta phase. archi2vec as in the paper: the traced architecture DAG ->
    Weisfeiler-Lehman labels (2 iterations) -> PV-DBOW graph2vec (128-d) ->
-   k-means clusters (`fennec_jax.archi2vec.wl`). A linear least-squares
+   k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A linear least-squares
    regression on `[#params, #conv+linear layers, cluster one-hot,
    #train images of the task, #classes]` fit on the observed historical
    (model, task) entries of P predicts the meta score s^M_i.
@@ -347,48 +347,24 @@ def count_params(graph: nx.DiGraph) -> int:
   return 0
 
 
-def kmeans(x: np.ndarray, k: int, *, seed: int = 0, num_iterations: int = 100
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """Lloyd's k-means with k-means++ seeding (NumPy).
+def graph2vec_clusters(graphs: Sequence[nx.DiGraph], config: PaperConfig
+                       ) -> np.ndarray:
+  """archi2vec as in the paper: WL + PV-DBOW graph2vec + k-means.
 
   Args:
-    x: [n, d] points.
-    k: clusters (clipped to the number of distinct points).
-    seed: seeds the k-means++ draws.
-    num_iterations: the most Lloyd iterations.
+    graphs: traced architecture DAGs (nodes labelled by `op`).
+    config: gives `wl_iterations`, `graph2vec_dim`, `num_clusters` (clipped
+      to the number of graphs) and `seed`.
 
   Returns:
-    (assignments [n] in 0..k-1, centers [k, d]).
+    [n] cluster ids.
   """
-  x = np.asarray(x, np.float64)
-  k = int(min(k, len(np.unique(x, axis=0))))
-  rng = np.random.default_rng(seed)
-  centers = [x[rng.integers(len(x))]]
-  for _ in range(1, k):
-    d2 = np.min(((x[:, None] - np.asarray(centers)[None]) ** 2).sum(-1), 1)
-    centers.append(x[rng.choice(len(x), p=d2 / d2.sum())])
-  centers = np.asarray(centers)
-  assign = np.zeros(len(x), np.int64)
-  for it in range(num_iterations):
-    new = np.argmin(((x[:, None] - centers[None]) ** 2).sum(-1), 1)
-    if it and np.array_equal(new, assign):
-      break
-    assign = new
-    for c in range(k):
-      if (assign == c).any():
-        centers[c] = x[assign == c].mean(0)
-  return assign, centers
-
-
-def _graph2vec_clusters(graphs: Sequence[nx.DiGraph], config: PaperConfig
-                        ) -> np.ndarray:
-  """archi2vec as in the paper: WL + PV-DBOW graph2vec + k-means."""
   from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
-  emb = np.asarray(wl.graph2vec(list(graphs), dim=config.graph2vec_dim,
-                                wl_iterations=config.wl_iterations,
-                                seed=config.seed), np.float64)
-  assign, _ = kmeans(emb, config.num_clusters, seed=config.seed)
-  return assign
+  k = min(config.num_clusters, len(graphs))
+  _, clusters = wl.archi2vec_clusters(
+      list(graphs), k, seed=config.seed, dim=config.graph2vec_dim,
+      iterations=config.wl_iterations)
+  return np.asarray(clusters, np.int64)
 
 
 # -- the recommender -----------------------------------------------------------
@@ -617,7 +593,7 @@ class FennecPaper:
       for i, g in enumerate(ordered):
         values['num_params'][i] = count_params(g)
         values['num_layers'][i] = count_layers(g)
-      for i, cl in enumerate(_graph2vec_clusters(ordered, self.config)):
+      for i, cl in enumerate(graph2vec_clusters(ordered, self.config)):
         values['cluster'][i] = int(cl)
     for i, mid in enumerate(self.model_ids):
       for k, v in model_meta.get(mid, {}).items():

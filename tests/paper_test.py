@@ -55,6 +55,29 @@ def _history(scores, model_ids, task_ids, mask=None):
                              mask=mask)
 
 
+class _MLP(nn.Module):
+  depth: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    del train
+    x = x.reshape((x.shape[0], -1))
+    for _ in range(self.depth):
+      x = nn.relu(nn.Dense(8)(x))
+    return nn.Dense(2)(x)
+
+
+class _CNN(nn.Module):
+  depth: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    del train
+    for _ in range(self.depth):
+      x = nn.relu(nn.Conv(4, (3, 3))(x))
+    return nn.Dense(2)(x.mean((1, 2)))
+
+
 _SMALL = paper.PaperConfig(num_trees=5, nmf_iterations=300,
                            embedding_pca=None)
 
@@ -117,15 +140,6 @@ class ArchitectureTest(absltest.TestCase):
     want = (9 * 4 + 4) + (9 * 4 * 4 + 4) + (6 * 6 * 4 * 3 + 3)
     self.assertEqual(paper.count_params(g), want)
 
-  def test_kmeans_separates_clusters(self):
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(size=(10, 2)),
-                        rng.normal(size=(10, 2)) + 20])
-    assign, _ = paper.kmeans(x, 2, seed=0)
-    self.assertLen(set(assign[:10]), 1)
-    self.assertLen(set(assign[10:]), 1)
-    self.assertNotEqual(assign[0], assign[10])
-
 
 class FDAMatrixTest(absltest.TestCase):
 
@@ -176,6 +190,35 @@ class FennecPaperTest(parameterized.TestCase):
     self.assertLess(np.mean(bad), np.mean(taus) - 0.4)
     np.testing.assert_allclose(out.merged, 0.5 * out.transfer
                                + 0.5 * out.meta)
+
+  def test_fit_from_traced_graphs(self):
+    scores, emb, model_ids, task_ids, _, task_meta = _world(
+        num_models=4, num_tasks=6)
+    nets = [_MLP(1), _MLP(2), _CNN(1), _CNN(2)]
+    graphs = {m: trace_lib.trace(net, (1, 4, 4, 1))
+              for m, net in zip(model_ids, nets)}
+    config = paper.PaperConfig(num_trees=2, nmf_iterations=100,
+                               embedding_pca=None, num_clusters=2,
+                               graph2vec_dim=16)
+    hist = _history(scores, model_ids, task_ids)
+    fit = paper.FennecPaper(config).fit(hist, emb, graphs=graphs,
+                                        task_meta=task_meta)
+    dense = lambda i, o: i * o + o
+    conv = lambda i, o: 9 * i * o + o
+    params = [dense(16, 8) + dense(8, 2),
+              dense(16, 8) + dense(8, 8) + dense(8, 2),
+              conv(1, 4) + dense(4, 2),
+              conv(1, 4) + conv(4, 4) + dense(4, 2)]
+    np.testing.assert_array_equal(fit.model_features,
+                                  [[params[0], 2], [params[1], 3],
+                                   [params[2], 2], [params[3], 3]])
+    self.assertEqual(fit.clusters.shape, (4,))
+    self.assertTrue(set(fit.clusters) <= {0, 1})
+    out = fit.predict([emb['t0']], [task_meta['t0']])
+    self.assertTrue(np.isfinite(out).all())
+    del graphs['m2']
+    with self.assertRaisesRegex(ValueError, r"graphs lack 1 .*\['m2'\]"):
+      paper.FennecPaper(config).fit(hist, emb, graphs=graphs)
 
   def test_meta_regression_is_least_squares(self):
     scores, emb, model_ids, task_ids, model_meta, task_meta = _world(seed=1)
