@@ -20,8 +20,8 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
    predictions, and its transfer score is s^T_i = u_i . v*.
 3. Meta phase. archi2vec as in the paper: the traced architecture DAG ->
    Weisfeiler-Lehman labels (2 iterations) -> PV-DBOW graph2vec (128-d) ->
-   k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A linear least-squares
-   regression on `[#params, #conv+linear layers, cluster one-hot,
+   k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A
+   linear least-squares regression on `[#params, #conv+linear layers, cluster one-hot,
    #train images of the task, #classes]` fit on the observed historical
    (model, task) entries of P predicts the meta score s^M_i.
 4. Merge. s_i = 0.5 s^T_i + 0.5 s^M_i on the raw scores, as the paper does
