@@ -105,14 +105,14 @@ class VitTest(parameterized.TestCase):
   def test_forward_matches_numpy(self, name, pool, eps, act):
     spec = models.get_spec(name)
     model = models.get_model(name)
-    x = jax.random.normal(jax.random.key(1), (2, *spec.input_shape))
-    variables = model.init(jax.random.key(0), x)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, *spec.input_shape)).astype(np.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
     # Random LayerScale / LayerNorm values so every parameter matters.
-    leaves, tree = jax.tree.flatten(variables)
-    keys = jax.random.split(jax.random.key(2), len(leaves))
-    variables = jax.tree.unflatten(tree, [
-        l + 0.1 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
-    got = model.apply(variables, x, train=False)
+    variables = jax.tree.map(
+        lambda l: l + 0.1 * rng.normal(size=l.shape).astype(np.float32),
+        variables)
+    got = jax.jit(model.apply)(variables, x)
     cfg = dict(patch_size=model.patch_size, width=model.width,
                depth=model.depth, num_heads=model.num_heads, eps=eps,
                act=act, pool=pool)
@@ -121,11 +121,11 @@ class VitTest(parameterized.TestCase):
 
   def test_bfloat16_close_to_float32(self):
     model = models.get_model('vit_test_tiny', num_classes=0)
-    x = jax.random.normal(jax.random.key(1), (4, 32, 32, 3))
-    variables = model.init(jax.random.key(0), x)
-    f32 = model.apply(variables, x)
-    bf16 = models.get_model('vit_test_tiny', num_classes=0,
-                            dtype=jnp.bfloat16).apply(variables, x)
+    x = np.random.default_rng(1).normal(size=(4, 32, 32, 3)).astype(np.float32)
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    f32 = jax.jit(model.apply)(variables, x)
+    bf16 = jax.jit(models.get_model('vit_test_tiny', num_classes=0,
+                                    dtype=jnp.bfloat16).apply)(variables, x)
     self.assertEqual(bf16.dtype, jnp.float32)
     chex.assert_trees_all_close(bf16, f32, atol=0.1, rtol=0.05)
     self.assertFalse(np.allclose(bf16, f32, atol=1e-7, rtol=0))

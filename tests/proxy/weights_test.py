@@ -74,7 +74,7 @@ class WeightsTest(absltest.TestCase):
   def _flax(self, model, path, layout=None, size=32):
     variables = weights.load_variables(model, (size, size, 3), path,
                                        layout=layout)
-    return model.apply(variables, _images(size=size), train=False)
+    return jax.jit(model.apply)(variables, _images(size=size))
 
   def test_timm_vit_safetensors_features(self):
     ref = timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32,
@@ -170,7 +170,8 @@ class WeightsTest(absltest.TestCase):
              for k, s in shapes.items()}
     state['text_projection'] = torch.zeros(8, 8)  # Ignored by the importer.
     ref = self._timm_clip(16)
-    ref.load_state_dict(timm_vit._convert_openai_clip(state, ref), strict=True)  # pylint: disable=protected-access
+    converted = timm_vit._convert_openai_clip(state, ref)  # pylint: disable=protected-access
+    ref.load_state_dict(converted, strict=True)
     path = os.path.join(self.dir, 'openai.pt')
     torch.save(state, path)
     got = self._flax(models.get_model('clip_test_tiny'), path)
@@ -231,7 +232,7 @@ class WeightsTest(absltest.TestCase):
     model = models.get_model('resnet50', num_classes=0)
     x = _images(n=2, size=64)
     variables = weights.load_variables(model, (64, 64, 3), path)
-    got = model.apply(variables, x, train=False)
+    got = jax.jit(model.apply)(variables, x)
     with torch.no_grad():
       want = ref(_torch_nchw(x)).numpy()
     self.assertEqual(got.shape, (2, 2048))
@@ -268,16 +269,16 @@ class ReadCheckpointTest(absltest.TestCase):
 
   def test_flax_npz_round_trip(self):
     model = models.get_model('vit_test_tiny')
-    variables = model.init(jax.random.key(0), np.zeros((1, 32, 32, 3),
-                                                       np.float32))
+    variables = jax.jit(model.init)(jax.random.key(0),
+                                    np.zeros((1, 32, 32, 3), np.float32))
     flat = flax.traverse_util.flatten_dict(variables['params'], sep='/')
     flat = {k: np.asarray(v) for k, v in flat.items()}
     path = os.path.join(_tempdir(self), 'p.npz')
     np.savez(path, **flat)
     loaded = weights.load_variables(model, (32, 32, 3), path)
     x = _images()
-    np.testing.assert_array_equal(model.apply(loaded, x),
-                                  model.apply(variables, x))
+    apply = jax.jit(model.apply)
+    np.testing.assert_array_equal(apply(loaded, x), apply(variables, x))
 
 
 if __name__ == '__main__':
