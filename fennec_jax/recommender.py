@@ -799,3 +799,67 @@ def format_demo(result: DemoResult) -> str:
             f'proxy pass + one matmul), LogME over the zoo '
             f'{result.logme_seconds:.3f} s ({ratio:.0f}x)']
   return '\n'.join(lines)
+
+
+def fit_offline(history: Any = None, source: Any = None,
+                num_proxy_images: int = 100, seed: int = 0) -> 'Fennec':
+  """Fennec fit on the offline benchmark's scores and its tasks' embeddings.
+
+  Args:
+    history: default `fennec_jax.benchmarks.offline.load()`.
+    source: default the committed offline benchmark's `OfflineSource`.
+    num_proxy_images: probe images per task through the proxy.
+    seed: seed of the probe subsets and the space.
+
+  Returns:
+    The fitted Fennec (it accepts `task_embeddings` from the same proxy).
+  """
+  from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+  if history is None:
+    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+    history = offline.load()
+  source = source or evaluate.OfflineSource()
+  feats, _ = evaluate.proxy_task_features(source, history.task_ids,
+                                          num_proxy_images, seed)
+  config = FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+  return Fennec(config).fit(history, task_embeddings={
+      t: embed.task_embedding(f).mean for t, f in feats.items()})
+
+
+def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
+                        labels: Any = None, num_images: int = 100,
+                        seed: int = 0) -> np.ndarray:
+  """A new task's embedding from its images (any size; resized on the host).
+
+  Args:
+    images: a sequence of uint8 [h, w, c] images (e.g. a
+      `fennec_jax.data.sources.FolderSource`).
+    source: the `ImageSource` whose proxy embedded the history's tasks.
+    image_shape: (h, w, c) the proxy expects (the benchmark's probe shape).
+    labels: optional labels (class-balanced subset).
+    num_images: images through the proxy.
+    seed: seed of the subset.
+
+  Returns:
+    [D] the task embedding.
+
+  Raises:
+    ValueError: no images.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+  if not len(images):
+    raise ValueError('no images: a new task needs images or observed scores.')
+  idx = embed.probe_indices(
+      len(images), None if labels is None else np.asarray(labels),
+      budget=num_images, seed=seed)
+  h, w, c = image_shape
+  batch = []
+  for i in idx:
+    img = Image.fromarray(np.asarray(images[int(i)], np.uint8).squeeze())
+    img = img.convert('RGB' if c == 3 else 'L').resize((w, h),
+                                                       Image.BILINEAR)
+    batch.append(np.asarray(img, np.uint8).reshape(h, w, c))
+  feats = source.proxy_features(np.stack(batch))
+  return embed.task_embedding(np.asarray(feats)).mean

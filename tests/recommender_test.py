@@ -222,6 +222,25 @@ class DemoTest(absltest.TestCase):
       recommender.demo(task='nope', history=h, source=_Images(h, v))
 
 
+  def test_images_of_any_size_reach_the_proxy_at_its_shape(self):
+    rng = np.random.default_rng(3)
+    u, v = rng.normal(size=(20, 2)), rng.normal(size=(8, 2))
+    h = history_lib.History.from_matrix(0.7 + 0.1 * u @ v.T)
+    source = _Images(h, v)
+    fennec = recommender.fit_offline(history=h, source=source)
+    seen = []
+    proxy = source.proxy_features
+    source.proxy_features = lambda x: (seen.append(x.shape), proxy(x))[1]
+    images = np.full((150, 9, 7, 3), 5, np.uint8)  # Task 5's tag, bigger.
+    emb = recommender.images_to_embedding(images, source, (4, 4, 3))
+    self.assertEqual(seen, [(100, 4, 4, 3)])  # The paper's 100-image probe.
+    rec = fennec.recommend(task_embeddings=emb[None, :], top=3)
+    true = h.scores[:, 5]
+    self.assertGreater(stats.weightedtau(rec.all_predicted[0], true)[0], 0.5)
+    with self.assertRaisesRegex(ValueError, 'no images'):
+      recommender.images_to_embedding([], source, (4, 4, 3))
+
+
 class ScoresCsvTest(absltest.TestCase):
 
   def _write(self, text):

@@ -2,12 +2,15 @@
 
   fennec recommend --benchmark=transfergraph_image --scores=obs.csv --top=5
   fennec recommend --checkpoint=/abs/ckpt --scores=obs.csv
+  fennec recommend --benchmark=offline --images=DIR [--scores=obs.csv]
 
 `--scores` is a CSV of observed scores of the new task(s): `model,score` (one
 task) or `model,task,score` (several, ranked in one batch). Without observed
 scores for a task, Fennec falls back to the prior (the population ranking).
 The recommender is fit on `--benchmark`/`--history` (a few seconds), or read
-from a `--checkpoint` written with `--save`. Logic: `fennec_jax.recommender`.
+from a `--checkpoint` written with `--save`. `--images` (offline benchmark
+only) embeds the folder's images with the benchmark's proxy and maps them to
+a task vector (the scores, if any, are folded in on top). Logic: `fennec_jax.recommender`.
 """
 
 from absl import flags
@@ -23,6 +26,9 @@ _CHECKPOINT = flags.DEFINE_string(
     'checkpoint', None, 'A Fennec checkpoint directory (instead of fitting).')
 _SAVE = flags.DEFINE_string('save', None,
                             'Save the fitted recommender to this new dir.')
+_IMAGES = flags.DEFINE_string(
+    'images', None, 'Folder of the new task\'s images (sub-folders = classes);'
+    ' needs --benchmark=offline (the proxy that embedded its tasks).')
 _SCORES = flags.DEFINE_string(
     'scores', None, 'CSV of observed scores: model,score or model,task,score.')
 _TOP = flags.DEFINE_integer('top', 5, 'Models to list per task.')
@@ -36,7 +42,22 @@ def main(argv: list[str]) -> None:
   if len(sources) != 1:
     raise ValueError('give exactly one of --benchmark, --history or '
                      '--checkpoint.')
-  if _CHECKPOINT.value:
+  embedding = None
+  if _IMAGES.value:
+    if _BENCHMARK.value != 'offline':
+      raise ValueError('--images needs --benchmark=offline: only its tasks '
+                       'have proxy embeddings to learn the image -> task map.')
+    from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
+    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+    from fennec_jax.data import sources  # pylint: disable=g-import-not-at-top
+    history = offline.load()
+    source = evaluate.OfflineSource()
+    fennec = recommender.fit_offline(history, source)
+    folder = sources.FolderSource(_IMAGES.value)
+    shape = source.probe(history.task_ids[0])[0].shape[1:]
+    embedding = recommender.images_to_embedding(
+        folder, source, shape, labels=folder.labels)
+  elif _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
   else:
     from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
@@ -48,9 +69,14 @@ def main(argv: list[str]) -> None:
   if _SCORES.value:
     observed = recommender.read_scores_csv(_SCORES.value)
   else:
-    logging.info('no --scores: ranking by the prior (population) only.')
-    observed = {'prior': {}}
+    if embedding is None:
+      logging.info('no --scores or --images: ranking by the prior only.')
+    observed = {'images' if embedding is not None else 'prior': {}}
   tasks = list(observed)
-  rec = fennec.recommend(observed=[observed[t] for t in tasks],
-                         top=_TOP.value)
+  if embedding is not None and len(tasks) != 1:
+    raise ValueError('--images describes one task; --scores has '
+                     f'{len(tasks)}: {tasks}.')
+  rec = fennec.recommend(
+      task_embeddings=None if embedding is None else embedding[None, :],
+      observed=[observed[t] for t in tasks], top=_TOP.value)
   print(recommender.format_recommendation(rec, tasks, observed))
