@@ -849,11 +849,40 @@ def _zscore(x: np.ndarray) -> np.ndarray:
   return (x - x.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)
 
 
+def restrict(performance: Any, like: Any) -> Any:
+  """`performance` (e.g. an FDA History) on the models and tasks of `like`.
+
+  Rows follow `like.model_ids`, columns `like.task_ids`; the metadata is
+  `like`'s. Used to fit the paper on its FDA matrix while the protocol's
+  history holds fine-tuning accuracy.
+
+  Raises:
+    ValueError: a model or task of `like` missing from `performance`.
+  """
+  from fennec_jax import history as history_lib  # pylint: disable=g-import-not-at-top
+  for kind, ids, have in (('models', like.model_ids, performance.model_ids),
+                          ('tasks', like.task_ids, performance.task_ids)):
+    missing = sorted(set(ids) - set(have))
+    if missing:
+      raise ValueError(f'the performance matrix lacks {len(missing)} '
+                       f'{kind}: {missing[:10]}.')
+  rows = [performance.model_index(m) for m in like.model_ids]
+  cols = [performance.task_index(t) for t in like.task_ids]
+  return history_lib.History(
+      model_ids=like.model_ids, task_ids=like.task_ids,
+      scores=performance.scores[np.ix_(rows, cols)],
+      mask=performance.mask[np.ix_(rows, cols)],
+      model_metadata=dict(like.model_metadata),
+      task_metadata=dict(like.task_metadata), name=performance.name,
+      score_name=performance.score_name)
+
+
 def paper_method(image_embeddings: Mapping[str, Any],
                  graphs: Mapping[str, nx.DiGraph] | None = None,
                  model_meta: Mapping[str, Mapping[str, Any]] | None = None,
                  task_meta: Mapping[str, Mapping[str, Any]] | None = None,
-                 config: PaperConfig = PaperConfig()):
+                 config: PaperConfig = PaperConfig(),
+                 performance: Any = None):
   """A `fennec_jax.benchmarks.baselines.Method` running `FennecPaper`.
 
   Fit on the training history (target column removed) once per target, then
@@ -866,6 +895,10 @@ def paper_method(image_embeddings: Mapping[str, Any],
     model_meta: as `FennecPaper.fit`.
     task_meta: as `FennecPaper.fit`; the target's entry is used to predict.
     config: the recipe.
+    performance: optional History of the paper's P (e.g. FDA scores from
+      `fda_matrix`) over the same models and at least the training tasks;
+      fit on it (restricted to the training tasks) instead of on the
+      protocol's history.
 
   Returns:
     `method(train, target, observed) -> [B, M]`.
@@ -873,6 +906,8 @@ def paper_method(image_embeddings: Mapping[str, Any],
   def method(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
     if target not in image_embeddings:
       raise ValueError(f'fennec_paper: no images of target {target!r}.')
+    if performance is not None:
+      train = restrict(performance, train)
     train_emb = {t: e for t, e in image_embeddings.items()
                  if t in train.task_ids}
     train_meta = None if task_meta is None else {

@@ -1,5 +1,6 @@
 """Tests of the paper-faithful Fennec: NMF, forest task vectors, meta, merge."""
 
+import dataclasses
 import os
 import tempfile
 
@@ -324,6 +325,24 @@ class FennecPaperTest(parameterized.TestCase):
     got = method(train, 't0', observed)
     want = fit.predict([emb['t0']], [task_meta['t0']])
     np.testing.assert_array_equal(got, np.repeat(want, 3, 0))
+    # Fit on another performance matrix (e.g. FDA) than the protocol's.
+    perf = _history(2.0 * scores[::-1], model_ids[::-1], task_ids)
+    method = paper.paper_method(emb, model_meta=model_meta,
+                                task_meta=task_meta, config=config,
+                                performance=perf)
+    got = method(train, 't0', observed)
+    fit2 = paper.FennecPaper(config).fit(
+        _history(2.0 * scores[:, 1:], model_ids, task_ids[1:]),
+        {t: emb[t] for t in task_ids[1:]}, model_meta=model_meta,
+        task_meta={t: task_meta[t] for t in task_ids[1:]})
+    np.testing.assert_allclose(
+        got[0], fit2.predict([emb['t0']], [task_meta['t0']])[0], rtol=1e-6)
+    # The optional standardized merge.
+    fit.config = dataclasses.replace(config, standardize_merge=True)
+    out = fit.score_components([emb['t0']], [task_meta['t0']])
+    z = lambda a: (a - a.mean()) / a.std()
+    np.testing.assert_allclose(
+        out.merged[0], 0.5 * z(out.transfer[0]) + 0.5 * z(out.meta[0]))
 
   def test_shift_min_keeps_raw_units(self):
     scores, emb, model_ids, task_ids, model_meta, _ = _world(seed=5)
