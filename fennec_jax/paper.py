@@ -21,8 +21,8 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
 3. Meta phase. archi2vec as in the paper: the traced architecture DAG ->
    Weisfeiler-Lehman labels (2 iterations) -> PV-DBOW graph2vec (128-d) ->
    k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A
-   linear least-squares regression on `[#params, #conv+linear layers, cluster one-hot,
-   #train images of the task, #classes]` fit on the observed historical
+   linear least-squares regression on `[#params, #conv+linear layers,
+   cluster one-hot, #train images of the task, #classes]` fit on the observed historical
    (model, task) entries of P predicts the meta score s^M_i.
 4. Merge. s_i = 0.5 s^T_i + 0.5 s^M_i on the raw scores, as the paper does
    (`PaperConfig.standardize_merge=True` z-scores each over the models first,
@@ -54,6 +54,7 @@ import networkx as nx
 import numpy as np
 
 from fennec_jax import forest as forest_lib
+from fennec_jax import history as history_lib
 
 _META_FILE = 'fennec_paper.json'
 _ARRAYS_FILE = 'arrays.npz'
@@ -859,7 +860,6 @@ def restrict(performance: Any, like: Any) -> Any:
   Raises:
     ValueError: a model or task of `like` missing from `performance`.
   """
-  from fennec_jax import history as history_lib  # pylint: disable=g-import-not-at-top
   for kind, ids, have in (('models', like.model_ids, performance.model_ids),
                           ('tasks', like.task_ids, performance.task_ids)):
     missing = sorted(set(ids) - set(have))
