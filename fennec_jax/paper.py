@@ -22,8 +22,9 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
    Weisfeiler-Lehman labels (2 iterations) -> PV-DBOW graph2vec (128-d) ->
    k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A
    linear least-squares regression on `[#params, #conv+linear layers,
-   cluster one-hot, #train images of the task, #classes]` fit on the observed historical
-   (model, task) entries of P predicts the meta score s^M_i.
+   cluster one-hot, #train images of the task, #classes]` fit on the
+   observed historical (model, task) entries of P predicts the meta score
+   s^M_i.
 4. Merge. s_i = 0.5 s^T_i + 0.5 s^M_i on the raw scores, as the paper does
    (`PaperConfig.standardize_merge=True` z-scores each over the models first,
    an option the paper does not have).
