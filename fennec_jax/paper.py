@@ -448,8 +448,9 @@ class FennecPaper:
     Args:
       history: a `fennec_jax.History`; its scores are P (e.g. `fda_matrix`).
       image_embeddings: `{task_id: [n, D]}` proxy embeddings of the
-        historical tasks' probe images (tasks without any are left out of
-        the forest, logged; at least 2 tasks must have them).
+        historical tasks' probe images (tasks without any, or without an
+        observed score, are left out of the forest, logged; at least 2
+        tasks must be in it).
       graphs: `{model_id: DAG}` traced architectures: give #params, #layers
         and the graph2vec clusters.
       model_meta: `{model_id: {'num_params', 'num_layers', 'cluster'}}`,
@@ -492,7 +493,7 @@ class FennecPaper:
     self.task_factors = np.asarray(res.task_factors, np.float64)
     self.nmf_loss = res.loss
     # Phase 2: the forest from image embeddings to task vectors.
-    self._fit_forest(image_embeddings)
+    self._fit_forest(image_embeddings, mask.any(0))
     # Phase 3: meta regression.
     self.model_features, self.clusters = self._model_features(
         graphs, model_meta, history)
@@ -514,7 +515,7 @@ class FennecPaper:
                  x.shape[1])
     return self
 
-  def _fit_forest(self, image_embeddings):
+  def _fit_forest(self, image_embeddings, observed_tasks):
     if not isinstance(image_embeddings, Mapping):
       raise ValueError('image_embeddings must be a {task_id: [n, D]} '
                        f'mapping, got {type(image_embeddings).__name__}.')
@@ -523,8 +524,14 @@ class FennecPaper:
       raise ValueError(f'image_embeddings name tasks not in the history: '
                        f'{unknown[:10]}.')
     xs, ys, dim, subsampled = [], [], None, 0
+    unobserved = [t for j, t in enumerate(self.task_ids)
+                  if t in image_embeddings and not observed_tasks[j]]
+    if unobserved:
+      logging.info('FennecPaper: %d tasks with images have no observed '
+                   'score (no task vector); left out of the forest: %s',
+                   len(unobserved), unobserved[:10])
     for j, task in enumerate(self.task_ids):
-      if task not in image_embeddings:
+      if task not in image_embeddings or not observed_tasks[j]:
         continue
       e = np.asarray(image_embeddings[task], np.float64)
       if e.ndim != 2 or e.shape[0] < 1 or not np.isfinite(e).all():

@@ -277,10 +277,13 @@ class FennecPaperTest(parameterized.TestCase):
     mask = np.random.default_rng(0).uniform(size=scores.shape) < 0.6
     mask[:, 0] = False
     mask[3, 0] = True  # A task observed on one model only.
+    mask[:, 2] = False  # A task with images but no observation.
     hist = _history(scores, model_ids, task_ids, mask)
     del emb['t5']      # A history task without images.
     fit = paper.FennecPaper(_SMALL).fit(hist, emb, model_meta=model_meta)
     self.assertFalse(fit.use_task_features)  # No task metadata given.
+    rows = fit._num_forest_rows  # pylint: disable=protected-access
+    self.assertEqual(rows, 30 * (len(task_ids) - 2))  # Not t2, not t5.
     out = fit.score_components({'new': emb['t1']})
     self.assertTrue(np.isfinite(out.merged).all())
 
