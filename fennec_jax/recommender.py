@@ -505,7 +505,8 @@ class Fennec:
     """Device-side constants reused by every call (after fit/load)."""
     self._phi = self.space.model_features()
     self._index = {k: i for i, k in enumerate(self.model_ids)}
-    self._prior_chol = space_lib._prior_chol(self.space.prior_cov)  # pylint: disable=protected-access
+    self._prior_chol = jnp.asarray(
+        _chol(np.asarray(self.space.prior_cov, np.float64)), jnp.float32)
     self._embedding_chol = (
         None if self.embedding_cov is None else
         jnp.asarray(_chol(self.embedding_cov), jnp.float32))
@@ -793,8 +794,9 @@ def format_demo(result: DemoResult) -> str:
     lines.append(f'  {r + 1}. {m:40s} LogME {sc:8.4f}   actual {a:.3f}')
   ratio = result.logme_seconds / max(result.fennec_seconds, 1e-9)
   lines += ['',
-            f'weighted tau vs actual: Fennec {result.weighted_tau["fennec"]:.3f}'
-            f', LogME {result.weighted_tau["logme"]:.3f}',
+            'weighted tau vs actual: Fennec '
+            f'{result.weighted_tau["fennec"]:.3f}, LogME '
+            f'{result.weighted_tau["logme"]:.3f}',
             f'time for this task: Fennec {result.fennec_seconds:.3f} s (one '
             f'proxy pass + one matmul), LogME over the zoo '
             f'{result.logme_seconds:.3f} s ({ratio:.0f}x)']

@@ -750,7 +750,7 @@ def run_images(
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[Results, dict[str, str]]:
-  """The images protocol: `fennec evaluate --benchmark=offline --protocol=images`.
+  """The images protocol (`fennec evaluate --protocol=images`).
 
   Leave one task out as `evaluate`, with methods that see the target's
   probe images (`image_methods`); writes `results.{csv,md,png}` with a

@@ -10,7 +10,8 @@ scores for a task, Fennec falls back to the prior (the population ranking).
 The recommender is fit on `--benchmark`/`--history` (a few seconds), or read
 from a `--checkpoint` written with `--save`. `--images` (offline benchmark
 only) embeds the folder's images with the benchmark's proxy and maps them to
-a task vector (the scores, if any, are folded in on top). Logic: `fennec_jax.recommender`.
+a task vector (the scores, if any, are folded in on top). Logic:
+`fennec_jax.recommender`.
 """
 
 from absl import flags
