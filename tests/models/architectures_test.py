@@ -84,9 +84,8 @@ class ArchitecturesTest(parameterized.TestCase):
     else:
       self.assertEqual(updates, {})
 
-  @parameterized.named_parameters(('resnet', 'resnet_tiny'),
-                                  ('swin', 'swin_test'))
-  def test_bfloat16_compute_float32_params(self, name):
+  def test_bfloat16_compute_float32_params(self):
+    name = 'resnet_tiny'
     spec = models.get_spec(name)
     x = jax.random.normal(jax.random.key(0), (1, *spec.input_shape))
     model = models.get_model(name)

@@ -35,7 +35,7 @@ class ConvNeXtTest(absltest.TestCase):
     shapes = models.init_shapes('convnext_test')
     self.assertEqual(shapes['params']['stages_0']['blocks_0']['gamma'].shape,
                      (8,))
-    gamma = convnext.ConvNeXtBlock(4).init(
+    gamma = jax.jit(convnext.ConvNeXtBlock(4).init)(
         jax.random.key(0), jnp.ones((1, 4, 4, 4)))['params']['gamma']
     np.testing.assert_array_equal(gamma, np.full(4, 1e-6, np.float32))
 
