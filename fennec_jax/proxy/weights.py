@@ -3,13 +3,14 @@
 Reads PyTorch state dicts (a mapping, a `.pt`/`.pth`/`.bin` file or a
 TorchScript archive such as OpenAI's CLIP `.pt`), `.safetensors` files (read
 with `safetensors.numpy`, no torch needed), Hugging Face model directories, and
-big_vision / google-research `vision_transformer` `.npz` files; then maps the key
-names of the layout that wrote them onto `fennec_jax.models.vit`:
+big_vision / google-research `vision_transformer` `.npz` files; then maps the
+key names of the layout that wrote them onto `fennec_jax.models.vit`:
 
 * `timm`: timm `vit_*`, `deit_*` (and DINOv2 in timm naming).
 * `hf_clip`: transformers `CLIPVisionModel`, `CLIPVisionModelWithProjection`
   and full `CLIPModel` (the text tower is ignored, with a count).
-* `hf_vit`: transformers `ViTModel` / `ViTForImageClassification`.
+* `hf_vit`: transformers `ViTModel` / `ViTForImageClassification` /
+  `Dinov2Model`.
 * `open_clip`: open_clip and OpenAI CLIP (`visual.*`).
 * `big_vision`: big_vision and google-research/vision_transformer `.npz`
   (`embedding/kernel`, `Transformer/encoderblock_{i}` or the scanned
@@ -208,22 +209,21 @@ _HF_CLIP_SPECIAL = {
 _HF_CLIP_IGNORE = [r'^text_model\.', r'^text_projection\.', r'^logit_scale$',
                    r'position_ids$']
 
+# transformers ViTModel / Dinov2Model: v4 (`encoder.layer.{i}.attention.
+# attention.query`) and v5 (`layers.{i}.attention.q_proj`) names.
+_HF_LAYER = r'^(?:encoder\.layers?|layers)\.(\d+)\.'
 _HF_VIT_RULES = [
     (r'^embeddings\.patch_embeddings\.projection$', 'patch_embed'),
-    (r'^encoder\.layer\.(\d+)\.layernorm_before$', r'blocks_\1/norm1'),
-    (r'^encoder\.layer\.(\d+)\.layernorm_after$', r'blocks_\1/norm2'),
-    (r'^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|value)$',
+    (_HF_LAYER + r'(?:layernorm_before|norm1)$', r'blocks_\1/norm1'),
+    (_HF_LAYER + r'(?:layernorm_after|norm2)$', r'blocks_\1/norm2'),
+    (_HF_LAYER + r'attention\.attention\.(query|key|value)$',
      lambda m: f'blocks_{m[1]}/attn/{m[2][0]}'),
-    (r'^encoder\.layer\.(\d+)\.attention\.output\.dense$',
+    (_HF_LAYER + r'attention\.(q|k|v)_proj$', r'blocks_\1/attn/\2'),
+    (_HF_LAYER + r'attention\.(?:output\.dense|o_proj)$',
      r'blocks_\1/attn/proj'),
-    (r'^encoder\.layer\.(\d+)\.intermediate\.dense$', r'blocks_\1/mlp/fc1'),
-    (r'^encoder\.layer\.(\d+)\.output\.dense$', r'blocks_\1/mlp/fc2'),
-    # transformers >= 5 names (`layers.{i}.attention.q_proj`, `mlp.fc1`).
-    (r'^layers\.(\d+)\.layernorm_before$', r'blocks_\1/norm1'),
-    (r'^layers\.(\d+)\.layernorm_after$', r'blocks_\1/norm2'),
-    (r'^layers\.(\d+)\.attention\.(q|k|v)_proj$', r'blocks_\1/attn/\2'),
-    (r'^layers\.(\d+)\.attention\.o_proj$', r'blocks_\1/attn/proj'),
-    (r'^layers\.(\d+)\.mlp\.(fc1|fc2)$', r'blocks_\1/mlp/\2'),
+    (_HF_LAYER + r'(?:intermediate\.dense|mlp\.fc1)$', r'blocks_\1/mlp/fc1'),
+    (_HF_LAYER + r'(?:output\.dense|mlp\.fc2)$', r'blocks_\1/mlp/fc2'),
+    (_HF_LAYER + r'layer_scale(1|2)$', r'blocks_\1/ls\2'),
     (r'^layernorm$', 'norm'),
     (r'^classifier$', 'head'),
 ]
@@ -259,6 +259,8 @@ def _leaf(name: str, value: np.ndarray) -> tuple[str, np.ndarray]:
       return 'kernel', value.T  # Linear: [out, in] -> [in, out].
     if value.ndim == 4:
       return 'kernel', value.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
+  if name == 'lambda1':  # transformers' LayerScale.
+    return 'gamma', value
   if name in ('bias', 'gamma'):
     return name, value
   return name, value

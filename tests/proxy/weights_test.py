@@ -139,6 +139,18 @@ class WeightsTest(absltest.TestCase):
       want = out.last_hidden_state[:, 0].numpy()
     self.assertLessEqual(_rel_err(got, want), 1e-4)
 
+  def test_transformers_dinov2_model(self):
+    cfg = transformers.Dinov2Config(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, image_size=28, patch_size=7)
+    ref = transformers.Dinov2Model(cfg).eval()
+    _randomize_(ref)
+    got = self._flax(models.get_model('dinov2_test_tiny'), ref.state_dict(),
+                     size=28)
+    with torch.no_grad():
+      want = ref(pixel_values=_torch_nchw(_images(size=28))).pooler_output
+    self.assertLessEqual(_rel_err(got, want.numpy()), 1e-4)
+
   def _timm_clip(self, proj_dim):
     return timm_vit.VisionTransformer(
         img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
