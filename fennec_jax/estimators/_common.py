@@ -129,6 +129,23 @@ def pinv_sym(a: jnp.ndarray, rcond: float | None = None) -> jnp.ndarray:
   return (evecs * inv[None, :]) @ evecs.T
 
 
+def pinv_quadratic_forms(a: jnp.ndarray, vecs: jnp.ndarray,
+                         rcond: float | None = None) -> jnp.ndarray:
+  """[k] values v_i' a^+ v_i for a symmetric PSD a and rows v_i of vecs.
+
+  Uses a = V diag(l) V' and sum_j (v'V)_j^2 / l_j: never forms the d x d
+  pseudo-inverse (saves a d^3 product per model).
+  """
+  evals, evecs = jnp.linalg.eigh(a)
+  if rcond is None:
+    rcond = a.shape[0] * jnp.finfo(a.dtype).eps
+  cutoff = rcond * jnp.max(jnp.abs(evals))
+  inv = jnp.where(evals > cutoff, 1.0 / jnp.where(evals > cutoff, evals, 1.0),
+                  0.0)
+  proj = vecs @ evecs
+  return jnp.sum(proj * proj * inv[None, :], 1)
+
+
 def float_dtype(x) -> jnp.dtype:
   """The float dtype computations use: the input's if floating, else f32."""
   dtype = jnp.asarray(x).dtype

@@ -66,7 +66,7 @@ def _hscore_core(f, *, labels, num_classes):
   fc = f - f.mean(0, keepdims=True)
   cov_f = fc.T @ fc / (n - 1)
   means, counts = _between(fc, labels, num_classes)
-  quad = jnp.sum((means @ _common.pinv_sym(cov_f)) * means, 1)
+  quad = _common.pinv_quadratic_forms(cov_f, means)
   return jnp.sum(counts * quad) / (n - 1)
 
 
@@ -76,7 +76,7 @@ def _reg_hscore_core(f, *, labels, num_classes):
   fc = f - f.mean(0, keepdims=True)
   cov_a, shrink = ledoit_wolf(fc)
   means, counts = _between(fc, labels, num_classes)
-  quad = jnp.sum((means @ _common.pinv_sym(cov_a)) * means, 1)
+  quad = _common.pinv_quadratic_forms(cov_a, means)
   return (1.0 - shrink) * jnp.sum(counts * quad) / (n - 1)
 
 

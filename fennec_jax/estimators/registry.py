@@ -65,7 +65,7 @@ def _stack_inputs(spec: _batch.Spec, inputs) -> list[tuple[list[int],
       raise ValueError(
           f'{spec.name}: stacked {spec.kind} must have {expected} dims '
           f'([m, n{", d" if expected == 3 else ""}]), got shape {arr.shape}.')
-    models = list(arr)
+    return [(list(range(arr.shape[0])), arr)]  # One width: no copy.
   else:
     models = [np.asarray(x) for x in inputs]
   if not models:
