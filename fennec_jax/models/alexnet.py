@@ -19,7 +19,7 @@ from fennec_jax.models import registry
 
 Dtype = Any
 
-# (out channels, kernel, stride, padding, max-pool after) of features.0/3/6/8/10.
+# (out channels, kernel, stride, padding, pool after) of features.0/3/6/8/10.
 _CONVS = ((64, 11, 4, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False),
           (256, 3, 1, 1, False), (256, 3, 1, 1, True))
 _CONV_INDEX = (0, 3, 6, 8, 10)
