@@ -1,13 +1,15 @@
 r"""Leave-one-task-out evaluation of the transfer space against baselines.
 
 Command (the README's main job; 8 TransferGraph targets x K in {0,1,3,5,10} x
-10 seeds, methods popularity, imagenet_acc, LogME, Reg-H-Score, fennec_space):
+10 seeds; methods popularity, imagenet_acc, logme, reg_h_score, fennec_space,
+paper_nmf):
 
   python experiments/main.py --config=experiments/configs/evaluate.py \
       --workdir=runs/evaluate
 
 Same as `fennec evaluate --benchmark=transfergraph_image --out=runs/evaluate`.
-Runtime on the 2-core CPU: about 15 s (one transfer-space fit per target).
+Runtime on the 2-core CPU: ~12 s of CPU time (measured 38 s wall while the
+machine ran at load 15); two transfer-space fits per target dominate.
 Every task as a target: `--config.all_targets`. Another benchmark:
 `--config.benchmark=model_spider_single`. A CSV: `--config.benchmark=
 --config.history=FILE.csv`.
