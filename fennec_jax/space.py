@@ -282,7 +282,8 @@ class TransferSpace:
   def fold_in_indices(self, model_indices: Any, observed_scores: Any,
                       valid: Optional[Any] = None,
                       return_std: bool = False,
-                      return_predicted: bool = True) -> FoldIn:
+                      return_predicted: bool = True,
+                      return_cov: bool = True) -> FoldIn:
     """Posterior of new tasks from K observed scores each (gathered form).
 
     The cost is O(B K d^2) for the posterior, so it scales to large
@@ -296,10 +297,12 @@ class TransferSpace:
       return_std: compute the [B, M] predictive std (else it is empty).
       return_predicted: compute the [B, M] predictions (else empty; use
         `top_k(vectors, ...)` to rank a large repository in bounded memory).
+      return_cov: compute the [B, d, d] posterior covariances (else empty;
+        they need a d-column triangular solve per task, slow on a CPU).
 
     Returns:
       FoldIn; `std` has shape [B, 0] unless return_std, `predicted` [B, 0]
-      unless return_predicted.
+      unless return_predicted, `cov` [B, 0, 0] unless return_cov.
 
     Raises:
       ValueError: on shape mismatch, indices outside [0, M), K > M, or
@@ -335,18 +338,21 @@ class TransferSpace:
     return _fold_in_gather(self, jnp.asarray(idx),
                            jnp.asarray(scores), jnp.asarray(valid),
                            return_std=return_std,
-                           return_predicted=return_predicted)
+                           return_predicted=return_predicted,
+                           return_cov=return_cov)
 
   def score(self, task_vectors: Any) -> jax.Array:
     """[B, M] raw scores of every model for task vectors [B, d]."""
     return _score(self, jnp.asarray(task_vectors, jnp.float32))
 
   def top_k(self, task_vectors: Any, k: int,
-            chunk_size: int = 16384) -> tuple[jax.Array, jax.Array]:
+            chunk_size: int = 2048) -> tuple[jax.Array, jax.Array]:
     """The k best models for each task vector, in bounded memory.
 
     Scores are computed chunk by chunk over the models ([B, chunk_size] at a
-    time), each chunk's `lax.top_k` is merged into a running top-k.
+    time, sized to stay in cache), each chunk is reduced to its `lax.top_k`
+    and the [B, num_chunks * k] winners are merged by one final top-k. Peak
+    memory: one score tile plus the winners, never [B, M].
 
     Args:
       task_vectors: [B, d].
@@ -1048,12 +1054,16 @@ def apply_link(linear: jax.Array, link: jax.Array) -> jax.Array:
           + linear.std(-1, keepdims=True) * shaped)
 
 
-def _posterior_outputs(prior, z, chol_a, return_std, return_predicted=True):
+def _posterior_outputs(prior, z, chol_a, return_std, return_predicted=True,
+                       return_cov=True):
   w = prior.mean + z @ prior.chol.T
-  # cov_w = chol A^-1 chol^T = (chol_a^-1 chol^T)^T (chol_a^-1 chol^T).
-  g = jax.scipy.linalg.solve_triangular(
-      chol_a, jnp.broadcast_to(prior.chol.T, chol_a.shape), lower=True)
-  cov = jnp.einsum('bki,bkj->bij', g, g)
+  if return_cov:
+    # cov_w = chol A^-1 chol^T = (chol_a^-1 chol^T)^T (chol_a^-1 chol^T).
+    g = jax.scipy.linalg.solve_triangular(
+        chol_a, jnp.broadcast_to(prior.chol.T, chol_a.shape), lower=True)
+    cov = jnp.einsum('bki,bkj->bij', g, g)
+  else:
+    cov = jnp.zeros((z.shape[0], 0, 0))
   if return_predicted:
     predicted = apply_link(w @ prior.phi.T, prior.link)
   else:
@@ -1082,7 +1092,7 @@ def _fold_in_dense_impl(space, scores, mask):
 
 
 def _fold_in_gather_impl(space, idx, scores, valid, *, return_std,
-                         return_predicted):
+                         return_predicted, return_cov):
   """Gathered fold-in: K observed model indices per task."""
   prior = space._whitened()  # pylint: disable=protected-access
   valid = valid.astype(prior.phi.dtype)
@@ -1092,11 +1102,18 @@ def _fold_in_gather_impl(space, idx, scores, valid, *, return_std,
   z, chol_a = fold_in_posterior(gram, jnp.einsum('bki,bk->bi', x, resid),
                                 prior.noise_var)
   return _posterior_outputs(prior, z, chol_a, return_std=return_std,
-                            return_predicted=return_predicted)
+                            return_predicted=return_predicted,
+                            return_cov=return_cov)
 
 
 def _top_k_impl(space, w, *, k, chunk_size):
-  """Top-k of w @ phi.T over models, chunk by chunk, with a running merge."""
+  """Top-k of w @ phi.T over models, chunk by chunk.
+
+  Each chunk's [B, chunk_size] score tile (small enough to stay in cache)
+  is reduced to its top-k at once; the per-chunk winners, [B, num_chunks *
+  k], are merged by one final top-k (a running merge per chunk would double
+  the per-row top-k overhead).
+  """
   phi = space.model_features()
   m, d = phi.shape
   num_chunks = -(-m // chunk_size)
@@ -1105,28 +1122,27 @@ def _top_k_impl(space, w, *, k, chunk_size):
   b = w.shape[0]
   kc = min(k, chunk_size)
 
-  def body(carry, inputs):
-    best_v, best_i = carry
+  def body(_, inputs):
     c, phi_c = inputs
     s = w @ phi_c.T
     ids = c * chunk_size + jnp.arange(chunk_size, dtype=jnp.int32)
     s = jnp.where(ids[None, :] < m, s, -jnp.inf)
     v, i = jax.lax.top_k(s, kc)
-    all_v = jnp.concatenate([best_v, v], axis=1)
-    all_i = jnp.concatenate([best_i, ids[i]], axis=1)
-    top_v, pos = jax.lax.top_k(all_v, k)
-    return (top_v, jnp.take_along_axis(all_i, pos, axis=1)), None
+    return None, (v, ids[i])
 
-  init = (jnp.full((b, k), -jnp.inf, w.dtype), jnp.zeros((b, k), jnp.int32))
-  (vals, idx), _ = jax.lax.scan(
-      body, init, (jnp.arange(num_chunks, dtype=jnp.int32), chunks))
-  return vals, idx
+  _, (vals, idx) = jax.lax.scan(
+      body, None, (jnp.arange(num_chunks, dtype=jnp.int32), chunks))
+  vals = jnp.moveaxis(vals, 0, 1).reshape(b, num_chunks * kc)
+  idx = jnp.moveaxis(idx, 0, 1).reshape(b, num_chunks * kc)
+  top_v, pos = jax.lax.top_k(vals, k)
+  return top_v, jnp.take_along_axis(idx, pos, axis=1)
 
 
 # Compiled entry points (module attributes, so a test can wrap the impls with
 # a trace counter and check that repeated calls do not recompile).
 _fold_in_dense = jax.jit(_fold_in_dense_impl)
 _fold_in_gather = jax.jit(_fold_in_gather_impl,
-                          static_argnames=('return_std', 'return_predicted'))
+                          static_argnames=('return_std', 'return_predicted',
+                                           'return_cov'))
 _score = jax.jit(lambda space, w: w @ space.model_features().T)
 _top_k_chunked = jax.jit(_top_k_impl, static_argnames=('k', 'chunk_size'))
