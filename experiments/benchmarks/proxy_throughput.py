@@ -1,9 +1,9 @@
 r"""Proxy throughput: Flax ViT (fennec_jax) vs timm + torch.compile.
 
 Measures images/s and model FLOP utilization (MFU) of ViT-B/16 and ViT-L/14
-(the CLIP tower without its projection, i.e. timm's
-`vit_large_patch14_clip_224` with `num_classes=0`) at 224 px over a batch-size
-sweep, in two modes per framework:
+(the OpenAI CLIP tower without its projection, i.e. timm's
+`vit_large_patch14_clip_quickgelu_224` with `num_classes=0`) at 224 px over a
+batch-size sweep, in two modes per framework:
 
 * `e2e`: end to end from uint8 host images: host batch -> device transfer
   (uint8) -> resize/normalize -> model -> features back on the host. JAX uses
@@ -19,13 +19,18 @@ embedding, QKV/out projections, attention and MLP) x images/s / device peak
 (`--peak_tflops`, or a table by device kind); `roofline` is the same against a
 large matmul measured on this device in the same dtype.
 
-GPU run (the lead, NVIDIA H200; ~3 min in --quick including compiles):
+GPU run (NVIDIA H200; --quick = ViT-B/16, batch 256, both modes, both
+frameworks: 4 compiles, estimated 2-3 min; not yet run on a GPU):
 
-  python experiments/benchmarks/proxy_throughput.py --quick --out=/tmp/proxy_bench
+  python experiments/benchmarks/proxy_throughput.py --quick --out=$OUT/b16
 
-Full sweep (ViT-B/16 and ViT-L/14, batches 64..512; ~10 min):
+The same for ViT-L/14, and the full sweep (batches 128, 256, 512; one model
+per command, each roughly 8-10 min, mostly torch.compile):
 
-  python experiments/benchmarks/proxy_throughput.py --out=/tmp/proxy_bench
+  python experiments/benchmarks/proxy_throughput.py --quick --models=vit_l14 \
+      --out=$OUT/l14
+  python experiments/benchmarks/proxy_throughput.py --models=vit_b16 \
+      --out=$OUT/b16_sweep
 
 CPU (this machine; small and float32, reports the ratio):
 
@@ -68,7 +73,7 @@ if _ROOT not in sys.path:
 
 _OUT = flags.DEFINE_string('out', None, 'Output directory (results.json/.md).')
 _QUICK = flags.DEFINE_boolean(
-    'quick', False, 'ViT-B/16 only, batches 128 and 256 (~3 min on an H200).')
+    'quick', False, 'ViT-B/16 only (or --models), batch 256, 2 s per run.')
 _CPU_SMALL = flags.DEFINE_boolean(
     'cpu_small', False, 'Tiny CPU run: ViT-B/16, float32, batch 8 and 16.')
 _MODELS = flags.DEFINE_list('models', None, 'Subset of: vit_b16, vit_l14.')
@@ -97,9 +102,10 @@ _POOL = flags.DEFINE_integer('pool_images', 512,
 MODELS = {
     'vit_b16': (('vit_base_patch16_224', {}), 'vit_base_patch16_224', 16, 768,
                 12, 3072),
-    # CLIP ViT-L/14 tower without the projection, exactly timm's features.
+    # OpenAI CLIP ViT-L/14 tower (quick-GELU) without the projection: the
+    # same computation as timm's model with num_classes=0.
     'vit_l14': (('clip_vit_l14', {'proj_dim': None}),
-                'vit_large_patch14_clip_224', 14, 1024, 24, 4096),
+                'vit_large_patch14_clip_quickgelu_224', 14, 1024, 24, 4096),
 }
 # Dense bf16 peak TFLOP/s by device kind substring (vendor datasheets).
 PEAK_BF16_TFLOPS = {'H200': 989.0, 'H100': 989.0, 'A100': 312.0,
@@ -209,6 +215,8 @@ def run_jax(key: str, batch: int, mode: str, dtype_name: str,
   if mode == 'model':
     mesh = extract.make_mesh()
     data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+    params = jax.device_put(params, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
     x = jax.device_put(
         jax.random.normal(jax.random.key(1), (batch, 224, 224, 3),
                           jnp.float32), data)
@@ -248,6 +256,9 @@ def run_torch(key: str, batch: int, mode: str, dtype_name: str,
   import timm  # pylint: disable=g-import-not-at-top
 
   _, timm_name, *_ = MODELS[key]
+  # A fresh compile per configuration: with dynamo's cache kept, a second
+  # batch size would recompile with dynamic shapes (slower kernels).
+  torch._dynamo.reset()  # pylint: disable=protected-access
   cuda = torch.cuda.is_available()
   device = torch.device('cuda' if cuda else 'cpu')
   dtype = getattr(torch, dtype_name)
@@ -262,7 +273,7 @@ def run_torch(key: str, batch: int, mode: str, dtype_name: str,
 
   fn = e2e_fn if mode == 'e2e' else model
   if compile_model:
-    fn = torch.compile(fn)
+    fn = torch.compile(fn, dynamic=False)
   sync = torch.cuda.synchronize if cuda else (lambda: None)
   pool_t = torch.from_numpy(pool)
   if cuda:
@@ -341,6 +352,9 @@ def main(argv: list[str]) -> None:
   if _XLA_FLAGS.value:
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' +
                                _XLA_FLAGS.value).strip()
+  if not _SKIP_TORCH.value:
+    # JAX and PyTorch share the GPU: JAX preallocates half instead of 75%.
+    os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
@@ -353,9 +367,9 @@ def main(argv: list[str]) -> None:
   if _CPU_SMALL.value:
     keys, batches, min_time = ['vit_b16'], [8, 16], 5.0
   elif _QUICK.value:
-    keys, batches, min_time = ['vit_b16'], [128, 256], 3.0
+    keys, batches, min_time = ['vit_b16'], [256], 2.0
   else:
-    keys, batches, min_time = ['vit_b16', 'vit_l14'], [64, 128, 256, 512], 5.0
+    keys, batches, min_time = ['vit_b16', 'vit_l14'], [128, 256, 512], 4.0
   keys = _MODELS.value or keys
   batches = [int(b) for b in _BATCHES.value] if _BATCHES.value else batches
   min_time = _MIN_TIME.value or min_time
