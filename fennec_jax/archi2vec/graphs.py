@@ -14,7 +14,11 @@ File schema (both formats carry the same fields):
   module path such as `ResNet/layer1_0/conv1`), `body_ops` (dict op -> count,
   for control-flow nodes that summarize a loop/branch body).
 * edges: directed `source -> target` = data flows from source to target.
+* graph attributes (optional): `name`, `param_sizes` (dict parameter path ->
+  number of scalars, so parameter counts survive a round trip), `outputs`
+  (ids of the output nodes).
 * JSON: `{"format": "fennec-archi2vec-graph", "version": 1, "name": str,
+  "graph": {"param_sizes": {...}, "outputs": [...]},
   "nodes": [{"id": str, "op": str, ...}], "edges": [[src_id, dst_id], ...]}`.
 * GraphML: the same attributes; list/dict-valued ones are JSON-encoded strings
   (GraphML only holds scalars), decoded again by `read_graph`.
@@ -44,6 +48,7 @@ JSON_FORMAT = 'fennec-archi2vec-graph'
 # size), output rank, log1p(in-degree), log1p(out-degree).
 NUM_NODE_FEATURES = 5
 _LIST_ATTRS = ('shape', 'params', 'body_ops')
+_GRAPH_ATTRS = ('param_sizes', 'outputs')
 
 
 class OpVocab:
@@ -269,7 +274,11 @@ def write_graph(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
   validate_graph(g, path)
   ids = {n: str(n) for n in g.nodes}
   if path.endswith('.json'):
+    extra = {k: _jsonable(g.graph[k]) for k in _GRAPH_ATTRS if k in g.graph}
+    if 'outputs' in extra:
+      extra['outputs'] = [ids[n] for n in g.graph['outputs'] if n in ids]
     doc = dict(format=JSON_FORMAT, version=1, name=str(g.graph.get('name', '')),
+               graph=extra,
                nodes=[dict(id=ids[n], **_jsonable(dict(a)))
                       for n, a in g.nodes(data=True)],
                edges=[[ids[u], ids[v]] for u, v in g.edges()])
@@ -277,6 +286,12 @@ def write_graph(g: nx.DiGraph, path: str | os.PathLike[str]) -> None:
       json.dump(doc, f)
   elif path.endswith('.graphml'):
     h = nx.DiGraph(name=str(g.graph.get('name', '')))
+    for k in _GRAPH_ATTRS:
+      if k in g.graph:
+        v = g.graph[k]
+        if k == 'outputs':
+          v = [ids[n] for n in v if n in ids]
+        h.graph[k] = json.dumps(_jsonable(v))
     for n, a in g.nodes(data=True):
       enc = {}
       for k, v in a.items():
@@ -308,6 +323,12 @@ def read_graph(path: str | os.PathLike[str]) -> nx.DiGraph:
       raise ValueError(f'{path}: expected a JSON object with "format": '
                        f'"{JSON_FORMAT}".')
     g = nx.DiGraph(name=doc.get('name', ''))
+    extra = doc.get('graph', {})
+    if not isinstance(extra, dict):
+      raise ValueError(f'{path}: "graph" must be an object, got {extra!r}.')
+    for k in _GRAPH_ATTRS:
+      if k in extra:
+        g.graph[k] = extra[k]
     for i, node in enumerate(doc.get('nodes', [])):
       if not isinstance(node, dict) or 'id' not in node:
         raise ValueError(f'{path}: nodes[{i}] needs an "id" key.')
@@ -331,11 +352,16 @@ def read_graph(path: str | os.PathLike[str]) -> nx.DiGraph:
       raise ValueError(f'{path}: the GraphML graph is undirected; '
                        'architecture graphs must be directed.')
     g = nx.DiGraph(name=raw.graph.get('name', ''))
+    for k in _GRAPH_ATTRS:
+      if isinstance(raw.graph.get(k), str):
+        g.graph[k] = json.loads(raw.graph[k])
     for n, a in raw.nodes(data=True):
       g.add_node(n, **_decode_attrs(a))
     g.add_edges_from(raw.edges())
   else:
     raise ValueError(f'{path}: unknown graph file extension; use .json or '
                      '.graphml.')
+  if 'outputs' in g.graph:
+    g.graph['outputs'] = tuple(g.graph['outputs'])
   validate_graph(g, path)
   return g

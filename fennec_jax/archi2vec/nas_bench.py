@@ -1,0 +1,413 @@
+"""NAS-Bench-201 (NATS-Bench TSS) as an external check of the encoders.
+
+The 15,625 cells of NAS-Bench-201 have known CIFAR-10, CIFAR-100 and
+ImageNet16-120 test accuracies. A cell string `|op~0|+|op~0|op~1|+|op~0|op~1|
+op~2|` lists, for cell nodes 1, 2, 3, the op on each edge j -> i. The encoders
+work on op-on-node DAGs, so `cell_to_dag` turns every edge into a node
+(`input` -> edge ops -> `output`; edge j -> i feeds every op leaving node i).
+`none` edges carry no data and are removed, and ops that cannot reach the
+output (or be reached from the input) are pruned, so cells that compute the
+same function map to the same DAG.
+
+The experiment (`run`): for each seed draw `train_fraction` of the cells,
+train the GNN regressor (and the WL + ridge baseline) on them, and report
+Kendall's tau between predicted and true accuracy on all other cells.
+"""
+
+import csv
+import dataclasses
+import functools
+import os
+import pathlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import networkx as nx
+import numpy as np
+import optax
+import scipy.stats
+
+from fennec_jax.archi2vec import gnn
+from fennec_jax.archi2vec import graphs as graphs_lib
+
+OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3',
+       'avg_pool_3x3')
+VOCAB = graphs_lib.OpVocab(['input', 'output', 'skip_connect', 'nor_conv_1x1',
+                            'nor_conv_3x3', 'avg_pool_3x3'])
+DATASETS = {
+    'cifar10': 'CIFAR10TestAccuracy200Epochs',
+    'cifar100': 'CIFAR100TestAccuracy200Epochs',
+    'imagenet16_120': 'ImageNetTestAccuracy200Epochs',
+}
+CELL_COLUMN = 'ArchitectureString'
+DEFAULT_CSV = (pathlib.Path(__file__).resolve().parents[2] / 'third_party' /
+               'nats_bench_tss' / 'nats_bench_tss_15625.csv')
+
+
+def parse_cell(cell: str) -> list[list[tuple[str, int]]]:
+  """`'|a~0|+|b~0|c~1|+|...|'` -> per cell node i=1..3, its `(op, j)` edges.
+
+  Raises:
+    ValueError: the string is not a 4-node NAS-Bench-201 cell.
+  """
+  groups = cell.strip().split('+')
+  if len(groups) != 3:
+    raise ValueError(f'Cell {cell!r}: expected 3 "+"-separated node groups, '
+                     f'got {len(groups)}.')
+  nodes = []
+  for i, group in enumerate(groups, start=1):
+    if not (group.startswith('|') and group.endswith('|')):
+      raise ValueError(f'Cell {cell!r}: group {group!r} must be "|op~j|...|".')
+    edges = []
+    for item in group[1:-1].split('|'):
+      op, sep, j = item.partition('~')
+      if not sep or op not in OPS or not j.isdigit():
+        raise ValueError(f'Cell {cell!r}: bad edge {item!r}; expected op~j '
+                         f'with op in {OPS}.')
+      edges.append((op, int(j)))
+    if sorted(j for _, j in edges) != list(range(i)):
+      raise ValueError(f'Cell {cell!r}: node {i} must have one edge from each '
+                       f'of nodes 0..{i - 1}, got {edges}.')
+    nodes.append(edges)
+  return nodes
+
+
+def cell_to_dag(cell: str, prune: bool = True) -> nx.DiGraph:
+  """The op-on-node DAG of a NAS-Bench-201 cell string.
+
+  Args:
+    cell: NAS-Bench-201 architecture string.
+    prune: drop op nodes not on an input -> output path (`none` edges are
+      always dropped: they carry no data).
+
+  Returns:
+    DAG with nodes `in`, `e<j><i>` (op on edge j -> i) and `out`, each with
+    an `op` attribute.
+  """
+  nodes = parse_cell(cell)
+  g = nx.DiGraph(name=cell)
+  g.add_node('in', op='input')
+  into: dict[int, list[str]] = {0: ['in'], 1: [], 2: [], 3: []}
+  for i, edges in enumerate(nodes, start=1):
+    for op, j in sorted(edges, key=lambda e: e[1]):
+      if op == 'none':
+        continue
+      name = f'e{j}{i}'
+      g.add_node(name, op=op)
+      for src in into[j]:
+        g.add_edge(src, name)
+      into[i].append(name)
+  g.add_node('out', op='output')
+  for src in into[3]:
+    g.add_edge(src, 'out')
+  if prune:
+    live = (nx.descendants(g, 'in') | {'in'}) & (nx.ancestors(g, 'out') |
+                                                 {'out'})
+    g.remove_nodes_from([n for n in list(g) if n not in live | {'in', 'out'}])
+  return g
+
+
+def load_table(path: str | os.PathLike[str] | None = None
+               ) -> tuple[list[str], dict[str, np.ndarray]]:
+  """Cells and accuracies (%) from the NATS-Bench TSS CSV.
+
+  Raises:
+    ValueError: missing file or column, or a row with a bad accuracy/cell.
+  """
+  path = pathlib.Path(path or DEFAULT_CSV)
+  if not path.exists():
+    raise ValueError(f'{path}: NAS-Bench-201 table not found.')
+  cells, acc = [], {k: [] for k in DATASETS}
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    need = [CELL_COLUMN] + list(DATASETS.values())
+    missing = [c for c in need if c not in (reader.fieldnames or [])]
+    if missing:
+      raise ValueError(f'{path}: missing columns {missing}; has '
+                       f'{reader.fieldnames}.')
+    for row_no, row in enumerate(reader, start=2):
+      try:
+        parse_cell(row[CELL_COLUMN])
+        for k, col in DATASETS.items():
+          v = float(row[col])
+          if not 0.0 <= v <= 100.0:
+            raise ValueError(f'{col}={v} is not an accuracy in [0, 100]')
+          acc[k].append(v)
+      except ValueError as e:
+        raise ValueError(f'{path}, row {row_no}: {e}') from None
+      cells.append(row[CELL_COLUMN])
+  return cells, {k: np.asarray(v, np.float64) for k, v in acc.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class GNNConfig:
+  """GNN regressor hyper-parameters for the NAS-Bench-201 check."""
+  hidden: int = 64
+  num_layers: int = 4
+  embed_dim: int = 64
+  steps: int = 600
+  learning_rate: float = 2e-3
+  weight_decay: float = 1e-3
+  rank_weight: float = 1.0
+  ensemble: int = 1
+  eval_batch: int = 4096
+
+
+def _pairwise_rank_loss(pred: jax.Array, y: jax.Array,
+                        mask: jax.Array) -> jax.Array:
+  """Logistic loss on every ordered pair of real graphs (RankNet)."""
+  diff = pred[:, None] - pred[None, :]
+  sign = jnp.sign(y[:, None] - y[None, :])
+  w = mask[:, None] * mask[None, :] * (sign != 0)
+  loss = jax.nn.softplus(-sign * diff)
+  return (loss * w).sum() / jnp.maximum(w.sum(), 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _gnn_functions(config: GNNConfig, vocab_size: int):
+  """Jitted init / train / predict for one config, cached across seeds."""
+  model = gnn.GraphRegressor(vocab_size, config.hidden, config.num_layers,
+                             config.embed_dim)
+  sched = optax.cosine_decay_schedule(config.learning_rate, config.steps)
+  tx = optax.adamw(sched, weight_decay=config.weight_decay)
+
+  @jax.jit
+  def init(key, graph):
+    params = model.init(key, graph)
+    return params, tx.init(params)
+
+  @jax.jit
+  def train(params, opt, graph, target, mask):
+    def loss_fn(p):
+      pred = model.apply(p, graph)
+      mse = (((pred - target) ** 2) * mask).sum() / mask.sum()
+      return mse + config.rank_weight * _pairwise_rank_loss(pred, target,
+                                                            mask)
+
+    def one_step(p, o):
+      loss, grads = jax.value_and_grad(loss_fn)(p)
+      updates, o = tx.update(grads, o, p)
+      return optax.apply_updates(p, updates), o, loss
+
+    def body(carry, _):
+      p, o, loss = one_step(*carry)
+      return (p, o), loss
+    (params, _), losses = jax.lax.scan(body, (params, opt), None,
+                                       length=config.steps)
+    return params, losses
+
+  @jax.jit
+  def predict(params, graph):
+    return model.apply(params, graph)
+
+  return init, train, predict
+
+
+def _budget(arrays: Sequence[dict[str, np.ndarray]], batch_size: int):
+  """Worst-case padding for `batch_size` graphs as large as the largest."""
+  max_n = max(len(a['op']) for a in arrays)
+  max_e = max(len(a['senders']) for a in arrays)
+  return graphs_lib.padding_budget([max_n] * batch_size,
+                                   [max_e] * batch_size, batch_size)
+
+
+def fit_gnn(train_arrays: Sequence[dict[str, np.ndarray]], y: np.ndarray,
+            config: GNNConfig, seed: int,
+            budget: tuple[int, int, int] | None = None) -> Any:
+  """Trains an ensemble of `GraphRegressor`s on standardized targets.
+
+  Args:
+    train_arrays: training graphs (`graphs.graph_to_arrays` dicts).
+    y: their targets.
+    config: hyper-parameters.
+    seed: root seed of the ensemble's initializations.
+    budget: padding budget of the training batch (all graphs in one batch);
+      keep it fixed across calls to compile once.
+
+  Returns:
+    `predict(arrays, budget=None) -> np.ndarray`, the ensemble mean.
+  """
+  init, train, predict_fn = _gnn_functions(config, len(VOCAB))
+  n = len(train_arrays)
+  budget = budget or _budget(train_arrays, n)
+  graph = graphs_lib.pad_graphs(graphs_lib.to_graphs_tuple(train_arrays),
+                                *budget)
+  mu, sd = float(np.mean(y)), float(np.std(y) + 1e-8)
+  target = np.zeros(budget[2], np.float32)
+  target[:n] = (y - mu) / sd
+  mask = np.zeros(budget[2], np.float32)
+  mask[:n] = 1.0
+  # Ensemble members train one after another: vmapping them batches the
+  # scatter-adds of message passing, which XLA:CPU runs ~2x slower per model.
+  root = jax.random.key(seed)
+  members = []
+  t0 = time.time()
+  for k in range(config.ensemble):
+    params, opt = init(jax.random.fold_in(root, k), graph)
+    params, losses = train(params, opt, graph, target, mask)
+    losses = np.asarray(losses)
+    members.append(params)
+  logging.info('fit_gnn: seed %d, %d graphs, %d steps x %d models in %.1fs, '
+               'loss %.4f -> %.4f', seed, n, config.steps, config.ensemble,
+               time.time() - t0, losses[0], losses[-1])
+
+  def predict(arrays: Sequence[dict[str, np.ndarray]],
+              eval_budget: tuple[int, int, int] | None = None) -> np.ndarray:
+    preds = [gnn.embed_all(predict_fn, p, arrays, config.eval_batch,
+                           eval_budget) for p in members]
+    return np.mean(preds, axis=0)
+
+  return predict
+
+
+def kendall_tau(pred: np.ndarray, truth: np.ndarray) -> float:
+  """Kendall's tau-b (scipy) between predictions and ground truth."""
+  return float(scipy.stats.kendalltau(pred, truth).statistic)
+
+
+def split(n: int, train_fraction: float, seed: int
+          ) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded random train/test split of `n` items."""
+  if not 0.0 < train_fraction < 1.0:
+    raise ValueError(f'train_fraction must be in (0, 1), got {train_fraction}.')
+  n_train = max(2, int(round(train_fraction * n)))
+  perm = np.random.default_rng(seed).permutation(n)
+  return np.sort(perm[:n_train]), np.sort(perm[n_train:])
+
+
+def run(*, csv_path: str | os.PathLike[str] | None = None,
+        train_fraction: float = 0.01, seeds: int = 5,
+        datasets: Sequence[str] = tuple(DATASETS),
+        methods: Sequence[str] = ('gnn', 'wl'),
+        gnn_config: GNNConfig | None = None,
+        wl_config: dict[str, Any] | None = None,
+        limit: int | None = None) -> list[dict[str, Any]]:
+  """The NAS-Bench-201 check: per seed, dataset and method, Kendall tau.
+
+  Args:
+    csv_path: NATS-Bench TSS CSV (default: the copy in third_party/).
+    train_fraction: fraction of cells used for training (0.01 -> 156).
+    seeds: number of seeds (0..seeds-1); each draws its own split.
+    datasets: subset of `DATASETS`.
+    methods: subset of ('gnn', 'wl').
+    gnn_config: GNN hyper-parameters.
+    wl_config: keyword arguments of `wl.WLRegressor` / graph2vec.
+    limit: use only the first `limit` cells (tests).
+
+  Returns:
+    rows `{'method', 'dataset', 'seed', 'n_train', 'n_test', 'kendall_tau',
+    'seconds'}`.
+  """
+  bad = [d for d in datasets if d not in DATASETS]
+  if bad:
+    raise ValueError(f'Unknown datasets {bad}; valid: {list(DATASETS)}.')
+  bad = [m for m in methods if m not in ('gnn', 'wl')]
+  if bad:
+    raise ValueError(f'Unknown methods {bad}; valid: gnn, wl.')
+  gnn_config = gnn_config or GNNConfig()
+  cells, acc = load_table(csv_path)
+  if limit:
+    cells = cells[:limit]
+    acc = {k: v[:limit] for k, v in acc.items()}
+  t0 = time.time()
+  dags = [cell_to_dag(c) for c in cells]
+  arrays = [graphs_lib.graph_to_arrays(g, VOCAB, strict=True) for g in dags]
+  logging.info('nas_bench: %d cells -> DAGs in %.1fs', len(cells),
+               time.time() - t0)
+  wl_model = None
+  if 'wl' in methods:
+    from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
+    t0 = time.time()
+    wl_model = wl.Graph2Vec(**(wl_config or {})).fit(dags)
+    wl_seconds = time.time() - t0
+    logging.info('nas_bench: graph2vec on %d graphs in %.1fs', len(dags),
+                 wl_seconds)
+  rows = []
+  n_train = len(split(len(cells), train_fraction, 0)[0])
+  train_budget = _budget(arrays, n_train)
+  eval_budget = _budget(arrays, gnn_config.eval_batch)
+  for seed in range(seeds):
+    tr, te = split(len(cells), train_fraction, seed)
+    for ds in datasets:
+      y = acc[ds]
+      if 'gnn' in methods:
+        t0 = time.time()
+        predict = fit_gnn([arrays[i] for i in tr], y[tr], gnn_config,
+                          seed=seed, budget=train_budget)
+        t1 = time.time()
+        pred = predict([arrays[i] for i in te], eval_budget)
+        logging.info('nas_bench: predicted %d cells in %.1fs', len(te),
+                     time.time() - t1)
+        rows.append(dict(method='gnn', dataset=ds, seed=seed,
+                         n_train=len(tr), n_test=len(te),
+                         kendall_tau=kendall_tau(pred, y[te]),
+                         seconds=time.time() - t0))
+      if wl_model is not None:
+        t0 = time.time()
+        pred = wl.ridge_fit_predict(wl_model.embeddings[tr], y[tr],
+                                    wl_model.embeddings[te])
+        rows.append(dict(method='wl', dataset=ds, seed=seed,
+                         n_train=len(tr), n_test=len(te),
+                         kendall_tau=kendall_tau(pred, y[te]),
+                         seconds=time.time() - t0))
+      for r in rows[-len(methods):]:
+        logging.info('nas_bench: seed %d %s %s tau=%.4f (%.1fs)', seed,
+                     r['dataset'], r['method'], r['kendall_tau'],
+                     r['seconds'])
+  return rows
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Mean (and std) Kendall tau over seeds per (method, dataset)."""
+  keys = list(dict.fromkeys((r['method'], r['dataset']) for r in rows))
+  out = []
+  for m, d in keys:
+    taus = [r['kendall_tau'] for r in rows
+            if r['method'] == m and r['dataset'] == d]
+    out.append(dict(method=m, dataset=d, kendall_tau=float(np.mean(taus)),
+                    std=float(np.std(taus)), seeds=len(taus)))
+  return out
+
+
+def format_table(summary: Sequence[dict[str, Any]]) -> str:
+  """A markdown table: rows = method, columns = dataset."""
+  methods = list(dict.fromkeys(s['method'] for s in summary))
+  dsets = list(dict.fromkeys(s['dataset'] for s in summary))
+  cell = {(s['method'], s['dataset']): s for s in summary}
+  lines = ['| method | ' + ' | '.join(dsets) + ' |',
+           '|---|' + '---|' * len(dsets)]
+  for m in methods:
+    vals = []
+    for d in dsets:
+      s = cell.get((m, d))
+      vals.append('' if s is None else
+                  f'{s["kendall_tau"]:.3f} ± {s["std"]:.3f}')
+    lines.append(f'| {m} | ' + ' | '.join(vals) + ' |')
+  return '\n'.join(lines)
+
+
+def write_results(out_dir: str | os.PathLike[str],
+                  rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+  """Writes `results.csv` (method,dataset,kendall_tau) and `per_seed.csv`."""
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  summary = summarize(rows)
+  paths = dict(results=str(out_dir / 'results.csv'),
+               per_seed=str(out_dir / 'per_seed.csv'))
+  with open(paths['results'], 'w', newline='') as f:
+    w = csv.writer(f)
+    w.writerow(['method', 'dataset', 'kendall_tau'])
+    for s in summary:
+      w.writerow([s['method'], s['dataset'], f'{s["kendall_tau"]:.6f}'])
+  with open(paths['per_seed'], 'w', newline='') as f:
+    fields = ['method', 'dataset', 'seed', 'n_train', 'n_test', 'kendall_tau',
+              'seconds']
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: r[k] for k in fields})
+  return paths
