@@ -1,5 +1,6 @@
 """PyTorch-compatible layers against NumPy loops written from PyTorch's docs."""
 
+import importlib.util
 import math
 
 from absl.testing import absltest
@@ -9,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax.models import layers
+
+_HAS_TORCH = importlib.util.find_spec('torch') is not None
 
 
 def _np_pool(x, k, s, p, ceil_mode, op):
@@ -94,6 +97,45 @@ class BatchNormTest(absltest.TestCase):
     np.testing.assert_allclose(
         y_eval, (x - 0.5) / np.sqrt(2.0 + 1e-5) * params['scale']
         + params['bias'], rtol=1e-4, atol=1e-4)
+
+
+@absltest.skipUnless(_HAS_TORCH, 'needs torch ([interop]).')
+class AgainstTorchTest(parameterized.TestCase):
+
+  def test_batchnorm_train_step_equals_torch(self):
+    import torch  # pylint: disable=g-import-not-at-top
+    x = np.random.default_rng(1).normal(1.0, 2.0, (3, 6, 5, 4))
+    tbn = torch.nn.BatchNorm2d(6)
+    with torch.no_grad():
+      tbn.weight.uniform_(0.5, 1.5)
+      tbn.bias.uniform_(-1, 1)
+      ref = tbn.train()(torch.tensor(x, dtype=torch.float32)).numpy()
+    variables = {'params': {'scale': tbn.weight.detach().numpy(),
+                            'bias': tbn.bias.detach().numpy()},
+                 'batch_stats': {'mean': np.zeros(6, np.float32),
+                                 'var': np.ones(6, np.float32)}}
+    y, upd = layers.BatchNorm().apply(
+        variables, jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32),
+        train=True, mutable=['batch_stats'])
+    np.testing.assert_allclose(y, ref.transpose(0, 2, 3, 1), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(upd['batch_stats']['mean'],
+                               tbn.running_mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(upd['batch_stats']['var'],
+                               tbn.running_var.numpy(), rtol=1e-5)
+
+  @parameterized.parameters((9, 3, 2, 0, True), (10, 3, 2, 1, True),
+                            (7, 2, 2, 0, True), (8, 3, 1, 1, True),
+                            (11, 3, 2, 1, False))
+  def test_max_pool_equals_torch(self, size, k, s, p, ceil_mode):
+    import torch  # pylint: disable=g-import-not-at-top
+    x = np.random.default_rng(size).standard_normal((1, 2, size, size + 2))
+    ref = torch.nn.functional.max_pool2d(
+        torch.tensor(x, dtype=torch.float32), k, s, p,
+        ceil_mode=ceil_mode).numpy().transpose(0, 2, 3, 1)
+    got = layers.max_pool(jnp.asarray(x.transpose(0, 2, 3, 1), jnp.float32),
+                          k, s, p, ceil_mode)
+    np.testing.assert_array_equal(got, ref)
 
 
 class DropPathTest(absltest.TestCase):

@@ -2,7 +2,6 @@
 
 import functools
 import importlib.util
-import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -128,12 +127,8 @@ class TorchvisionParityTest(parameterized.TestCase):
       # types, projection shortcuts and the stem, at a fraction of the cost.
       ('basic_1111', 'BasicBlock', (1, 1, 1, 1), 32),
       ('bottleneck_1111', 'Bottleneck', (1, 1, 1, 1), 32),
-      # The full ResNet-50 (slow on a contended CPU; opt in).
-      ('resnet50', 'Bottleneck', (3, 4, 6, 3), 64),
-  )
+  )  # Full-size ResNets: full_parity_test.py (opt-in, slow).
   def test_features_and_logits_match_torchvision(self, block, stages, size):
-    if stages == (3, 4, 6, 3) and not os.environ.get('FENNEC_FULL_PARITY'):
-      self.skipTest('set FENNEC_FULL_PARITY=1 to run the full ResNet-50.')
     import torch  # pylint: disable=g-import-not-at-top
     from torchvision.models import resnet as tv_resnet  # pylint: disable=g-import-not-at-top
     torch.manual_seed(0)
