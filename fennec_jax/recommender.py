@@ -133,20 +133,27 @@ def _posterior(phi, chol, noise_var, mean, idx, scores, valid):
   return w, jnp.einsum('bki,bkj->bij', g, g)
 
 
+def _cold_var(w, cov, sigma_phi):
+  """[B] extra variance of a cold-start model: w'S w + tr(S cov_w)."""
+  return (jnp.einsum('bi,ij,bj->b', w, sigma_phi, w)
+          + jnp.einsum('ij,bji->b', sigma_phi, cov))
+
+
 @jax.jit
-def _predict_all(phi, w, cov, noise_var, link):
+def _predict_all(phi, w, cov, noise_var, link, cold, sigma_phi):
   """[B, M] predictive means and standard deviations (one batched matmul).
 
   Means go through the space's population link (`space.apply_link`: same
   ranking, mean and spread; identity unless normalization='rank').
   """
   pred = space_lib.apply_link(w @ phi.T, link)
-  var = jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
+  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
+         + _cold_var(w, cov, sigma_phi)[:, None] * cold[None, :])
   return pred, jnp.sqrt(var)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
-def _top(phi, w, cov, noise_var, link, *, k):
+def _top(phi, w, cov, noise_var, link, cold, sigma_phi, *, k):
   """Top-k models per task, their predictive mean and std, without [B, M] sort.
 
   The linked value of the r-th best model only depends on its rank, the
@@ -165,7 +172,8 @@ def _top(phi, w, cov, noise_var, link, *, k):
     values = (linear.mean(-1, keepdims=True)
               + linear.std(-1, keepdims=True) * shaped[None, :])
   sel = phi[idx]  # [B, k, d]
-  var = jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
+  var = (jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
+         + _cold_var(w, cov, sigma_phi)[:, None] * cold[idx])
   return values, jnp.sqrt(var), idx
 
 
@@ -234,6 +242,37 @@ def _ridge_predict(params: Mapping[str, np.ndarray], x: np.ndarray
   return params['y_mean'] + xs @ params['coef']
 
 
+def _align(embeddings: Any, ids: Sequence[str], kind: str
+           ) -> tuple[np.ndarray, np.ndarray]:
+  """(rows, [n, D] embeddings) from `{id: [D]}` or an `[len(ids), D]` array.
+
+  Ids without an embedding are left out (counted in a log line).
+  """
+  if isinstance(embeddings, Mapping):
+    unknown = sorted(set(embeddings) - set(ids))
+    if unknown:
+      raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
+                       f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
+    rows = [j for j, t in enumerate(ids) if t in embeddings]
+    if len(rows) < len(ids):
+      logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
+                   'on the others.', len(ids) - len(rows), len(ids), kind)
+    if not rows:
+      raise ValueError(f'{kind}_embeddings is empty.')
+    emb = np.stack([np.asarray(embeddings[ids[j]], np.float64)
+                    for j in rows])
+  else:
+    emb = np.asarray(embeddings, np.float64)
+    if emb.ndim != 2 or emb.shape[0] != len(ids):
+      raise ValueError(f'{kind}_embeddings must be [{len(ids)}, D] in '
+                       f'{kind} order, got shape {emb.shape}.')
+    rows = list(range(len(ids)))
+  if emb.ndim != 2 or not np.isfinite(emb).all():
+    raise ValueError(f'{kind}_embeddings must be finite vectors of one '
+                     f'length; got an array of shape {emb.shape}.')
+  return np.asarray(rows), emb
+
+
 class Fennec:
   """The recommender: transfer space + optional embedding map.
 
@@ -252,6 +291,9 @@ class Fennec:
     self.ridge: dict[str, np.ndarray] | None = None
     self.ridge_penalty: float | None = None
     self.embedding_cov: np.ndarray | None = None
+    self.model_ridge: dict[str, np.ndarray] | None = None
+    self.model_cov: np.ndarray | None = None
+    self.cold = np.zeros(0, bool)
 
   @classmethod
   def from_parts(cls, space: space_lib.TransferSpace,
@@ -278,21 +320,27 @@ class Fennec:
     if ridge is not None:
       out.ridge = {k: np.asarray(v, np.float64) for k, v in ridge.items()}
       out.embedding_cov = np.asarray(embedding_cov, np.float64)
+    out.cold = np.zeros(len(out.model_ids), bool)
     out._cache()  # pylint: disable=protected-access
     return out
 
   # -- fitting -----------------------------------------------------------------
 
   def fit(self, history: Any,
-          task_embeddings: Mapping[str, Any] | np.ndarray | None = None
+          task_embeddings: Mapping[str, Any] | np.ndarray | None = None,
+          model_embeddings: Mapping[str, Any] | np.ndarray | None = None
           ) -> 'Fennec':
-    """Fits the transfer space (and the embedding map) on a history.
+    """Fits the transfer space (and the embedding maps) on a history.
 
     Args:
       history: a `fennec_jax.History` (scores [M, T] + mask).
       task_embeddings: optional embeddings of the history's tasks, either a
         `{task_id: [D]}` mapping (tasks without one are left out of the map,
         counted in a log line) or a `[T, D]` array in task order.
+      model_embeddings: optional embeddings of the history's models (e.g.
+        archi2vec graph embeddings and/or metadata features), `{model_id:
+        [E]}` or `[M, E]`; a ridge map from them to the models' space
+        features lets `add_models` place unseen models (cold start).
 
     Returns:
       self.
@@ -306,10 +354,14 @@ class Fennec:
     self.model_ids = tuple(history.model_ids)
     self.task_ids = tuple(history.task_ids)
     self.ridge = self.ridge_penalty = self.embedding_cov = None
+    self.model_ridge = self.model_cov = None
+    self.cold = np.zeros(len(self.model_ids), bool)
+    if model_embeddings is not None:
+      self._fit_model_map(model_embeddings)
     if task_embeddings is None:
       self._cache()
       return self
-    rows, emb = self._align_embeddings(task_embeddings)
+    rows, emb = _align(task_embeddings, self.task_ids, 'task')
     w = np.asarray(self.space.task_vectors(), np.float64)[rows]
     self.ridge, self.ridge_penalty, loo = fit_ridge(
         emb, w, self.config.ridge_grid)
@@ -321,29 +373,66 @@ class Fennec:
     self._cache()
     return self
 
-  def _align_embeddings(self, task_embeddings):
-    if isinstance(task_embeddings, Mapping):
-      unknown = sorted(set(task_embeddings) - set(self.task_ids))
-      if unknown:
-        raise ValueError(f'task_embeddings name tasks not in the history: '
-                         f'{unknown[:10]}; tasks: {list(self.task_ids)}')
-      rows = [j for j, t in enumerate(self.task_ids) if t in task_embeddings]
-      missing = len(self.task_ids) - len(rows)
-      if missing:
-        logging.info('Fennec: %d of %d tasks have no embedding; the map is '
-                     'fit on the others.', missing, len(self.task_ids))
-      emb = np.stack([np.asarray(task_embeddings[self.task_ids[j]],
-                                 np.float64) for j in rows])
-    else:
-      emb = np.asarray(task_embeddings, np.float64)
-      if emb.ndim != 2 or emb.shape[0] != len(self.task_ids):
-        raise ValueError(f'task_embeddings must be [T={len(self.task_ids)}, '
-                         f'D] in task order, got shape {emb.shape}.')
-      rows = list(range(len(self.task_ids)))
-    if emb.ndim != 2 or not np.isfinite(emb).all():
-      raise ValueError('task_embeddings must be finite vectors of one '
-                       f'length; got an array of shape {emb.shape}.')
-    return np.asarray(rows), emb
+  def _fit_model_map(self, model_embeddings) -> None:
+    """Ridge map model embedding -> [U_m, model_bias_m] (LOO-tuned)."""
+    rows, emb = _align(model_embeddings, self.model_ids, 'model')
+    target = np.concatenate([
+        np.asarray(self.space.model_factors, np.float64),
+        np.asarray(self.space.model_bias, np.float64)[:, None]], 1)[rows]
+    self.model_ridge, penalty, loo = fit_ridge(emb, target,
+                                               self.config.ridge_grid)
+    cov = np.cov(loo, rowvar=False, ddof=1)
+    a = self.config.prior_shrinkage
+    self.model_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
+    logging.info('Fennec: model embedding map on %d models (dim %d), ridge '
+                 '%.3g.', len(rows), emb.shape[1], penalty)
+
+  def add_models(self, model_ids: Sequence[str],
+                 model_embeddings: Any) -> 'Fennec':
+    """A Fennec whose repository also holds unseen models (cold start).
+
+    Their space features come from the model embedding map; their
+    predictive std adds the map's leave-one-out error, so a cold model is
+    ranked with honest uncertainty.
+
+    Args:
+      model_ids: new, unique model ids.
+      model_embeddings: `[N, E]` embeddings, same kind as in `fit`.
+
+    Returns:
+      A new Fennec (this one is unchanged).
+
+    Raises:
+      ValueError: no model map, repeated/existing ids, bad shapes.
+    """
+    self._check_fitted()
+    if self.model_ridge is None:
+      raise ValueError('this Fennec was fit without model_embeddings; fit '
+                       'with model_embeddings=... to add unseen models.')
+    model_ids = tuple(model_ids)
+    clash = sorted(set(model_ids) & set(self.model_ids))
+    if clash or len(set(model_ids)) != len(model_ids):
+      raise ValueError(f'new model ids must be unique and not in the '
+                       f'repository: {clash or model_ids}')
+    emb = np.asarray(model_embeddings, np.float64)
+    dim = self.model_ridge['x_mean'].shape[0]
+    if emb.shape != (len(model_ids), dim) or not np.isfinite(emb).all():
+      raise ValueError(f'model_embeddings must be finite [{len(model_ids)}, '
+                       f'{dim}], got shape {emb.shape}.')
+    pred = _ridge_predict(self.model_ridge, emb)
+    k = self.space.model_factors.shape[1]
+    space = self.space.replace(
+        model_factors=jnp.concatenate([self.space.model_factors,
+                                       jnp.asarray(pred[:, :k], jnp.float32)]),
+        model_bias=jnp.concatenate([self.space.model_bias,
+                                    jnp.asarray(pred[:, k], jnp.float32)]))
+    out = Fennec.from_parts(space, self.model_ids + model_ids, self.task_ids,
+                            self.ridge, self.embedding_cov, self.config)
+    out.ridge_penalty = self.ridge_penalty
+    out.model_ridge, out.model_cov = self.model_ridge, self.model_cov
+    out.cold = np.concatenate([self.cold, np.ones(len(model_ids), bool)])
+    out._cache()  # pylint: disable=protected-access
+    return out
 
   # -- recommending ------------------------------------------------------------
 
@@ -463,7 +552,7 @@ class Fennec:
     """
     w, cov = self.posterior(task_embeddings, observed)
     pred, std = _predict_all(self._phi, w, cov, self.space.noise_var,
-                             self.space.link)
+                             self.space.link, self._cold, self._sigma_phi)
     return np.asarray(pred), np.asarray(std), np.asarray(w)
 
   def recommend(self, task_embeddings: Any = None, observed: Any = None,
@@ -489,11 +578,13 @@ class Fennec:
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
     w, cov = self.posterior(task_embeddings, observed)
     values, std, idx = _top(self._phi, w, cov, self.space.noise_var,
-                            self.space.link, k=top)
+                            self.space.link, self._cold, self._sigma_phi,
+                            k=top)
     idx = np.asarray(idx)
     if full:
       all_pred, all_std = map(np.asarray, _predict_all(
-          self._phi, w, cov, self.space.noise_var, self.space.link))
+          self._phi, w, cov, self.space.noise_var, self.space.link,
+          self._cold, self._sigma_phi))
     else:
       all_pred = all_std = np.zeros((idx.shape[0], 0), np.float32)
     return Recommendation(
@@ -510,6 +601,14 @@ class Fennec:
     self._embedding_chol = (
         None if self.embedding_cov is None else
         jnp.asarray(_chol(self.embedding_cov), jnp.float32))
+    # Cold-start models: phi = [u, 1, b] with (u, b) ~ N(map(e), model_cov).
+    d = self.space.dim
+    sigma = np.zeros((d, d))
+    if self.model_cov is not None:
+      keep = [i for i in range(d) if i != d - 2]  # The constant-1 column.
+      sigma[np.ix_(keep, keep)] = self.model_cov
+    self._sigma_phi = jnp.asarray(sigma, jnp.float32)
+    self._cold = jnp.asarray(self.cold, jnp.float32)
 
   # -- persistence -------------------------------------------------------------
 
@@ -520,6 +619,10 @@ class Fennec:
     if self.ridge is not None:
       state['ridge'] = dict(self.ridge)
       state['embedding_cov'] = self.embedding_cov
+    if self.model_ridge is not None:
+      state['model_ridge'] = dict(self.model_ridge)
+      state['model_cov'] = self.model_cov
+    state['cold'] = self.cold.astype(np.int8)
     return state
 
   def save(self, path: str) -> None:
@@ -598,6 +701,12 @@ class Fennec:
         meta['task_ids'], state.get('ridge'), state.get('embedding_cov'),
         saved)
     out.ridge_penalty = meta['ridge_penalty']
+    if 'model_ridge' in state:
+      out.model_ridge = {k: np.asarray(v, np.float64)
+                         for k, v in state['model_ridge'].items()}
+      out.model_cov = np.asarray(state['model_cov'], np.float64)
+    out.cold = np.asarray(state['cold']).astype(bool)
+    out._cache()  # pylint: disable=protected-access
     return out
 
 

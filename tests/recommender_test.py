@@ -174,6 +174,57 @@ class FennecTest(absltest.TestCase):
                                       task_embeddings={'nope': np.ones(6)})
 
 
+class ColdStartTest(absltest.TestCase):
+
+  def test_unseen_models_get_vectors_from_embeddings(self):
+    rng = np.random.default_rng(7)
+    m, t = 40, 10
+    u, v = rng.normal(size=(m, 2)), rng.normal(size=(t, 2))
+    scores = 0.7 + 0.1 * u @ v.T + 0.005 * rng.normal(size=(m, t))
+    emb = np.concatenate([u @ rng.normal(size=(2, 5)),
+                          rng.normal(size=(m, 1))], 1)
+    full = history_lib.History.from_matrix(scores)
+    train = full.subset(models=np.arange(36))
+    base = recommender.Fennec(_CONFIG).fit(train, model_embeddings=emb[:36])
+    grown = base.add_models(['new0', 'new1', 'new2', 'new3'], emb[36:])
+    self.assertLen(grown.model_ids, 40)
+    self.assertLen(base.model_ids, 36)  # Unchanged.
+    pred = np.asarray(grown.space.predict())[36:]  # Fitted tasks.
+    true = scores[36:]
+    self.assertGreater(stats.pearsonr(pred.ravel(), true.ravel())[0], 0.8)
+    # Per task, the new models are ranked, not just given the mean model.
+    taus = [stats.weightedtau(pred[:, j], true[:, j])[0] for j in range(t)]
+    self.assertGreater(np.mean(taus), 0.4)
+    # Cold models carry the map's error in their uncertainty: NumPy
+    # reference var = phi' C phi + s2 + w' S w + tr(S C), S the map's LOO
+    # error covariance over (u, bias) (zero for the constant column).
+    rec = grown.recommend(observed=[{'m0': 0.7}], top=40)
+    w, c = map(np.asarray, grown.posterior(observed=[{'m0': 0.7}]))
+    phi = np.asarray(grown.space.model_features(), np.float64)
+    sig = np.zeros((4, 4))
+    sig[np.ix_([0, 1, 3], [0, 1, 3])] = grown.model_cov
+    var = np.einsum('md,de,me->m', phi, c[0], phi) + float(
+        grown.space.noise_var)
+    var = var + grown.cold * (w[0] @ sig @ w[0] + np.trace(sig @ c[0]))
+    np.testing.assert_allclose(rec.all_std[0], np.sqrt(var), rtol=1e-4)
+    self.assertTrue((grown.cold[36:]).all() and not grown.cold[:36].any())
+    self.assertGreater(np.trace(grown.model_cov), 0.0)
+    np.testing.assert_allclose(
+        rec.std[0], rec.all_std[0][rec.indices[0]], atol=1e-6)
+    # Round trip keeps the cold flags and the map.
+    d = self.enterContext(tempfile.TemporaryDirectory())
+    grown.save(os.path.join(d, 'c'))
+    loaded = recommender.Fennec.load(os.path.join(d, 'c'))
+    np.testing.assert_array_equal(loaded.cold, grown.cold)
+    np.testing.assert_allclose(
+        loaded.recommend(observed=[{'m0': 0.7}], top=3).all_std,
+        rec.all_std, atol=1e-6)
+    with self.assertRaisesRegex(ValueError, 'not in the repository'):
+      grown.add_models(['m0'], emb[:1])
+    with self.assertRaisesRegex(ValueError, 'without model_embeddings'):
+      recommender.Fennec(_CONFIG).fit(train).add_models(['x'], emb[:1])
+
+
 class _Images(evaluate.ImageSource):
   """Probes tagged by task; proxy features linear in the task's factors."""
 
