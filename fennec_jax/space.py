@@ -17,12 +17,15 @@ multiplied by s2, is
 
 where `lam = s2 / s2_f` (`SpaceConfig.prior_precision`) and
 `lam_b = s2 / s2_b` (`SpaceConfig.bias_prior_precision`) are prior
-precisions in units of the noise precision. The loss is computed on a sparse
-(COO) list of the observed entries, so its cost grows with the number of
-observations, not with M * T. It is minimized with optax (Adam) by a pure
-jitted `step(state, data, rng) -> (state, metrics)`; a seeded fraction of the
+precisions in units of the noise precision. The loss visits the observed
+entries either as a sparse COO list (cost O(observed); minibatches allowed)
+or as a masked dense matrix through matmuls (cost O(M T k), much faster than
+scatter-adds on a CPU once a few percent are observed); `SpaceConfig.layout`
+picks. It is minimized with optax (Adam) by a pure jitted
+`step(state, data, rng) -> (state, metrics)`; a seeded fraction of the
 observed entries is held out for early stopping, and the best parameters (by
-held-out RMSE) are restored at the end.
+held-out RMSE) are restored at the end. Inputs are plain arrays (`fit`:
+dense scores + mask; `fit_entries`: COO), so any History type plugs in.
 
 Fold-in of a new task works in the raw score domain. Each fitted task t maps
 back to raw scores through its affine normalization (raw = loc_t + scale_t *
@@ -41,7 +44,13 @@ mean and standard deviation for every model. K = 0 returns the prior: the
 population mean task, i.e. roughly the popularity ranking. Because the task's
 offset (intercept) and scale (the coefficient of model_bias) are part of w, a
 single observed score mostly moves the task's level, not its ranking, which
-is what one score can actually tell.
+is what one score can actually tell. For normalization='rank', predicted
+scores are finally mapped through the population link (`apply_link`), which
+restores the shape of a typical task's scores (the long tail of failed
+fine-tunes) without changing the ranking.
+
+Ranking a large repository for many tasks is one batched matmul, chunked
+over models with a per-chunk `lax.top_k` (`TransferSpace.top_k`).
 """
 
 import dataclasses
@@ -116,7 +125,7 @@ class SpaceConfig:
   max_steps: int = 2000
   eval_every: int = 50
   patience: int = 5
-  holdout_fraction: float = 0.1
+  holdout_fraction: float = 0.05
   batch_size: Optional[int] = None
   layout: str = 'auto'
   init_scale: float = 0.1

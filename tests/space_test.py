@@ -326,7 +326,8 @@ class TopKTest(parameterized.TestCase):
         model_bias=rng.normal(size=num_models).astype(np.float32),
         task_bias=np.zeros(2, np.float32), offset=np.float32(0),
         task_loc=np.zeros(2, np.float32), task_scale=np.ones(2, np.float32),
-        prior_mean=np.zeros(d, np.float32), prior_cov=np.eye(d, dtype=np.float32),
+        prior_mean=np.zeros(d, np.float32),
+        prior_cov=np.eye(d, dtype=np.float32),
         noise_var=np.float32(1), link=np.zeros((0,), np.float32))
     w = rng.normal(size=(6, d)).astype(np.float32)
     vals, idx = space.top_k(w, k, chunk_size=chunk)
