@@ -49,6 +49,16 @@ class ForestTest(parameterized.TestCase):
     want = np.stack([_naive_predict(ref, r) for r in test])
     np.testing.assert_allclose(tree.predict(test), want, rtol=1e-12)
 
+  def test_presorted_and_per_node_sorting_agree(self):
+    rng = np.random.default_rng(6)
+    x = np.round(rng.normal(size=(120, 4)), 1)  # Many ties in x.
+    y = rng.normal(size=(120, 3))
+    a = forest.fit_tree(x, y, presort=True)
+    b = forest.fit_tree(x, y, presort=False)
+    np.testing.assert_array_equal(a.feature, b.feature)
+    np.testing.assert_array_equal(a.threshold, b.threshold)
+    np.testing.assert_allclose(a.value, b.value, rtol=1e-12)
+
   def test_hand_computed_stump(self):
     # x = [0, 1, 2, 3], y = [0, 0, 10, 12]: best split x <= 1.5 (SSE 2).
     x = np.array([[0.], [1.], [2.], [3.]])
