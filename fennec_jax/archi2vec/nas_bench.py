@@ -361,6 +361,20 @@ def run(*, csv_path: str | os.PathLike[str] | None = None,
   return rows
 
 
+def run_from_config(config: Any, out_dir: str) -> list[dict[str, Any]]:
+  """Runs the check from an `experiments/configs/nas_bench.py` config.
+
+  Writes `out_dir/results.csv` and `per_seed.csv`; returns the rows.
+  """
+  rows = run(csv_path=config.csv or None,
+             train_fraction=config.train_fraction, seeds=config.seeds,
+             datasets=tuple(config.datasets), methods=tuple(config.methods),
+             gnn_config=GNNConfig(**config.gnn.to_dict()),
+             wl_config=config.wl.to_dict(), limit=config.limit or None)
+  write_results(out_dir, rows)
+  return rows
+
+
 def summarize(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
   """Mean (and std) Kendall tau over seeds per (method, dataset)."""
   keys = list(dict.fromkeys((r['method'], r['dataset']) for r in rows))
