@@ -61,10 +61,7 @@ _NP_JSON = flags.DEFINE_list(
     'numpy_json', None, 'results.json file(s) of CPU runs at the same n, d, '
     'C: their per-model NumPy times give the cross-device ratio.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Data seed.')
-_CPU_DEVICES = flags.DEFINE_integer(
-    'cpu_devices', None, 'On a CPU backend: expose this many CPU devices so '
-    'score_models shards the model axis over cores (default: os.cpu_count()).'
-    ' Ignored on accelerators.')
+
 
 
 # --------------------------------------------------------------------------
@@ -346,10 +343,6 @@ def _time(fn):
 
 def main(argv):
   del argv
-  # Before the backend starts: one CPU device per core, so the batched call
-  # can run models on both cores (the NumPy loop is one model at a time).
-  jax.config.update('jax_num_cpu_devices',
-                    _CPU_DEVICES.value or os.cpu_count() or 1)
   m, n, d, c = _M.value, _N.value, _D.value, _C.value
   feats, probs, source_labels, y = make_data(
       m, n, d, c, _SRC.value, _SEED.value,

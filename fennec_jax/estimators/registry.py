@@ -88,7 +88,7 @@ def _validate_stack(spec: _batch.Spec, stack: np.ndarray) -> np.ndarray:
   return leep.check_source_labels(stack)
 
 
-def score_models(name: str, features, labels,
+def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
                  **options: Any) -> np.ndarray:
   """Scores many models with one estimator in one jitted, vmapped call.
 
@@ -99,6 +99,8 @@ def score_models(name: str, features, labels,
       source labels [m, n].
     labels: [n] target class ids 0..C-1 (float targets for
       `logme` with `regression=True`).
+    shard_on_cpu: shard the model axis over several CPU devices too (see
+      `_batch.run`; accelerators shard when the device count divides m).
     **options: estimator options (see each module); `batch_size=k` runs
       k models at a time inside the jitted call to bound memory.
 
@@ -113,7 +115,8 @@ def score_models(name: str, features, labels,
   scores = np.empty(sum(len(idx) for idx, _ in groups))
   for idx, stack in groups:
     stack = _validate_stack(spec, stack)
-    scores[idx] = _batch.run(spec, stack, labels, options)
+    scores[idx] = _batch.run(spec, stack, labels, options,
+                             shard_on_cpu=shard_on_cpu)
   return scores
 
 
