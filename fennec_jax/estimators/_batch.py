@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax.estimators import _common
+from fennec_jax.estimators import preprocess
 
 
 class Spec(NamedTuple):
@@ -36,10 +37,23 @@ class Spec(NamedTuple):
   default_batch_size: int | None = None
 
 
+def _with_pca(core: Callable, pca: tuple[int, str, int]) -> Callable:
+  """Wraps a core so it first projects the features on their top PCs."""
+  dim, method, seed = pca
+
+  def fn(x, **kwargs):
+    key = jax.random.key(seed) if method == 'randomized' else None
+    return core(preprocess.pca(x, dim, method=method, key=key), **kwargs)
+
+  return fn
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(name: str, core: Callable, static: tuple, batch_size: int | None,
-              sharded: bool):
+              sharded: bool, pca: tuple[int, str, int] | None = None):
   del name  # Part of the cache key only.
+  if pca is not None:
+    core = _with_pca(core, pca)
   fn = functools.partial(core, **dict(static))
 
   def batched(stack, arrays):
@@ -79,12 +93,30 @@ def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
   """
   options = dict(options)
   batch_size = options.pop('batch_size', spec.default_batch_size)
-  static, arrays = spec.prepare(stack, labels, **options)
+  pca = options.pop('pca', None)
+  if pca is not None:
+    pca = dict(pca) if isinstance(pca, dict) else dict(dim=int(pca))
+    unknown = set(pca) - {'dim', 'method', 'seed'}
+    if spec.kind != 'features' or unknown or 'dim' not in pca:
+      raise ValueError(
+          f"{spec.name}: pca must be an int or {{'dim', 'method', 'seed'}} "
+          f'and applies to feature-based estimators; got {pca}.')
+    pca = (int(pca['dim']), str(pca.get('method', 'exact')),
+           int(pca.get('seed', 0)))
+    if pca[1] not in ('exact', 'randomized'):
+      raise ValueError(f"pca method must be 'exact' or 'randomized', got "
+                       f'{pca[1]!r}.')
+  # prepare() only reads shapes/dtype; with PCA it must see the projected
+  # width (a zero-copy broadcast view stands in for the projected stack).
+  shape_view = stack if pca is None else np.broadcast_to(
+      np.zeros((), stack.dtype),
+      stack.shape[:2] + (min(pca[0], stack.shape[1], stack.shape[2]),))
+  static, arrays = spec.prepare(shape_view, labels, **options)
   m = stack.shape[0]
   sharded = (jax.device_count() > 1 and m % jax.device_count() == 0 and
              (shard_on_cpu or jax.default_backend() != 'cpu'))
   fn = _compiled(spec.name, spec.core, tuple(sorted(static.items())),
-                 None if batch_size is None else int(batch_size), sharded)
+                 None if batch_size is None else int(batch_size), sharded, pca)
   scores = np.asarray(jax.device_get(fn(jnp.asarray(stack), arrays)),
                       dtype=np.float64)
   bad = np.flatnonzero(~np.isfinite(scores))

@@ -101,8 +101,11 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
       `logme` with `regression=True`).
     shard_on_cpu: shard the model axis over several CPU devices too (see
       `_batch.run`; accelerators shard when the device count divides m).
-    **options: estimator options (see each module); `batch_size=k` runs
-      k models at a time inside the jitted call to bound memory.
+    **options: estimator options (see each module). Two apply to all:
+      `batch_size=k` runs k models at a time inside the jitted call (bounds
+      memory); `pca=dim` or `pca={'dim', 'method': 'exact'|'randomized',
+      'seed'}` projects every model's features on their top principal
+      components first (feature-based estimators only).
 
   Returns:
     [m] float64 scores, higher = better, in the order of `features`.

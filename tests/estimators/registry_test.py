@@ -58,6 +58,15 @@ class RegistryTest(parameterized.TestCase):
     want = estimators.score_models('logme', stack[:3], y)
     np.testing.assert_allclose(got[:3], want, rtol=1e-5)
 
+  def test_shared_pca_option_equals_projected_features(self):
+    stack, y = _models(m=2, d=5)
+    got = estimators.score_models('sfda', stack, y, pca=3)
+    projected = [np.asarray(preprocess.pca(f, 3)) for f in stack]
+    want = estimators.score_models('sfda', np.stack(projected), y)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, 'pca must be'):
+      estimators.score_models('sfda', stack, y, pca=dict(width=3))
+
   def test_warns_when_all_models_score_equal(self):
     stack, y = _models(m=1)
     with self.assertLogs('absl', level='WARNING') as logs:
