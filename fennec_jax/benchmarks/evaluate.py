@@ -287,7 +287,7 @@ def evaluate(
                    skipped)
     if not usable:
       continue
-    preds, masks = [], []
+    preds, masks, scored_names = [], [], []
     for name in usable:
       pred = np.asarray(methods[name](train, target, observed.copy()),
                         np.float64)
@@ -300,15 +300,20 @@ def evaluate(
           and (scored != eval_mask).any()):
         raise ValueError(f'method {name!r} returned non-finite predictions '
                          f'on target {target!r}.')
-      if (scored.sum(1) < 2).any():
-        raise ValueError(f'method {name!r} scores fewer than 2 unobserved '
-                         f'models on target {target!r}.')
+      if (scored.sum(1) < 2).any():  # Only a partial method gets here.
+        logging.info('target %s: %s scores fewer than 2 unobserved models; '
+                     'skipped there.', target, name)
+        continue
       if (scored != eval_mask).any():
         logging.info('target %s: %s scores %.1f of %.1f unobserved models '
                      '(mean over draws); its metrics use those.', target,
                      name, scored.sum(1).mean(), eval_mask.sum(1).mean())
       preds.append(_standardize(np.where(scored, pred, 0.0), scored))
       masks.append(scored)
+      scored_names.append(name)
+    usable = scored_names
+    if not usable:
+      continue
     out = _metrics(jnp.asarray(np.stack(preds), jnp.float32),
                    jnp.asarray(true, jnp.float32),
                    jnp.asarray(np.stack(masks)))

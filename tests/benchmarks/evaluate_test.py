@@ -204,6 +204,14 @@ class ProtocolTest(absltest.TestCase):
       self.assertAlmostEqual(res.per_seed[('acc', 0, t)]['weighted_tau'][0],
                              stats.weightedtau(meta[keep], y[keep])[0],
                              places=5)
+    # Covering fewer than 2 models of a target: skipped there, not a crash.
+    sparse = np.full(12, np.nan)
+    sparse[3] = 1.0
+    res = evaluate.evaluate(
+        h, {'p': baselines.popularity,
+            'acc': baselines.imagenet_acc_method({'imagenet_acc': sparse})},
+        k_shots=(0,), num_seeds=1)
+    self.assertEqual(res.methods, ['p'])
     # The same NaN from a method that does not declare `partial` is an error.
     with self.assertRaisesRegex(ValueError, "'strict' returned non-finite"):
       evaluate.evaluate(
