@@ -621,7 +621,11 @@ class FennecPaper:
                          f'{missing[:10]}.')
       ordered = [graphs[mid] for mid in self.model_ids]
       for i, g in enumerate(ordered):
-        values['num_params'][i] = count_params(g)
+        try:
+          values['num_params'][i] = count_params(g)
+        except ValueError:
+          if values['num_params'][i] is None:  # Else: history metadata.
+            raise
         values['num_layers'][i] = count_layers(g)
       for i, cl in enumerate(graph2vec_clusters(ordered, self.config)):
         values['cluster'][i] = int(cl)
