@@ -743,7 +743,7 @@ class FennecPaper:
     if not image_embeddings:
       raise ValueError('predict needs at least one task.')
     dim = self.pca_mean.shape[0]
-    vectors = []
+    arrays = []
     for name, e in zip(names, image_embeddings):
       e = np.asarray(e, np.float64)
       if e.ndim != 2 or e.shape[0] == 0:
@@ -752,8 +752,11 @@ class FennecPaper:
       if e.shape[1] != dim or not np.isfinite(e).all():
         raise ValueError(f'task {name}: embeddings must be finite [n, {dim}]'
                          f', got shape {e.shape}.')
-      vectors.append(self.forest.predict(self._project(e)).mean(0))
-    v = np.stack(vectors)
+      arrays.append(e)
+    # One forest pass over all tasks' images, then per-task means.
+    pred = self.forest.predict(self._project(np.concatenate(arrays)))
+    ends = np.cumsum([len(e) for e in arrays])
+    v = np.stack([p.mean(0) for p in np.split(pred, ends[:-1])])
     transfer = v @ self.model_factors.T + self.offset
     m = len(self.model_ids)
     tf = self._task_feature_rows(task_meta, len(v))
