@@ -265,6 +265,9 @@ class FennecPaperTest(parameterized.TestCase):
       for a, b in zip(fit.score_components(new, meta),
                       loaded.score_components(new, meta)):
         np.testing.assert_array_equal(a, b)
+      # A task scored alone equals its row of the batch (ragged batch).
+      np.testing.assert_allclose(loaded.predict(new[1:], meta[1:])[0],
+                                 loaded.predict(new, meta)[1], rtol=1e-12)
       rec = loaded.recommend(new, meta, top=3)
       self.assertEqual(rec.model_ids[0][0],
                        model_ids[int(np.argmax(rec.all_scores.merged[0]))])
