@@ -5,8 +5,9 @@ graph2vec (Narayanan et al., 2017), as the Fennec paper used it:
 1. Weisfeiler-Lehman relabeling (`wl_labels`, 2 iterations): a node's new
    label hashes its label with the sorted labels of its neighbours. On DAGs the
    direction matters, so by default predecessors and successors are hashed as
-   two separate multisets (`direction='both'`); `'successors'` reproduces
-   networkx's `weisfeiler_lehman_subgraph_hashes` on a DiGraph.
+   two separate multisets (`direction='both'`, the same refinement as
+   networkx >= 3.5 `weisfeiler_lehman_subgraph_hashes` on a DiGraph);
+   `'successors'`/`'predecessors'` use one side only.
 2. Each graph becomes a "document" whose words are all its nodes' labels at
    every iteration (rooted subtrees of depth 0..k).
 3. PV-DBOW (doc2vec without word order): a vector per document is trained to
