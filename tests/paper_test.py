@@ -15,7 +15,6 @@ from fennec_jax import estimators
 from fennec_jax import history as history_lib
 from fennec_jax import paper
 from fennec_jax.archi2vec import trace as trace_lib
-from fennec_jax.archi2vec import wl
 
 
 def _nmf_reference(x, mask, w, h, iterations):
@@ -214,6 +213,7 @@ class FennecPaperTest(parameterized.TestCase):
     np.testing.assert_array_equal(fit.model_features,
                                   [[params[0], 2], [params[1], 3],
                                    [params[2], 2], [params[3], 3]])
+    from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
     want = wl.archi2vec_clusters([graphs[m] for m in model_ids], 2, seed=0,
                                  dim=16, iterations=2)[1]
     np.testing.assert_array_equal(fit.clusters, want)
