@@ -53,6 +53,8 @@ _LAYOUT = flags.DEFINE_enum('layout', 'auto', ['auto', 'dense', 'sparse'],
                             'SpaceConfig.layout.')
 _STEPS = flags.DEFINE_integer('max_steps', 300, 'Most optimizer steps.')
 _EVAL_EVERY = flags.DEFINE_integer('eval_every', 25, 'Steps per evaluation.')
+_PATIENCE = flags.DEFINE_integer('patience', 1, 'Evaluations without '
+                                 'improvement before stopping.')
 _LR = flags.DEFINE_float('learning_rate', 0.05, 'Adam learning rate.')
 _PRIOR = flags.DEFINE_float('prior_precision', 1.0, 'Factor prior '
                             'precision.')
@@ -141,8 +143,8 @@ def main(argv):
       'load_average_start': list(os.getloadavg()),
       'flags': {f: flags.FLAGS[f].value for f in (
           'num_models', 'num_tasks', 'density', 'rank', 'true_rank', 'noise',
-          'batch_size', 'layout', 'max_steps', 'eval_every', 'learning_rate',
-          'prior_precision', 'num_new_tasks', 'k_shot', 'top', 'chunk_size',
+          'batch_size', 'layout', 'max_steps', 'eval_every', 'patience',
+          'learning_rate', 'prior_precision', 'num_new_tasks', 'k_shot', 'top', 'chunk_size',
           'repeats', 'skip_fit', 'seed')},
   }
   result['matmul'] = matmul_rate(_MATMUL.value, _REPEATS.value)
@@ -159,7 +161,8 @@ def main(argv):
         rank=_RANK.value, prior_precision=_PRIOR.value,
         bias_prior_precision=_PRIOR.value, normalization='none',
         learning_rate=_LR.value, max_steps=_STEPS.value,
-        eval_every=_EVAL_EVERY.value, patience=2, holdout_fraction=0.02,
+        eval_every=_EVAL_EVERY.value, patience=_PATIENCE.value,
+        holdout_fraction=0.02,
         batch_size=_BATCH.value or None, layout=_LAYOUT.value,
         seed=_SEED.value)
     t0 = time.perf_counter()

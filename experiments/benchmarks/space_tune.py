@@ -7,7 +7,8 @@ and the predicted ranking of the UNOBSERVED models is scored against the
 true fine-tuning accuracy with `scipy.stats.weightedtau(predicted, true)` and
 Pearson. The baseline `popularity` is each model's mean per-task z-score on
 the other tasks (it ignores the K scores). Every configuration in --grid
-(a JSON list of SpaceConfig overrides) sees the same draws.
+(a JSON list of SpaceConfig overrides) sees the same draws, drawn exactly as
+`fennec evaluate` draws them (`benchmarks.evaluate.draw_observed`).
 
 Command (about 1-3 minutes per configuration on the 2-core CPU):
 
@@ -31,6 +32,7 @@ import numpy as np
 import scipy.stats
 
 from fennec_jax import space as space_lib
+from fennec_jax.benchmarks import evaluate as evaluate_lib
 
 _CSV = flags.DEFINE_string(
     'csv', None, 'TransferGraph image records.csv (model, finetuned_dataset, '
@@ -42,6 +44,8 @@ _GRID = flags.DEFINE_string('grid', '[{}]', 'JSON list of SpaceConfig '
 _K_SHOTS = flags.DEFINE_list('k_shots', ['0', '1', '3', '5', '10'],
                              'Observed models per target.')
 _SEEDS = flags.DEFINE_integer('seeds', 10, 'Random draws per (target, K).')
+_DRAW_SEED = flags.DEFINE_integer('draw_seed', 0, 'Root seed of the draws '
+                                  '(as `fennec evaluate --seed`).')
 
 TARGETS = ('stanfordcars', 'svhn', 'caltech101', 'pets', 'cifar100',
            'flowers', 'smallnorb_label_elevation', 'dtd')
@@ -90,13 +94,10 @@ def popularity(train):
   return np.where(mask, z, 0).sum(1) / np.maximum(mask.sum(1), 1)
 
 
-def draws(true, k, seeds, t_index):
-  avail = np.flatnonzero(np.isfinite(true))
-  out = []
-  for s in range(seeds):
-    rng = np.random.default_rng([s, t_index, k])
-    out.append(rng.choice(avail, size=k, replace=False))
-  return np.asarray(out, np.int64).reshape(seeds, k)
+def draws(true, k, seeds, target):
+  """[seeds, M] observed masks: the same draws as `fennec evaluate`."""
+  return evaluate_lib.draw_observed(np.isfinite(true), k, seeds, target,
+                                    seed=_DRAW_SEED.value)
 
 
 def metrics(pred, true, eval_idx):
@@ -118,9 +119,7 @@ def evaluate(scores, tasks, overrides, k_shots, seeds):
     fit_s.append(time.perf_counter() - t0)
     pop = popularity(train)
     for k in k_shots:
-      idx = draws(true, k, seeds, j)
-      obs = np.zeros((seeds, len(true)), bool)
-      obs[np.arange(seeds)[:, None], idx] = True
+      obs = draws(true, k, seeds, target)
       vals = np.where(obs, true[None, :], 0.0)
       pred = np.asarray(space.fold_in(vals, obs).predicted, np.float64)
       for name, p in (('fennec_space', pred),
