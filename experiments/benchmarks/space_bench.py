@@ -144,8 +144,8 @@ def main(argv):
       'flags': {f: flags.FLAGS[f].value for f in (
           'num_models', 'num_tasks', 'density', 'rank', 'true_rank', 'noise',
           'batch_size', 'layout', 'max_steps', 'eval_every', 'patience',
-          'learning_rate', 'prior_precision', 'num_new_tasks', 'k_shot', 'top', 'chunk_size',
-          'repeats', 'skip_fit', 'seed')},
+          'learning_rate', 'prior_precision', 'num_new_tasks', 'k_shot',
+          'top', 'chunk_size', 'repeats', 'skip_fit', 'seed')},
   }
   result['matmul'] = matmul_rate(_MATMUL.value, _REPEATS.value)
   logging.info('matmul: %.1f GFLOP/s', result['matmul']['gflops'])
