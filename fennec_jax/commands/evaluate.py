@@ -4,6 +4,7 @@
   fennec evaluate --history=my_scores.csv --k_shots=0,1,5 --seeds=10 --out=DIR
 
   fennec evaluate --benchmark=offline --protocol=images --out=DIR
+  fennec evaluate --benchmark=parc_controlled --protocol=models --out=DIR
 
 Writes DIR/results.csv (`method,k_shot,target,pearson,weighted_tau,
 top1_regret`, plus `MEAN` rows), DIR/results.md (95% bootstrap intervals over
@@ -35,10 +36,12 @@ _METHODS = flags.DEFINE_list(
     'methods', None, 'Methods to run (default: every one that applies).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Root seed of draws and space.')
 _PROTOCOL = flags.DEFINE_enum(
-    'protocol', 'history', ['history', 'images'],
-    "'history': methods see other tasks' scores (any benchmark); 'images': "
-    'also the target\'s probe images (--benchmark=offline only): fennec, '
-    'fennec_paper, popularity and every estimator over the zoo, timed.')
+    'protocol', 'history', ['history', 'images', 'models'],
+    "'history': leave one task out, methods see other tasks' scores (any "
+    "benchmark); 'images': also the target's probe images "
+    '(--benchmark=offline only): fennec, fennec_paper, popularity and every '
+    "estimator over the zoo, timed; 'models': leave one model out, the model "
+    'placed from its metadata (writes DIR/models_out.csv).')
 _ESTIMATORS = flags.DEFINE_list(
     'estimators', list(evaluate_lib.DEFAULT_IMAGE_ESTIMATORS),
     'Estimators run over the zoo by --protocol=images.')
@@ -52,6 +55,15 @@ def main(argv: list[str]) -> None:
   except ValueError:
     raise ValueError(f'--k_shots must be integers, got {_K_SHOTS.value}.'
                      ) from None
+  if _PROTOCOL.value == 'models':
+    rows, path = evaluate_lib.run_models_out(
+        _OUT.value, _BENCHMARK.value, _HISTORY.value, seed=_SEED.value)
+    logging.info('wrote %s', path)
+    for r in rows:
+      if r['model'] == evaluate_lib.MEAN:
+        print(f"{r['method']:14s} pearson {r['pearson']:.3f}  weighted_tau "
+              f"{r['weighted_tau']:.3f}  rank_error {r['rank_error']:.3f}")
+    return
   if _PROTOCOL.value == 'images':
     if _BENCHMARK.value != 'offline' or _HISTORY.value:
       raise ValueError('--protocol=images needs --benchmark=offline (the only '
