@@ -10,12 +10,15 @@ File schema (both formats carry the same fields):
 
 * node attributes: `op` (str, required), `shape` (list of ints, output shape
   of the first output), `dtype` (str), `params` (list of parameter paths the
-  node reads), `param_size` (int, scalars in those parameters), `module` (str,
+  node reads), `state` (list of non-trainable variables it reads, e.g.
+  BatchNorm statistics), `param_size` (int, scalars in those parameters),
+  `module` (str,
   module path such as `ResNet/layer1_0/conv1`), `body_ops` (dict op -> count,
   for control-flow nodes that summarize a loop/branch body).
 * edges: directed `source -> target` = data flows from source to target.
-* graph attributes (optional): `name`, `param_sizes` (dict parameter path ->
-  number of scalars, so parameter counts survive a round trip), `outputs`
+* graph attributes (optional): `name`, `param_sizes` (dict trainable
+  parameter path -> number of scalars, so parameter counts survive a round
+  trip; their sum is the model's parameter count), `outputs`
   (ids of the output nodes).
 * JSON: `{"format": "fennec-archi2vec-graph", "version": 1, "name": str,
   "graph": {"param_sizes": {...}, "outputs": [...]},
@@ -47,7 +50,7 @@ JSON_FORMAT = 'fennec-archi2vec-graph'
 # Numeric node features next to the op id: log1p(output size), log1p(param
 # size), output rank, log1p(in-degree), log1p(out-degree).
 NUM_NODE_FEATURES = 5
-_LIST_ATTRS = ('shape', 'params', 'body_ops')
+_LIST_ATTRS = ('shape', 'params', 'state', 'body_ops')
 _GRAPH_ATTRS = ('param_sizes', 'outputs')
 
 
@@ -263,8 +266,9 @@ def _decode_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
       out[k] = json.loads(out[k])
   if isinstance(out.get('shape'), list):
     out['shape'] = tuple(out['shape'])
-  if isinstance(out.get('params'), list):
-    out['params'] = tuple(out['params'])
+  for k in ('params', 'state'):
+    if isinstance(out.get(k), list):
+      out[k] = tuple(out[k])
   return out
 
 

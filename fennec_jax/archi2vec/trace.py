@@ -9,8 +9,9 @@ layers, not the wrappers; control flow (scan, while, cond) stays one node whose
 blow the graph up and still says what it repeats.
 
 Node attributes (see `graphs.py` for the file schema): `op`, `shape`, `dtype`,
-`params` (parameter paths read by the node, from the jaxpr invars via
-`tree_flatten_with_path`), `param_size`, `module` (the Flax module path from
+`params` (trainable parameter paths read by the node, from the jaxpr invars
+via `tree_flatten_with_path`), `state` (non-trainable variables read, e.g.
+BatchNorm statistics), `param_size`, `module` (the Flax module path from
 the jaxpr name stack; NNX modules get it through a temporary
 `jax.named_scope` patch of their classes). Graph inputs are `input` nodes.
 """
@@ -87,7 +88,10 @@ def jaxpr_to_digraph(closed: jcore.ClosedJaxpr,
       weight: consumers record it in `params`) or None (the invar is a model
       input: it becomes an `input` node).
     input_names: names of the `input` nodes (default `input_<i>`).
-    param_sizes: parameter path -> number of scalars.
+    param_sizes: trainable parameter path -> number of scalars. Named invars
+      not in it (e.g. BatchNorm statistics) are recorded in a node's `state`
+      attribute instead of `params` (all count as parameters when it is
+      empty).
 
   Returns:
     `networkx.DiGraph` with integer node ids in program order.
@@ -131,14 +135,15 @@ def jaxpr_to_digraph(closed: jcore.ClosedJaxpr,
             local[ov] = sub_env[sv]
         continue
       nid = g.number_of_nodes()
-      params, preds = [], []
+      params, state, preds = [], [], []
       for v in eqn.invars:
         if not isinstance(v, jcore.Var) or v not in local:
           continue
         kind, ref = local[v]
         if kind == 'param':
-          if ref not in params:
-            params.append(ref)
+          into = params if (not param_sizes or ref in param_sizes) else state
+          if ref not in into:
+            into.append(ref)
         elif ref not in preds:
           preds.append(ref)
       out = eqn.outvars[0].aval if eqn.outvars else None
@@ -148,6 +153,8 @@ def jaxpr_to_digraph(closed: jcore.ClosedJaxpr,
                    params=tuple(params),
                    param_size=int(sum(param_sizes.get(p, 0) for p in params)),
                    module=here)
+      if state:
+        attrs['state'] = tuple(state)
       if name in CONTROL_FLOW:
         counts: dict[str, int] = {}
         for sub in subs:
@@ -307,6 +314,7 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
           f'{type(e).__name__}: {e}') from e
     fn = lambda v, x: model.apply(v, x, **kwargs)
     tree, args = variables, (variables, x)
+    trainable = lambda p: p.startswith('params/')
     ctx = contextlib.nullcontext()
   elif isinstance(model_or_fn, nnx.Module):
     model = model_or_fn
@@ -315,6 +323,9 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
       kwargs['train'] = False
     graphdef, state = nnx.split(model)
     state = _abstract(state)
+    param_paths = {_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
+        nnx.state(model, nnx.Param))[0]}
+    trainable = param_paths.__contains__
     paths: dict[int, str] = {}
 
     def fn(s, x):
@@ -326,6 +337,7 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
   elif callable(model_or_fn):
     name = name or getattr(model_or_fn, '__name__', 'fn')
     f = model_or_fn
+    trainable = lambda p: True
     if params is None:
       fn, tree, args = (lambda x: f(x, **kwargs)), None, (x,)
     else:
@@ -342,7 +354,8 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
       p = _path_str(path)
       invar_names.append(p)
-      sizes[p] = int(np.prod(leaf.shape))
+      if trainable(p):
+        sizes[p] = int(np.prod(leaf.shape))
   invar_names += [None]  # the input x
   with ctx:
     closed = _make_jaxpr(fn, args, name, input_shape)

@@ -68,8 +68,13 @@ class TraceTest(absltest.TestCase):
     for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
       want['/'.join(str(k.key) for k in path)] = int(np.prod(leaf.shape))
     read = {p for _, a in g.nodes(data=True) for p in a['params']}
-    self.assertEqual(read, set(want))
-    self.assertEqual(g.graph['param_sizes'], want)
+    state = {p for _, a in g.nodes(data=True) for p in a.get('state', ())}
+    trainable = {p: s for p, s in want.items() if p.startswith('params/')}
+    self.assertEqual(read, set(trainable))
+    self.assertEqual(state, set(want) - set(trainable))
+    self.assertEqual(state, {'batch_stats/block/bn/mean',
+                             'batch_stats/block/bn/var'})
+    self.assertEqual(g.graph['param_sizes'], trainable)
     conv = [a for _, a in g.nodes(data=True)
             if a['op'] == 'conv_general_dilated']
     self.assertEqual({a['module'] for a in conv}, {'_Net/stem',
@@ -115,6 +120,13 @@ class TraceTest(absltest.TestCase):
     self.assertEqual(g.graph['param_sizes'],
                      {'l1/kernel': 32, 'l1/bias': 8, 'l2/kernel': 16,
                       'l2/bias': 2})
+    # NNX BatchNorm statistics are state, not parameters.
+    bn = nnx.BatchNorm(3, use_running_average=True, rngs=nnx.Rngs(0))
+    gb = trace_lib.trace(bn, (2, 3))
+    self.assertEqual(gb.graph['param_sizes'], {'bias': 3, 'scale': 3})
+    self.assertEqual(
+        {p for _, a in gb.nodes(data=True) for p in a.get('state', ())},
+        {'mean', 'var'})
 
   def test_function_with_params_and_jit_is_inlined(self):
     def f(p, x):
