@@ -1,1 +1,13 @@
-"""archi2vec: architecture graphs from jaxprs and their embeddings."""
+"""archi2vec: architecture graphs from jaxprs and their embeddings.
+
+Modules (import them directly; this package imports nothing heavy):
+
+* `trace`: `trace(model_or_fn, input_shape) -> networkx.DiGraph` for Flax
+  linen / NNX modules, JAX functions and registry names; `module_graph`.
+* `graphs`: `OpVocab` (with an unknown-op slot), DAG -> padded
+  `jraph.GraphsTuple`, `read_graph` / `write_graph` (JSON, GraphML).
+* `gnn`: direction-aware jraph `GraphEncoder`, `make_encoder` -> `(init,
+  embed)`, masked-op `pretrain`, `embed_all`.
+* `wl`: the paper's graph2vec baseline (WL labels, PV-DBOW, k-means).
+* `nas_bench`: NAS-Bench-201 cells -> DAGs and the Kendall-tau check.
+"""
