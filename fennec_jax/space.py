@@ -77,7 +77,10 @@ class SpaceConfig:
   """How to fit a transfer space.
 
   The defaults were chosen on the TransferGraph image benchmark (leave one
-  task out, see experiments/benchmarks/space_tune.py).
+  task out, 8 targets, 30 draws; experiments/benchmarks/space_tune.py): mean
+  weighted tau 0.672 at K = 0 and 0.690 at K = 5 observed scores, against
+  0.618 / 0.617 for popularity. Rank 1-3 and prior precision 1-10 are all
+  within ~0.01 of that; with more tasks a larger rank pays.
 
   Attributes:
     rank: k, the number of latent dimensions.
@@ -115,7 +118,7 @@ class SpaceConfig:
       with C the covariance of the fitted task weight vectors.
     seed: the root of every random choice (holdout split, init, batches).
   """
-  rank: int = 2
+  rank: int = 1
   prior_precision: float = 3.0
   bias_prior_precision: float = 0.1
   nonneg: bool = False
