@@ -25,7 +25,7 @@ from fennec_jax.estimators import preprocess
 class Spec(NamedTuple):
   """One estimator: its name, host-side `prepare` and per-model `core`.
 
-  `kind` says what the stacked input holds: 'features' ([m, n, d] floats),
+  `kind` says what the stacked input holds (and how it is checked): 'features' ([m, n, d] floats),
   'source_probs' ([m, n, c_src] probabilities) or 'source_labels' ([m, n]
   integer source-class predictions).
   """
@@ -48,18 +48,33 @@ def _with_pca(core: Callable, pca: tuple[int, str, int]) -> Callable:
   return fn
 
 
+def input_is_valid(kind: str, x: jnp.ndarray) -> jnp.ndarray:
+  """Device-side check of one model's input (see `Spec.kind`)."""
+  if kind == 'source_labels':
+    return jnp.all(x >= 0)
+  ok = jnp.all(jnp.isfinite(x))
+  if kind == 'source_probs':
+    ok &= jnp.all(x >= 0) & jnp.all(jnp.abs(x.sum(-1) - 1.0) <= 1e-3)
+  return ok
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(name: str, core: Callable, static: tuple, batch_size: int | None,
-              sharded: bool, pca: tuple[int, str, int] | None = None):
+def _compiled(name: str, kind: str, core: Callable, static: tuple,
+              batch_size: int | None, sharded: bool,
+              pca: tuple[int, str, int] | None = None):
   del name  # Part of the cache key only.
   if pca is not None:
     core = _with_pca(core, pca)
   fn = functools.partial(core, **dict(static))
 
   def batched(stack, arrays):
+    # Input checks run on the device, fused with the scoring: a host-side
+    # pass over a [64, 2000, 768] stack would cost more than the scores.
+    valid = jax.vmap(functools.partial(input_is_valid, kind))(stack)
     if batch_size is None:
-      return jax.vmap(lambda x: fn(x, **arrays))(stack)
-    return jax.lax.map(lambda x: fn(x, **arrays), stack, batch_size=batch_size)
+      return jax.vmap(lambda x: fn(x, **arrays))(stack), valid
+    return jax.lax.map(lambda x: fn(x, **arrays), stack,
+                       batch_size=batch_size), valid
 
   if not sharded:
     return jax.jit(batched)
@@ -68,11 +83,12 @@ def _compiled(name: str, core: Callable, static: tuple, batch_size: int | None,
       mesh, jax.sharding.PartitionSpec('models'))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   return jax.jit(batched, in_shardings=(model_sharding, replicated),
-                 out_shardings=model_sharding)
+                 out_shardings=(model_sharding, model_sharding))
 
 
 def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
-        options: dict[str, Any], *, shard_on_cpu: bool = False
+        options: dict[str, Any], *, shard_on_cpu: bool = False,
+        explain_invalid: Callable[[np.ndarray], Any] | None = None
         ) -> np.ndarray:
   """Scores m models whose inputs are stacked in `stack` ([m, n, ...]).
 
@@ -87,9 +103,16 @@ def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
       with 2 CPU devices on a 2-core host, a sharded 8 x 2000 x 768 LogME call
       did not finish in 300 s (unsharded: 2 s), so CPU runs stay on one
       device; accelerators shard whenever the device count divides m.
+    explain_invalid: host-side validator called on the models whose input
+      failed the device-side check; it should raise a descriptive
+      ValueError.
 
   Returns:
     [m] float64 NumPy scores.
+
+  Raises:
+    ValueError: when a model's input holds NaN/inf (or, for source
+      probabilities, negative values or rows not summing to 1).
   """
   options = dict(options)
   batch_size = options.pop('batch_size', spec.default_batch_size)
@@ -115,10 +138,21 @@ def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
   m = stack.shape[0]
   sharded = (jax.device_count() > 1 and m % jax.device_count() == 0 and
              (shard_on_cpu or jax.default_backend() != 'cpu'))
-  fn = _compiled(spec.name, spec.core, tuple(sorted(static.items())),
+  fn = _compiled(spec.name, spec.kind, spec.core,
+                 tuple(sorted(static.items())),
                  None if batch_size is None else int(batch_size), sharded, pca)
-  scores = np.asarray(jax.device_get(fn(jnp.asarray(stack), arrays)),
-                      dtype=np.float64)
+  scores, valid = jax.device_get(fn(jnp.asarray(stack), arrays))
+  invalid = np.flatnonzero(~np.asarray(valid))
+  if invalid.size:
+    if explain_invalid is not None:
+      try:
+        explain_invalid(stack[invalid])
+      except ValueError as e:
+        raise ValueError(f'{spec.name}: model(s) {invalid.tolist()[:20]} '
+                         f'(of this width group): {e}') from None
+    raise ValueError(f'{spec.name}: invalid {spec.kind} (NaN/inf) for '
+                     f'model(s) {invalid.tolist()[:20]}.')
+  scores = np.asarray(scores, dtype=np.float64)
   bad = np.flatnonzero(~np.isfinite(scores))
   if bad.size:
     logging.warning('%s: non-finite score for model(s) %s; see the '

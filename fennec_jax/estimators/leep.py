@@ -101,8 +101,10 @@ def _leep_prepare(stack, labels, *, num_classes=None):
 def _nce_core(z, *, labels, num_classes, num_source_classes):
   dtype = jnp.result_type(float)
   n = z.shape[0]
-  joint = (_common.one_hot(labels, num_classes, dtype).T
-           @ _common.one_hot(z, num_source_classes, dtype)) / n
+  # Joint counts by scatter-add (a one-hot product costs n * C * Z flops).
+  joint = jnp.zeros((num_classes * num_source_classes,), dtype).at[
+      labels * num_source_classes + z].add(1.0).reshape(
+          num_classes, num_source_classes) / n
   pz = joint.sum(0, keepdims=True)
   ratio = jnp.where(joint > 0, joint / jnp.where(pz > 0, pz, 1.0), 1.0)
   return jnp.sum(joint * jnp.log(ratio))

@@ -81,11 +81,24 @@ def _stack_inputs(spec: _batch.Spec, inputs) -> list[tuple[list[int],
 
 
 def _validate_stack(spec: _batch.Spec, stack: np.ndarray) -> np.ndarray:
+  """Cheap host-side checks (rank, dtype); value checks run on the device."""
+  if spec.kind == 'source_labels':
+    return leep.check_source_labels(stack)
+  if stack.ndim != 3 or stack.size == 0:
+    raise ValueError(f'{spec.name}: {spec.kind} must be [m, n, d] and '
+                     f'non-empty, got shape {stack.shape}.')
+  if not np.issubdtype(stack.dtype, np.floating):
+    stack = stack.astype(np.float32)
+  return stack
+
+
+def _explain(spec: _batch.Spec) -> Callable[[np.ndarray], Any]:
+  """The full host-side validator, run only on inputs that failed."""
   if spec.kind == 'features':
-    return _common.check_features(stack)
+    return _common.check_features
   if spec.kind == 'source_probs':
-    return leep.check_source_probs(stack)
-  return leep.check_source_labels(stack)
+    return leep.check_source_probs
+  return leep.check_source_labels
 
 
 def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
@@ -119,7 +132,8 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
   for idx, stack in groups:
     stack = _validate_stack(spec, stack)
     scores[idx] = _batch.run(spec, stack, labels, options,
-                             shard_on_cpu=shard_on_cpu)
+                             shard_on_cpu=shard_on_cpu,
+                             explain_invalid=_explain(spec))
   return scores
 
 
