@@ -663,9 +663,14 @@ def step(state: State, data: Data, rng: jax.Array, *, num_train: jax.Array,
     params = dict(params,
                   model_factors=jnp.maximum(params['model_factors'], 0.0),
                   task_factors=jnp.maximum(params['task_factors'], 0.0))
-  metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
-             'param_norm': optax.tree.norm(params)}
+  metrics = {'loss': loss, 'grad_norm': _tree_norm(grads),
+             'param_norm': _tree_norm(params)}
   return State(params, opt_state, state.step + 1), metrics
+
+
+def _tree_norm(tree):
+  """Global L2 norm (optax.tree.norm, which older optax lacks)."""
+  return jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(tree)))
 
 
 @functools.partial(jax.jit, static_argnames=('config', 'num_steps'),
