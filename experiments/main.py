@@ -28,8 +28,13 @@ def _evaluate(config, workdir):
   return evaluate.run_from_config(config, workdir)
 
 
+def _build_benchmark(config, workdir):
+  from fennec_jax.benchmarks import build  # pylint: disable=g-import-not-at-top
+  return build.build(config, workdir)
+
+
 # config.runner -> function(config, workdir).
-RUNNERS = {'evaluate': _evaluate}
+RUNNERS = {'evaluate': _evaluate, 'build_benchmark': _build_benchmark}
 
 
 def main(argv: list[str]) -> None:

@@ -135,8 +135,7 @@ def _register() -> None:
   r('offline_mlp_s', MLP, input_shape=OFFLINE_INPUT, hidden=(64, 64))
   r('offline_mlp_l', MLP, input_shape=OFFLINE_INPUT, hidden=(128, 128, 128))
   r('offline_cnn_s', PlainCNN, input_shape=OFFLINE_INPUT, widths=(16, 32, 48))
-  r('offline_cnn_l', PlainCNN, input_shape=OFFLINE_INPUT, widths=(32, 64, 96),
-    convs_per_stage=2)
+  r('offline_cnn_l', PlainCNN, input_shape=OFFLINE_INPUT, widths=(32, 64, 96))
   r('offline_mixer_s', MlpMixer, input_shape=OFFLINE_INPUT, patch_size=4,
     width=48, depth=2, tokens_mlp_dim=48, channels_mlp_dim=96)
   r('offline_mixer_l', MlpMixer, input_shape=OFFLINE_INPUT, patch_size=4,
@@ -146,16 +145,16 @@ def _register() -> None:
   r('offline_resnet_s', resnet.ResNet, input_shape=OFFLINE_INPUT,
     stage_sizes=(1, 1, 1), width=16, **res_kw)
   r('offline_resnet_l', resnet.ResNet, input_shape=OFFLINE_INPUT,
-    stage_sizes=(2, 2, 2), width=16, **res_kw)
+    stage_sizes=(1, 1, 1), width=24, **res_kw)
   # The proxy: a wider generalist, trained on every single-domain source.
   r('offline_proxy_resnet', resnet.ResNet, input_shape=OFFLINE_INPUT,
-    stage_sizes=(2, 2, 2), width=32, **res_kw)
+    stage_sizes=(2, 2, 2), width=24, **res_kw)
   # ViT comes from fennec_jax.models.vit (one definition); zoo sizes only.
   vit_kw = dict(num_classes=0, pool='avg', class_token=False, patch_size=4)
   r('offline_vit_s', vit.vit, input_shape=OFFLINE_INPUT, width=48, depth=2,
     num_heads=3, mlp_dim=96, **vit_kw)
-  r('offline_vit_l', vit.vit, input_shape=OFFLINE_INPUT, width=96, depth=4,
-    num_heads=4, mlp_dim=192, **vit_kw)
+  r('offline_vit_l', vit.vit, input_shape=OFFLINE_INPUT, width=64, depth=4,
+    num_heads=4, mlp_dim=128, **vit_kw)
 
 
 _register()

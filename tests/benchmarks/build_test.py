@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import models
 from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks import offline
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -71,7 +73,7 @@ class StepTest(absltest.TestCase):
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *inits)
     key = jax.random.key(3)
     vm, vloss = make(module, 3, 4, 1e-2, 1e-4, 1, mesh, True, False)(
-        stacked, x, y, n, mask, key)
+        stacked, x, y, n, np.stack([mask, mask]), key)
     single = make(module, 3, 4, 1e-2, 1e-4, 1, mesh, False, False)
     for i in range(2):
       one, loss = single(inits[i], x[i], y[i], n[i], mask, key)
@@ -198,6 +200,27 @@ class BuildTest(absltest.TestCase):
     with open(os.path.join(d, 'zoo', 'proxy.json')) as f:
       meta = json.load(f)
     self.assertEqual(meta['arch'], 'offline_mlp_s')
+    self._check_export(d, results)
+
+  def _check_export(self, d, results):
+    out = os.path.join(d, 'artifacts')
+    build.export_artifacts(build.tiny_config(), d, out, graphs=False)
+    h = offline.load(out)
+    self.assertEqual(h.num_observed, len(results))
+    for (m, t), s in results.items():
+      self.assertAlmostEqual(h.scores[h.model_index(m), h.task_index(t)], s,
+                             places=5)
+    # float16 weights give the features of the float32 checkpoint.
+    model_id = build.zoo_plan(build.tiny_config())[2].model_id
+    ref_vars, meta = build.load_pretrained(d, model_id)
+    module, variables = offline.load_model(model_id, out)
+    x = offline.preprocess(offline.load_probe('shape_color', out)[0][:8])
+    ref = models.get_model(meta['arch'], num_classes=0).apply(
+        {k: c['backbone'] for k, c in ref_vars.items()}, x)
+    np.testing.assert_allclose(module.apply(variables, x), ref, rtol=2e-2,
+                               atol=2e-2)
+    with open(os.path.join(out, 'README.md')) as f:
+      self.assertIn('shape_color', f.read())
 
 
 if __name__ == '__main__':
