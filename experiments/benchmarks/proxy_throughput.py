@@ -94,6 +94,8 @@ _PEAK = flags.DEFINE_float('peak_tflops', None,
                            'Device peak TFLOP/s for MFU (default: table).')
 _XLA_FLAGS = flags.DEFINE_string('xla_flags', '',
                                  'Extra XLA_FLAGS, set before JAX starts.')
+_REPEATS = flags.DEFINE_integer(
+    'repeats', 3, 'Timed runs per framework, alternating JAX and PyTorch.')
 _POOL = flags.DEFINE_integer('pool_images', 512,
                              'Distinct host images cycled through in e2e.')
 
@@ -193,8 +195,12 @@ def _matmul_tflops(jax, jnp, dtype, size: int) -> float:
 
 def run_jax(key: str, batch: int, mode: str, dtype_name: str,
             attention: str | None, min_time_s: float,
-            pool: np.ndarray) -> dict[str, Any]:
-  """One JAX configuration; returns images/s."""
+            pool: np.ndarray) -> tuple[float, Any]:
+  """Builds and warms up one JAX configuration.
+
+  Returns:
+    (compile seconds, `once() -> images processed`).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from fennec_jax import models  # pylint: disable=g-import-not-at-top
@@ -244,14 +250,17 @@ def run_jax(key: str, batch: int, mode: str, dtype_name: str,
     def once():
       fx(_CyclingImages(pool, per_call))
       return per_call
-  seconds, images = _timed(once, min_time_s)
-  return dict(img_per_s=images / seconds, compile_s=compile_s)
+  return compile_s, once
 
 
 def run_torch(key: str, batch: int, mode: str, dtype_name: str,
               min_time_s: float, pool: np.ndarray,
-              compile_model: bool) -> dict[str, Any]:
-  """One timm configuration (torch.compile unless disabled)."""
+              compile_model: bool) -> tuple[float, Any]:
+  """Builds and warms up one timm configuration (torch.compile by default).
+
+  Returns:
+    (compile seconds, `once() -> images processed`).
+  """
   import torch  # pylint: disable=g-import-not-at-top
   import timm  # pylint: disable=g-import-not-at-top
 
@@ -336,8 +345,12 @@ def run_torch(key: str, batch: int, mode: str, dtype_name: str,
       compile_s = time.perf_counter() - t0
       per_call = _calls_for(run, batch, min_time_s)
       once = lambda: run(per_call)
-    seconds, images = _timed(once, min_time_s)
-  return dict(img_per_s=images / seconds, compile_s=compile_s)
+
+  def once_inference():
+    with torch.inference_mode():
+      return once()
+
+  return compile_s, once_inference
 
 
 def _fmt(v: float) -> str:
@@ -402,43 +415,53 @@ def main(argv: list[str]) -> None:
   pool_n = max(_POOL.value, max(batches))
   pool = np.random.default_rng(0).integers(0, 256, (pool_n, 224, 224, 3),
                                            np.uint8)
-  rows = []
+  rows, ratios = [], []
   for key in keys:
     _, _, patch, width, depth, mlp = MODELS[key]
     flops = vit_flops(patch, width, depth, mlp)
     for batch in batches:
       for mode in _MODES.value:
-        sides = [('jax', lambda: run_jax(key, batch, mode, dtype, attention,
-                                         min_time, pool))]
+        builders = [('jax', lambda: run_jax(key, batch, mode, dtype,
+                                            attention, min_time, pool))]
         if torch_info:
           name = 'timm+compile' if _TORCH_COMPILE.value else 'timm eager'
-          sides.append((name, lambda: run_torch(
+          builders.append((name, lambda: run_torch(
               key, batch, mode, dtype, min_time, pool, _TORCH_COMPILE.value)))
-        for framework, fn in sides:
+        sides = []
+        for framework, build in builders:
           try:
-            r = fn()
+            compile_s, once = build()
+            sides.append((framework, compile_s, once))
           except Exception as e:  # pylint: disable=broad-except
             logging.exception('%s %s b%d %s failed', framework, key, batch,
                               mode)
-            r = dict(error=f'{type(e).__name__}: {e}'[:500])
-          if 'img_per_s' in r:
-            tflops = r['img_per_s'] * flops / 1e12
-            r.update(tflops=tflops, roofline=tflops / roofline,
-                     mfu=tflops / peak if peak else None)
+            rows.append(dict(model=key, batch=batch, mode=mode,
+                             framework=framework,
+                             error=f'{type(e).__name__}: {e}'[:500]))
+        # Alternate the frameworks `--repeats` times (drift and contention
+        # hit both alike); report medians and the median of paired ratios.
+        rates = {f: [] for f, _, _ in sides}
+        for _ in range(_REPEATS.value):
+          for framework, _, once in sides:
+            seconds, images = _timed(once, min_time)
+            rates[framework].append(images / seconds)
+        for framework, compile_s, _ in sides:
+          rate = float(np.median(rates[framework]))
+          tflops = rate * flops / 1e12
           row = dict(model=key, batch=batch, mode=mode, framework=framework,
-                     gflops_per_img=flops / 1e9, **r)
+                     gflops_per_img=flops / 1e9, img_per_s=rate,
+                     img_per_s_runs=rates[framework], compile_s=compile_s,
+                     tflops=tflops, roofline=tflops / roofline,
+                     mfu=tflops / peak if peak else None)
           rows.append(row)
           logging.info('%s', row)
-  ratios = []
-  for key in keys:
-    for batch in batches:
-      for mode in _MODES.value:
-        sel = {r['framework']: r.get('img_per_s') for r in rows
-               if (r['model'], r['batch'], r['mode']) == (key, batch, mode)}
-        other = [v for k, v in sel.items() if k != 'jax' and v]
-        if sel.get('jax') and other:
+        if len(sides) == 2:
+          paired = [a / b for a, b in zip(rates[sides[0][0]],
+                                          rates[sides[1][0]])]
           ratios.append(dict(model=key, batch=batch, mode=mode,
-                             jax_over_torch=sel['jax'] / other[0]))
+                             jax_over_torch=float(np.median(paired)),
+                             paired=paired))
+        del sides
   os.makedirs(_OUT.value, exist_ok=True)
   with open(os.path.join(_OUT.value, 'results.json'), 'w') as f:
     json.dump(dict(meta=meta, results=rows, ratios=ratios), f, indent=1)
@@ -459,9 +482,11 @@ def main(argv: list[str]) -> None:
                  f"{r['compile_s']:.1f} |")
   lines += ['', f'Matmul roofline measured here: {roofline:.3g} TFLOP/s; '
             f'peak used for MFU: {peak}.', '',
-            '| model | batch | mode | JAX / PyTorch |', '|---|---|---|---|']
+            '| model | batch | mode | JAX / PyTorch (median) | paired runs |',
+            '|---|---|---|---|---|']
   lines += [f"| {r['model']} | {r['batch']} | {r['mode']} | "
-            f"{r['jax_over_torch']:.3f}x |" for r in ratios]
+            f"{r['jax_over_torch']:.3f}x | "
+            f"{', '.join(f'{p:.2f}' for p in r['paired'])} |" for r in ratios]
   text = '\n'.join(lines) + '\n'
   with open(os.path.join(_OUT.value, 'results.md'), 'w') as f:
     f.write(text)
