@@ -323,8 +323,8 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
       kwargs['train'] = False
     graphdef, state = nnx.split(model)
     state = _abstract(state)
-    param_paths = {_path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(
-        nnx.state(model, nnx.Param))[0]}
+    flat = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))
+    param_paths = {_path_str(p) for p, _ in flat[0]}
     trainable = param_paths.__contains__
     paths: dict[int, str] = {}
 

@@ -87,7 +87,7 @@ def wl_document(g: nx.DiGraph, iterations: int = 2, label_attr: str = 'op',
 
 def feature_counts(docs: Sequence[Sequence[str]],
                    vocab: dict[str, int]) -> np.ndarray:
-  """Bag-of-subtrees count matrix `[n_docs, len(vocab)]` (unknown words dropped)."""
+  """Bag-of-subtrees counts `[n_docs, len(vocab)]`; unknown words dropped."""
   x = np.zeros((len(docs), len(vocab)), np.float32)
   for i, doc in enumerate(docs):
     for w in doc:

@@ -79,7 +79,8 @@ class GraphsTest(parameterized.TestCase):
     g.nodes['n1']['body_ops'] = {'mul': 2}
     g.graph['param_sizes'] = {'p1': 3}
     g.graph['outputs'] = ('n2',)
-    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()), f'g.{ext}')
+    tmp = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(tmp, f'g.{ext}')
     graphs_lib.write_graph(g, path)
     h = graphs_lib.read_graph(path)
     self.assertEqual(dict(g.nodes(data=True)), dict(h.nodes(data=True)))

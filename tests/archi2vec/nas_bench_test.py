@@ -1,4 +1,4 @@
-"""Tests of NAS-Bench-201 cell parsing, the experiment and `fennec nas-bench`."""
+"""Tests of NAS-Bench-201 cells, the experiment and `fennec nas-bench`."""
 
 import csv
 import os
