@@ -813,7 +813,7 @@ class DemoResult(NamedTuple):
 
 def demo(task: str | None = None, top: int = 5, history: Any = None,
          source: Any = None, num_proxy_images: int = 100,
-         seed: int = 0) -> DemoResult:
+         seed: int = 0, config: FennecConfig | None = None) -> DemoResult:
   """Holds out one task of the offline benchmark and recommends for it.
 
   Fennec is fit on the other tasks (scores + their proxy embeddings), then
@@ -828,6 +828,7 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
       committed offline benchmark).
     num_proxy_images: probe images the proxy sees.
     seed: seed of the task choice, probe subset and space.
+    config: Fennec's configuration (default: the space defaults, `seed`).
 
   Returns:
     The `DemoResult`.
@@ -851,7 +852,7 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   train = history.subset(tasks=np.arange(history.num_tasks) != j)
   feats, _ = evaluate.proxy_task_features(source, train.task_ids,
                                           num_proxy_images, seed)
-  config = FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+  config = config or FennecConfig(space=space_lib.SpaceConfig(seed=seed))
   fennec = Fennec(config).fit(
       train, task_embeddings={t: embed.task_embedding(f).mean
                               for t, f in feats.items()})
@@ -913,7 +914,8 @@ def format_demo(result: DemoResult) -> str:
 
 
 def fit_offline(history: Any = None, source: Any = None,
-                num_proxy_images: int = 100, seed: int = 0) -> 'Fennec':
+                num_proxy_images: int = 100, seed: int = 0,
+                config: FennecConfig | None = None) -> 'Fennec':
   """Fennec fit on the offline benchmark's scores and its tasks' embeddings.
 
   Args:
@@ -921,6 +923,7 @@ def fit_offline(history: Any = None, source: Any = None,
     source: default the committed offline benchmark's `OfflineSource`.
     num_proxy_images: probe images per task through the proxy.
     seed: seed of the probe subsets and the space.
+    config: Fennec's configuration (default: the space defaults, `seed`).
 
   Returns:
     The fitted Fennec (it accepts `task_embeddings` from the same proxy).
@@ -933,7 +936,7 @@ def fit_offline(history: Any = None, source: Any = None,
   source = source or evaluate.OfflineSource()
   feats, _ = evaluate.proxy_task_features(source, history.task_ids,
                                           num_proxy_images, seed)
-  config = FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+  config = config or FennecConfig(space=space_lib.SpaceConfig(seed=seed))
   return Fennec(config).fit(history, task_embeddings={
       t: embed.task_embedding(f).mean for t, f in feats.items()})
 

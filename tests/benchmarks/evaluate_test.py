@@ -289,7 +289,8 @@ class ImagesProtocolTest(absltest.TestCase):
     targets = ['t0', 't2', 't3', 't5']
     res, paths = evaluate.run_images(
         out, source=source, history=h, k_shots=(0,), num_seeds=1,
-        targets=targets, estimators=('logme',))
+        targets=targets, estimators=('logme',),
+        space_config={'rank': 2, 'max_steps': 300})  # The world is rank 2.
     self.assertEqual(res.methods,
                      ['popularity', 'fennec', 'fennec_paper', 'logme'])
     # The proxy saw a class-balanced budget (all 40 here, < 100) per task;
@@ -339,7 +340,8 @@ class ModelsOutTest(absltest.TestCase):
         0.7 + 0.1 * u @ v.T + 0.003 * rng.normal(size=(m, t)))
     emb = u @ rng.normal(size=(2, 4))
     rows = evaluate.evaluate_models_out(h, emb, models=['m0', 'm5', 'm9'],
-                                        space_config={'max_steps': 300})
+                                        space_config={'rank': 2,
+                                                      'max_steps': 300})
     mean = {r['method']: r for r in rows if r['model'] == 'MEAN'}
     self.assertLen(rows, 3 * 3 + 3)
     self.assertLess(mean['fennec_cold']['rank_error'],
