@@ -120,6 +120,11 @@ class TraceTest(absltest.TestCase):
     self.assertEqual(g.graph['param_sizes'],
                      {'l1/kernel': 32, 'l1/bias': 8, 'l2/kernel': 16,
                       'l2/bias': 2})
+    # An abstract model (nnx.eval_shape, no weights) traces the same.
+    abstract = nnx.eval_shape(lambda: _MLP(nnx.Rngs(0)))
+    ga = trace_lib.trace(abstract, (2, 4))
+    self.assertEqual(dict(ga.nodes(data=True)), dict(g.nodes(data=True)))
+    self.assertEqual(set(ga.edges), set(g.edges))
     # NNX BatchNorm statistics are state, not parameters.
     bn = nnx.BatchNorm(3, use_running_average=True, rngs=nnx.Rngs(0))
     gb = trace_lib.trace(bn, (2, 3))
