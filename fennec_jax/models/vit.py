@@ -72,7 +72,7 @@ def quick_gelu(x: jax.Array) -> jax.Array:
 
 
 _ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    # timm and transformers' ViT use the exact erf GELU, not flax's tanh default.
+    # timm and transformers' ViT use the exact erf GELU (flax defaults to tanh).
     'gelu': functools.partial(nn.gelu, approximate=False),
     'gelu_tanh': functools.partial(nn.gelu, approximate=True),
     'quick_gelu': quick_gelu,
