@@ -76,20 +76,24 @@ def check_source_labels(stack: np.ndarray) -> np.ndarray:
   return stack.astype(np.int32)
 
 
-def leep_from_probs(probs: jnp.ndarray, onehot: jnp.ndarray) -> jnp.ndarray:
-  """LEEP of target one-hot labels [n, C] given soft assignments [n, Z]."""
+def leep_from_probs(probs: jnp.ndarray, labels: jnp.ndarray,
+                    num_classes: int) -> jnp.ndarray:
+  """LEEP of target labels [n] given soft assignments probs [n, Z].
+
+  O(n Z): the joint is a segment sum over rows and only the true class's
+  expected empirical prediction is formed (no [n, C] product).
+  """
   n = probs.shape[0]
-  joint = onehot.T @ probs / n  # [C, Z]
+  joint = jax.ops.segment_sum(probs, labels, num_segments=num_classes) / n
   pz = joint.sum(0)
   cond = jnp.where(pz > 0, joint / jnp.where(pz > 0, pz, 1.0), 0.0)
-  eep = jnp.sum((probs @ cond.T) * onehot, 1)
+  eep = jnp.sum(cond[labels] * probs, 1)
   return jnp.mean(jnp.log(eep))
 
 
 def _leep_core(probs, *, labels, num_classes):
   probs = probs.astype(_common.float_dtype(probs))
-  return leep_from_probs(probs, _common.one_hot(labels, num_classes,
-                                                probs.dtype))
+  return leep_from_probs(probs, labels, num_classes)
 
 
 def _leep_prepare(stack, labels, *, num_classes=None):
@@ -195,7 +199,7 @@ def _nleep_core(f, *, labels, init_index, num_classes, max_dim,
   z = (xc @ components) * mask[None, :]
   resp = gmm_diag_em(z, mask, z[init_index], max_iter=max_iter, tol=tol,
                      reg_covar=reg_covar)
-  return leep_from_probs(resp, _common.one_hot(labels, num_classes, x.dtype))
+  return leep_from_probs(resp, labels, num_classes)
 
 
 def nleep_init_index(n: int, num_components: int, seed: int) -> np.ndarray:
