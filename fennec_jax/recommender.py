@@ -813,7 +813,8 @@ class DemoResult(NamedTuple):
 
 def demo(task: str | None = None, top: int = 5, history: Any = None,
          source: Any = None, num_proxy_images: int = 100,
-         seed: int = 0, config: FennecConfig | None = None) -> DemoResult:
+         seed: int = 0, config: FennecConfig | None = None,
+         data_dir: str | None = None) -> DemoResult:
   """Holds out one task of the offline benchmark and recommends for it.
 
   Fennec is fit on the other tasks (scores + their proxy embeddings), then
@@ -829,6 +830,8 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
     num_proxy_images: probe images the proxy sees.
     seed: seed of the task choice, probe subset and space.
     config: Fennec's configuration (default: the space defaults, `seed`).
+    data_dir: offline artifacts directory (default: the committed ones);
+      used when `history` / `source` are not given.
 
   Returns:
     The `DemoResult`.
@@ -843,12 +846,13 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
 
   if history is None:
     from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
-    history = offline.load()
-  source = source or evaluate.OfflineSource()
+    history = offline.load(data_dir)
+  source = source or evaluate.OfflineSource(data_dir)
   if task is None:
     task = history.task_ids[int(np.random.default_rng(seed).integers(
         history.num_tasks))]
   j = history.task_index(task)
+  top = min(top, history.num_models)
   train = history.subset(tasks=np.arange(history.num_tasks) != j)
   feats, _ = evaluate.proxy_task_features(source, train.task_ids,
                                           num_proxy_images, seed)
@@ -868,6 +872,11 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   rec = recommend_new_task()
   fennec_seconds = time.perf_counter() - start
 
+  images, labels = source.probe(task)
+  for m in history.model_ids:  # Compile every model and LogME first:
+    source.warm(m, images)     # LogME is timed warm too, like Fennec.
+  registry.score_models('logme', [source.model_features(m, images)
+                                   for m in history.model_ids], labels)
   start = time.perf_counter()
   images, labels = source.probe(task)
   zoo = [source.model_features(m, images) for m in history.model_ids]
@@ -959,7 +968,7 @@ def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
     [D] the task embedding.
 
   Raises:
-    ValueError: no images.
+    ValueError: no images, or an image that is not uint8 [h, w(, 1|3|4)].
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
@@ -971,9 +980,59 @@ def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
   h, w, c = image_shape
   batch = []
   for i in idx:
-    img = Image.fromarray(np.asarray(images[int(i)], np.uint8).squeeze())
+    arr = np.asarray(images[int(i)])
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+      arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4))):
+      raise ValueError(f'image {int(i)} has shape {arr.shape}; expected '
+                       '[h, w], [h, w, 1], [h, w, 3] or [h, w, 4] (any h, w).')
+    if arr.dtype != np.uint8:
+      raise ValueError(f'image {int(i)} has dtype {arr.dtype}; expected '
+                       'uint8 pixels (0..255).')
+    img = Image.fromarray(arr)
     img = img.convert('RGB' if c == 3 else 'L').resize((w, h),
                                                        Image.BILINEAR)
     batch.append(np.asarray(img, np.uint8).reshape(h, w, c))
   feats = source.proxy_features(np.stack(batch))
   return embed.task_embedding(np.asarray(feats)).mean
+
+
+def recommend_offline(images: Any, top: int = 5,
+                      observed: Mapping[str, float] | None = None,
+                      labels: Any = None, data_dir: str | None = None,
+                      num_proxy_images: int = 100,
+                      seed: int = 0) -> tuple[Recommendation, 'Fennec']:
+  """Ranks the offline zoo for a new task given by its images (any size).
+
+  Fennec is fit on every task of the offline benchmark (scores + their
+  proxy embeddings); the images go through the same proxy (resized to the
+  benchmark's image shape) and the ridge map to a task vector; observed
+  scores, if any, are folded in on top.
+
+  Args:
+    images: uint8 images, a sequence or a `fennec_jax.data.sources` source.
+    top: models to return.
+    observed: optional `{model_id: score}` of the new task.
+    labels: optional labels (the proxy then sees a class-balanced subset).
+    data_dir: offline artifacts directory (default: the committed ones).
+    num_proxy_images: images through the proxy.
+    seed: seed of the subsets and the space.
+
+  Returns:
+    (the `Recommendation` for one task, the fitted `Fennec`).
+
+  Raises:
+    ValueError: no images, bad image shapes, model ids not in the zoo.
+  """
+  from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
+  from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+  history = offline.load(data_dir)
+  source = evaluate.OfflineSource(data_dir)
+  fennec = fit_offline(history, source, num_proxy_images, seed)
+  shape = source.probe(history.task_ids[0])[0].shape[1:]
+  emb = images_to_embedding(images, source, shape, labels=labels,
+                            num_images=num_proxy_images, seed=seed)
+  rec = fennec.recommend(task_embeddings=emb[None, :],
+                         observed=[dict(observed or {})],
+                         top=min(top, history.num_models))
+  return rec, fennec

@@ -16,6 +16,7 @@ tasks, all draws folded in as one batch).
 
 from collections.abc import Mapping, Sequence
 import dataclasses
+import functools
 import os
 import time
 from typing import Any
@@ -72,12 +73,16 @@ class Results:
     benchmark: the history's name.
     coverage: `{(method, k_shot, target): fraction}` of the unobserved
       models the method scored (1 except for `partial` methods).
+    predictions: images protocol only: `{method: {target: [M]}}`, each
+      method's raw prediction at the first K of `k_shots`, first draw.
   """
   rows: list[Row]
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]]
   targets: list[str]
   benchmark: str
   coverage: dict[tuple[str, int, str], float] = dataclasses.field(
+      default_factory=dict)
+  predictions: dict[str, dict[str, np.ndarray]] = dataclasses.field(
       default_factory=dict)
 
   def mean_coverage(self, method: str, k_shot: int) -> float:
@@ -526,10 +531,14 @@ def run_from_config(config: Any, workdir: str) -> tuple[Results,
 
 # -- the images protocol (offline benchmark: methods see the target's images) --
 
-# Feature-based estimators run by default over every zoo model (LEEP/NCE
-# need source-head outputs; add them with `estimators=`).
+# Estimators run over every zoo model by default: every registry estimator
+# (the source-output ones, LEEP and NCE, where the source offers the zoo's
+# source heads; `ImageSource.source_probs`).
 DEFAULT_IMAGE_ESTIMATORS = ('logme', 'reg_hscore', 'hscore', 'transrate',
-                            'sfda', 'gbc', 'nleep', 'parc', 'knn')
+                            'sfda', 'fda', 'gbc', 'nleep', 'parc', 'knn',
+                            'linear_probe', 'leep', 'nce')
+# Estimators that read source-head outputs instead of features.
+SOURCE_OUTPUT_ESTIMATORS = ('leep', 'nce')
 
 
 class ImageSource:
@@ -537,7 +546,8 @@ class ImageSource:
 
   Subclasses implement `probe(task) -> (uint8 images [n, h, w, c], int
   labels [n])`, `proxy_features(images) -> [n, D]` and
-  `model_features(model_id, images) -> [n, d]` (all blocking, NumPy out).
+  `model_features(model_id, images) -> [n, d]` (all blocking, NumPy out);
+  optionally `source_probs` (for LEEP / NCE), `warm` and `graphs`.
   """
 
   def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
@@ -549,6 +559,16 @@ class ImageSource:
   def model_features(self, model_id: str, images: np.ndarray) -> np.ndarray:
     raise NotImplementedError
 
+  def source_probs(self, model_id: str,
+                   images: np.ndarray) -> np.ndarray | None:
+    """`[n, c_src]` source-task class probabilities, or None if unknown."""
+    del model_id, images
+    return None
+
+  def warm(self, model_id: str | None, images: np.ndarray) -> None:
+    """Compiles a model's (None: the proxy's) pass, outside any timing."""
+    del model_id, images
+
   def graphs(self, model_ids: Sequence[str]) -> dict[str, Any] | None:
     """Architecture DAGs of the models (for `fennec_paper`), if known."""
     del model_ids
@@ -556,31 +576,78 @@ class ImageSource:
 
 
 class OfflineSource(ImageSource):
-  """The committed offline benchmark (`fennec_jax.benchmarks.offline`)."""
+  """The committed offline benchmark (`fennec_jax.benchmarks.offline`).
 
-  def __init__(self, data_dir: str | None = None):
+  Each model's pass is one jitted function over fixed-size chunks (the last
+  one zero-padded), so every probe size reuses one compilation. The pass
+  returns the pooled features and the source head's logits together; the
+  logits of the source task's classes give `source_probs` (LEEP, NCE) at
+  the cost of one small matmul, and are cached per (model, images) so a
+  forward pass is charged once.
+  """
+
+  def __init__(self, data_dir: str | None = None, chunk: int = 250):
     from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
     self._offline = offline
     self._data_dir = data_dir
+    self._chunk = chunk
     self._fns: dict[str, Any] = {}
+    # model -> (the images array last passed, its outputs); holding the
+    # array keeps identity checks sound.
+    self._last: dict[str, tuple[np.ndarray, Any]] = {}
 
-  def _features(self, model_id: str, images: np.ndarray) -> np.ndarray:
+  def _load(self, model_id: str):
     if model_id not in self._fns:
-      module, variables = self._offline.load_model(model_id, self._data_dir)
-      apply = jax.jit(lambda v, x: module.apply(v, x, train=False))
+      module, variables = self._offline.load_model(model_id, self._data_dir,
+                                                   head=True)
+      backbone = module.backbone
+      meta = {r['model']: r for r in self._offline.model_table(
+          self._data_dir, include_proxy=True)}[model_id]
+      num_src = int(meta['source_classes'])
+
+      @jax.jit
+      def apply(v, images):
+        x = self._offline.preprocess(images)
+        feats = backbone.apply(
+            {k: c['backbone'] for k, c in v.items()}, x, train=False)
+        head = v['params']['head']
+        logits = feats @ head['kernel'].astype(feats.dtype) + head['bias']
+        return feats, jax.nn.softmax(logits[:, :num_src], axis=-1)
+
       self._fns[model_id] = (apply, variables)
-    apply, variables = self._fns[model_id]
-    x = self._offline.preprocess(jnp.asarray(images))
-    return np.asarray(apply(variables, x), np.float32)
+    return self._fns[model_id]
+
+  def _outputs(self, model_id: str,
+               images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if model_id in self._last and self._last[model_id][0] is images:
+      return self._last[model_id][1]
+    apply, variables = self._load(model_id)
+    n, c = len(images), self._chunk
+    padded = np.zeros((-(-n // c) * c,) + images.shape[1:], np.uint8)
+    padded[:n] = images
+    outs = [apply(variables, padded[i:i + c]) for i in range(0, n, c)]
+    feats = np.concatenate([np.asarray(f, np.float32) for f, _ in outs])[:n]
+    probs = np.concatenate([np.asarray(p, np.float32) for _, p in outs])[:n]
+    self._last[model_id] = (images, (feats, probs))
+    return feats, probs
 
   def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
     return self._offline.load_probe(task, self._data_dir)
 
   def proxy_features(self, images: np.ndarray) -> np.ndarray:
-    return self._features(self._offline.PROXY_ID, images)
+    return self._outputs(self._offline.PROXY_ID, images)[0]
 
   def model_features(self, model_id: str, images: np.ndarray) -> np.ndarray:
-    return self._features(model_id, images)
+    return self._outputs(model_id, images)[0]
+
+  def source_probs(self, model_id: str, images: np.ndarray) -> np.ndarray:
+    return self._outputs(model_id, images)[1]
+
+  def warm(self, model_id: str | None, images: np.ndarray) -> None:
+    model_id = model_id or self._offline.PROXY_ID
+    apply, variables = self._load(model_id)
+    jax.block_until_ready(apply(variables, np.zeros(
+        (self._chunk,) + images.shape[1:], np.uint8)))
 
   def graphs(self, model_ids: Sequence[str]) -> dict[str, Any]:
     return {m: self._offline.load_graph(m, self._data_dir) for m in model_ids}
@@ -609,10 +676,14 @@ def proxy_task_features(
   from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
   feats: dict[str, np.ndarray] = {}
   seconds: dict[str, float] = {}
+  warm = True
   for task in tasks:
     images, labels = source.probe(task)
     idx = embed.probe_indices(len(images), labels, budget=num_images,
                               seed=seed)
+    if warm:  # Compile outside the timing (a deployed proxy is warm).
+      source.warm(None, images[idx])
+      warm = False
     feats[task], seconds[task] = _timed(source.proxy_features, images[idx])
   return feats, seconds
 
@@ -717,30 +788,99 @@ def image_methods(
     methods['fennec_paper'] = fennec_paper
 
   # Estimators: every zoo model's features on each target's probe, once.
-  est_scores: dict[str, dict[str, np.ndarray]] = {e: {} for e in estimators}
-  est_seconds: dict[str, dict[str, float]] = {e: {} for e in estimators}
-  for target in targets:
-    images, labels = source.probe(target)
-    feats, forward = [], 0.0
-    for model_id in history.model_ids:
-      f, s = _timed(source.model_features, model_id, images)
-      feats.append(f)
-      forward += s
-    for name in estimators:
-      scores, s = _timed(registry.score_models, name, feats, labels)
-      est_scores[name][target] = np.asarray(scores, np.float64)
-      est_seconds[name][target] = forward + s
-    logging.info('images protocol: %s: %d models forward in %.1fs',
-                 target, len(feats), forward)
-
-  for name in estimators:
+  est_scores, est_seconds = zoo_estimator_scores(history.model_ids, source,
+                                                 targets, estimators)
+  for name in est_scores:
     def method(train, target, observed, name=name):
       del train
       return np.broadcast_to(est_scores[name][target], observed.shape).copy()
     method.seconds = est_seconds[name]
     method.tasks = frozenset(est_scores[name])
     methods[name] = method
-  return methods
+  return {name: _recording(method) for name, method in methods.items()}
+
+
+def _recording(method: baselines.Method) -> baselines.Method:
+  """`method` that also keeps its first-draw prediction of every target in
+  `.predictions[target]` (the first K of the protocol, i.e. K = 0 if asked);
+  its other attributes (`seconds`, `tasks`) are shared, not copied."""
+
+  @functools.wraps(method)
+  def wrapper(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+    out = method(train, target, observed)
+    wrapper.predictions[target] = np.array(out, np.float64)[0]
+    return out
+
+  wrapper.predictions = {}
+  return wrapper
+
+
+def zoo_estimator_scores(
+    model_ids: Sequence[str], source: ImageSource, targets: Sequence[str],
+    estimators: Sequence[str]) -> tuple[dict[str, dict[str, np.ndarray]],
+                                        dict[str, dict[str, float]]]:
+  """Every estimator over every zoo model on each target's probe, timed.
+
+  The zoo's forward pass over a target's probe is done once (compiled
+  beforehand, outside the timing) and charged in full to every estimator
+  (plus the estimator's own time, measured on a second, compiled call),
+  as a user running just that estimator would pay it; LEEP / NCE read the
+  source heads' outputs of the same pass (NCE: their argmax).
+
+  Args:
+    model_ids: the zoo, in the history's order.
+    source: probes, features and (optionally) source-head outputs.
+    targets: tasks to score.
+    estimators: registry names.
+
+  Returns:
+    (`{estimator: {target: [M] scores}}`, `{estimator: {target: seconds}}`);
+    source-output estimators are left out (logged) if the source has no
+    source heads.
+
+  Raises:
+    ValueError: an unknown estimator name.
+  """
+  from fennec_jax.estimators import registry  # pylint: disable=g-import-not-at-top
+  for name in estimators:
+    registry.get_spec(name)  # Unknown names fail before any work.
+  est_scores: dict[str, dict[str, np.ndarray]] = {}
+  est_seconds: dict[str, dict[str, float]] = {}
+  if not targets:
+    return est_scores, est_seconds
+  first = source.probe(targets[0])[0]
+  for model_id in model_ids:
+    source.warm(model_id, first)
+  for target in targets:
+    images, labels = source.probe(target)
+    feats, forward = [], 0.0
+    for model_id in model_ids:
+      f, s = _timed(source.model_features, model_id, images)
+      feats.append(f)
+      forward += s
+    probs = [source.source_probs(m, images) for m in model_ids]
+    for name in estimators:
+      if name in SOURCE_OUTPUT_ESTIMATORS:
+        if any(p is None for p in probs):
+          if target == targets[0]:
+            logging.warning('images protocol: %s needs source-head outputs, '
+                            'which this source lacks; left out.', name)
+          continue
+        inputs = (probs if name == 'leep' else
+                  [np.argmax(p, -1).astype(np.int32) for p in probs])
+      else:
+        inputs = feats
+      registry.score_models(name, inputs, labels)  # Compile, untimed.
+      scores, s = _timed(registry.score_models, name, inputs, labels)
+      scores = np.asarray(scores, np.float64)
+      if not np.all(np.isfinite(scores)):
+        raise ValueError(f'estimator {name!r} gave non-finite scores on '
+                         f'target {target!r}: {scores}')
+      est_scores.setdefault(name, {})[target] = scores
+      est_seconds.setdefault(name, {})[target] = forward + s
+    logging.info('images protocol: %s: %d models forward in %.2fs',
+                 target, len(feats), forward)
+  return est_scores, est_seconds
 
 
 def run_images(
@@ -754,12 +894,15 @@ def run_images(
     paper: bool = True,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    data_dir: str | None = None,
 ) -> tuple[Results, dict[str, str]]:
   """The images protocol (`fennec evaluate --protocol=images`).
 
   Leave one task out as `evaluate`, with methods that see the target's
   probe images (`image_methods`); writes `results.{csv,md,png}` with a
-  `seconds_per_target` column, and `quality_vs_time.png`.
+  `seconds_per_target` column, `quality_vs_time.png` and
+  `predicted_vs_true.png` (each method's first-draw prediction at the first
+  K of `k_shots` vs the fine-tuned accuracy).
 
   Args:
     out_dir: output directory.
@@ -772,6 +915,8 @@ def run_images(
     paper: include `fennec_paper`.
     space_config: `SpaceConfig` overrides for `fennec`.
     seed: root seed.
+    data_dir: offline artifacts directory for the default `source` and
+      `history` (default: the committed ones).
 
   Returns:
     `(results, paths)`.
@@ -779,16 +924,24 @@ def run_images(
   start = time.perf_counter()
   if history is None:
     from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
-    history = offline.load()
-  source = source or OfflineSource()
+    history = offline.load(data_dir)
+  source = source or OfflineSource(data_dir)
   targets = list(targets or history.task_ids)
   methods = image_methods(history, source, targets, estimators,
                           space_config=space_config, paper=paper, seed=seed)
   results = evaluate(history, methods, k_shots=k_shots, num_seeds=num_seeds,
                      targets=targets, seed=seed)
+  results.predictions = {n: m.predictions for n, m in methods.items()}
   paths = report.write_all(results, out_dir)
   paths['time_png'] = os.path.join(out_dir, 'quality_vs_time.png')
   report.write_time_plot(results, paths['time_png'])
+  paths['pred_png'] = os.path.join(out_dir, 'predicted_vs_true.png')
+  scores = np.where(history.mask, history.scores, np.nan)
+  report.write_prediction_plot(
+      results.predictions,
+      {t: scores[:, history.task_index(t)] for t in targets},
+      paths['pred_png'], f'{getattr(history, "name", "")}: predicted vs true '
+      f'accuracy (K={k_shots[0]}, first draw)')
   logging.info('images protocol: %d targets in %.1fs', len(targets),
                time.perf_counter() - start)
   return results, paths

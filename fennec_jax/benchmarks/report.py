@@ -199,3 +199,48 @@ def write_time_plot(results: Any, path: str) -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def write_prediction_plot(predictions: dict[str, dict[str, np.ndarray]],
+                          true: dict[str, np.ndarray], path: str,
+                          title: str = '') -> None:
+  """Predicted vs true accuracy, one panel per method, all targets pooled.
+
+  Predictions are z-scored within each target (estimators' raw scores have
+  no accuracy scale; the rankings are what is compared), true accuracies
+  are shown as they are.
+
+  Args:
+    predictions: `{method: {target: [M] prediction}}`.
+    true: `{target: [M] true accuracy}` (NaN = unobserved, not drawn).
+    path: PNG file to write.
+    title: figure title.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  methods = [m for m in predictions if predictions[m]]
+  cols = min(4, max(1, len(methods)))
+  rows = -(-len(methods) // cols) if methods else 1
+  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows),
+                           squeeze=False)
+  for ax in axes.ravel()[len(methods):]:
+    ax.axis('off')
+  for ax, method in zip(axes.ravel(), methods):
+    for target, pred in predictions[method].items():
+      y = np.asarray(true[target], np.float64)
+      ok = np.isfinite(y) & np.isfinite(pred)
+      if ok.sum() < 2:
+        continue
+      p = pred[ok]
+      z = (p - p.mean()) / (p.std() if p.std() > 0 else 1.0)
+      ax.scatter(z, y[ok], s=6, alpha=0.6)
+    ax.set_title(method, fontsize=8)
+    ax.set_xlabel('prediction (z-scored per target)', fontsize=7)
+    ax.set_ylabel('true accuracy', fontsize=7)
+    ax.grid(alpha=0.3)
+  fig.suptitle(title or 'predicted vs true accuracy (one color per target)')
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)

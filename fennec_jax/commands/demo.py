@@ -9,6 +9,8 @@ predicted vs actual fine-tuned accuracy, and how long Fennec took vs running
 LogME over the whole zoo. Logic: `fennec_jax.recommender.demo`.
 """
 
+import time
+
 from absl import flags
 
 from fennec_jax import recommender
@@ -16,11 +18,17 @@ from fennec_jax import recommender
 _TASK = flags.DEFINE_string('task', None, 'Held-out task (default: drawn).')
 _TOP = flags.DEFINE_integer('top', 5, 'Models to show.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the task draw and fit.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'Offline benchmark artifacts (default: the committed '
+    'fennec_jax/benchmarks/offline_data).')
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  wall, cpu = time.perf_counter(), time.process_time()
   result = recommender.demo(task=_TASK.value, top=_TOP.value,
-                            seed=_SEED.value)
+                            seed=_SEED.value, data_dir=_DATA_DIR.value)
   print(recommender.format_demo(result))
+  print(f'demo total: {time.perf_counter() - wall:.1f} s wall, '
+        f'{time.process_time() - cpu:.1f} s CPU (after imports)')

@@ -42,6 +42,9 @@ _PROTOCOL = flags.DEFINE_enum(
     '(--benchmark=offline only): fennec, fennec_paper, popularity and every '
     "estimator over the zoo, timed; 'models': leave one model out, the model "
     'placed from its metadata (writes DIR/models_out.csv).')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, '--protocol=images: offline benchmark artifacts '
+    '(default: the committed fennec_jax/benchmarks/offline_data).')
 _ESTIMATORS = flags.DEFINE_list(
     'estimators', list(evaluate_lib.DEFAULT_IMAGE_ESTIMATORS),
     'Estimators run over the zoo by --protocol=images.')
@@ -69,7 +72,8 @@ def main(argv: list[str]) -> None:
       raise ValueError('--protocol=images needs --benchmark=offline (the only '
                        'benchmark that ships images and zoo weights).')
     _, paths = evaluate_lib.run_images(
-        out_dir=_OUT.value, k_shots=k_shots, num_seeds=_SEEDS.value,
+        out_dir=_OUT.value, data_dir=_DATA_DIR.value, k_shots=k_shots,
+        num_seeds=_SEEDS.value,
         targets=_TARGETS.value, estimators=_ESTIMATORS.value,
         seed=_SEED.value)
     with open(paths['md']) as f:

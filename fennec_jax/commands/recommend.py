@@ -3,14 +3,16 @@
   fennec recommend --benchmark=transfergraph_image --scores=obs.csv --top=5
   fennec recommend --checkpoint=/abs/ckpt --scores=obs.csv
   fennec recommend --benchmark=offline --images=DIR [--scores=obs.csv]
+  fennec recommend --benchmark=offline --tfds=NAME --tfds_data_dir=DIR
 
 `--scores` is a CSV of observed scores of the new task(s): `model,score` (one
 task) or `model,task,score` (several, ranked in one batch). Without observed
 scores for a task, Fennec falls back to the prior (the population ranking).
 The recommender is fit on `--benchmark`/`--history` (a few seconds), or read
-from a `--checkpoint` written with `--save`. `--images` (offline benchmark
-only) embeds the folder's images with the benchmark's proxy and maps them to
-a task vector (the scores, if any, are folded in on top). Logic:
+from a `--checkpoint` written with `--save`. `--images` / `--tfds` (offline
+benchmark only; images of any size, resized) embeds the task's images with
+the benchmark's proxy and maps them to a task vector (the scores, if any,
+are folded in on top). Logic:
 `fennec_jax.recommender`.
 """
 
@@ -30,6 +32,15 @@ _SAVE = flags.DEFINE_string('save', None,
 _IMAGES = flags.DEFINE_string(
     'images', None, 'Folder of the new task\'s images (sub-folders = classes);'
     ' needs --benchmark=offline (the proxy that embedded its tasks).')
+_TFDS = flags.DEFINE_string(
+    'tfds', None, 'A prepared tfds data set (array_record) holding the new '
+    "task's images; needs --benchmark=offline.")
+_TFDS_SPLIT = flags.DEFINE_string('tfds_split', 'train', 'Split of --tfds.')
+_TFDS_DATA_DIR = flags.DEFINE_string('tfds_data_dir', None,
+                                     'tfds data directory of --tfds.')
+_DATA_DIR = flags.DEFINE_string(
+    'data_dir', None, 'Offline benchmark artifacts (default: the committed '
+    'fennec_jax/benchmarks/offline_data).')
 _SCORES = flags.DEFINE_string(
     'scores', None, 'CSV of observed scores: model,score or model,task,score.')
 _TOP = flags.DEFINE_integer('top', 5, 'Models to list per task.')
@@ -43,22 +54,37 @@ def main(argv: list[str]) -> None:
   if len(sources) != 1:
     raise ValueError('give exactly one of --benchmark, --history or '
                      '--checkpoint.')
-  embedding = None
-  if _IMAGES.value:
+  if _IMAGES.value and _TFDS.value:
+    raise ValueError('give --images or --tfds, not both.')
+  if _IMAGES.value or _TFDS.value:
     if _BENCHMARK.value != 'offline':
-      raise ValueError('--images needs --benchmark=offline: only its tasks '
-                       'have proxy embeddings to learn the image -> task map.')
-    from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
-    from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+      raise ValueError('--images / --tfds need --benchmark=offline: only its '
+                       'tasks have proxy embeddings to learn the image -> '
+                       'task map.')
     from fennec_jax.data import sources  # pylint: disable=g-import-not-at-top
-    history = offline.load()
-    source = evaluate.OfflineSource()
-    fennec = recommender.fit_offline(history, source)
-    folder = sources.FolderSource(_IMAGES.value)
-    shape = source.probe(history.task_ids[0])[0].shape[1:]
-    embedding = recommender.images_to_embedding(
-        folder, source, shape, labels=folder.labels)
-  elif _CHECKPOINT.value:
+    if _IMAGES.value:
+      images = sources.FolderSource(_IMAGES.value)
+    else:
+      images = sources.TfdsSource(_TFDS.value, split=_TFDS_SPLIT.value,
+                                  data_dir=_TFDS_DATA_DIR.value)
+    observed = {}
+    if _SCORES.value:
+      table = recommender.read_scores_csv(_SCORES.value)
+      if len(table) != 1:
+        raise ValueError(f'--images/--tfds describe one task; {_SCORES.value} '
+                         f'has {len(table)}: {list(table)}.')
+      observed = next(iter(table.values()))
+    rec, fennec = recommender.recommend_offline(
+        images, top=_TOP.value, observed=observed, labels=images.labels,
+        data_dir=_DATA_DIR.value)
+    if _SAVE.value:
+      fennec.save(_SAVE.value)
+      logging.info('saved the recommender to %s', _SAVE.value)
+    print(recommender.format_recommendation(rec, ['images'],
+                                            {'images': observed}))
+    return
+  embedding = None
+  if _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
   else:
     from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
