@@ -45,6 +45,17 @@ import optax
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import gnn as gnn_lib
 
+# space.py's validation, split and fold-in-prior helpers, reused as is.
+# pylint: disable=protected-access
+_check_dense = space_lib._check_dense
+_check_entries = space_lib._check_entries
+_split = space_lib._split
+_padded_size = space_lib._padded_size
+_population_link = space_lib._population_link
+_task_weights = space_lib._task_weights
+_tree_norm = space_lib._tree_norm
+# pylint: enable=protected-access
+
 
 @dataclasses.dataclass(frozen=True)
 class JointConfig:
@@ -256,7 +267,7 @@ def step(state: State, batch: Batch, rng: jax.Array, *, num_train: jax.Array,
       grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (State(params, opt_state, state.step + 1),
-          {'loss': loss, 'grad_norm': space_lib._tree_norm(grads)})  # pylint: disable=protected-access
+          {'loss': loss, 'grad_norm': _tree_norm(grads)})
 
 
 @functools.partial(jax.jit, static_argnames=('spec', 'num_steps'))
@@ -427,7 +438,7 @@ def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _coo(rows, cols, values):
   """Padded COO arrays (`space`'s buckets, so similar fits share a compile)."""
   n = rows.size
-  pad = space_lib._padded_size(n, 1) - n  # pylint: disable=protected-access
+  pad = _padded_size(n, 1) - n
   return (np.pad(rows, (0, pad)).astype(np.int32),
           np.pad(cols, (0, pad)).astype(np.int32),
           np.pad(values, (0, pad)).astype(np.float32),
@@ -488,16 +499,16 @@ def fit_joint(scores: Any, mask: Any = None, *,
   """
   config.validate()
   scfg = config.space_config()
-  scores, mask = space_lib._check_dense(scores, mask)  # pylint: disable=protected-access
+  scores, mask = _check_dense(scores, mask)
   num_models, num_tasks = scores.shape
   rows, cols = np.nonzero(mask)
-  rows, cols, raw = space_lib._check_entries(  # pylint: disable=protected-access
+  rows, cols, raw = _check_entries(
       rows, cols, scores[rows, cols], scores.shape, scfg)
   values, loc, scale = space_lib.normalize_entries(cols, raw, num_tasks,
                                                    config.normalization)
   root = jax.random.key(config.seed)
-  held = space_lib._split(rows, cols, scores.shape, scfg,  # pylint: disable=protected-access
-                          jax.random.fold_in(root, 0))
+  held = _split(rows, cols, scores.shape, scfg,
+                jax.random.fold_in(root, 0))
 
   ms_mean = ms_std = ts_mean = ts_std = np.zeros((0,), np.float32)
   ms = ts = None
@@ -620,8 +631,8 @@ def _transfer_space(u, c, v, d, offset, loc, scale, cols, raw, resid, scfg):
   noise_var = float(np.sum(n * raw_resid ** 2) / max(n.sum(), 1.0))
   link = np.zeros((0,))
   if scfg.normalization == 'rank':
-    link = space_lib._population_link(cols, raw, loc, scale)  # pylint: disable=protected-access
-  task_w = np.asarray(space_lib._task_weights(  # pylint: disable=protected-access
+    link = _population_link(cols, raw, loc, scale)
+  task_w = np.asarray(_task_weights(
       jnp.asarray(v), jnp.asarray(d), jnp.asarray(offset, jnp.float32),
       jnp.asarray(loc, jnp.float32), jnp.asarray(scale, jnp.float32)),
                       np.float64)
