@@ -5,7 +5,8 @@ logistic regression (weights W [d, C], bias b) minimises
 
   mean_{i in train} CE(softmax(x_i W + b), y_i) + l2 / 2 ||W||^2
 
-with optax L-BFGS (zoom line search) for `steps` iterations, full batch. The
+with optax L-BFGS (zoom line search), full batch, for at most `steps`
+iterations (stopping once every gradient entry is below `gtol` = 1e-5). The
 split is `fennec_jax.data.probe.balanced_split(labels, holdout_fraction, seed)`:
 every class with >= 2 samples has at least one sample on each side. The score
 is the accuracy on the held-out side. The objective is strictly convex, so the
@@ -39,22 +40,34 @@ def objective(params, x, onehot, train, l2):
   return jnp.sum(ce * train) / jnp.sum(train) + 0.5 * l2 * jnp.sum(w * w)
 
 
-def fit(x, onehot, train, l2: float, steps: int):
-  """L-BFGS fit of the probe; returns (W, b)."""
+def fit(x, onehot, train, l2: float, steps: int, gtol: float = 1e-5):
+  """L-BFGS fit of the probe; returns (W, b).
+
+  Stops after `steps` iterations or once the gradient's largest entry is
+  below `gtol` (scipy's L-BFGS-B default), whichever comes first.
+  """
   d, c = x.shape[1], onehot.shape[1]
   params = (jnp.zeros((d, c), x.dtype), jnp.zeros((c,), x.dtype))
   loss = lambda p: objective(p, x, onehot, train, l2)
   opt = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(loss)
 
-  def step(_, carry):
-    params, state = carry
+  def step(carry):
+    it, params, state, _ = carry
     value, grad = value_and_grad(params, state=state)
     updates, state = opt.update(grad, state, params, value=value, grad=grad,
                                 value_fn=loss)
-    return optax.apply_updates(params, updates), state
+    gmax = jnp.max(jnp.stack(
+        [jnp.max(jnp.abs(g)) for g in jax.tree.leaves(grad)]))
+    return it + 1, optax.apply_updates(params, updates), state, gmax
 
-  params, _ = jax.lax.fori_loop(0, steps, step, (params, opt.init(params)))
+  def keep_going(carry):
+    it, _, _, gmax = carry
+    return (it < steps) & (gmax > gtol)
+
+  init = (jnp.asarray(0), params, opt.init(params),
+          jnp.asarray(jnp.inf, x.dtype))
+  _, params, _, _ = jax.lax.while_loop(keep_going, step, init)
   return params
 
 
