@@ -66,7 +66,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.source_sizes = (2000, 300)  # (train, test) of every source task.
   c.target_sizes = None  # None: each task's own sizes.
   c.data = 'tfds'  # 'tfds' (array_record via the builders) or 'direct'.
-  c.vmap = True  # Train the models of one architecture together.
+  # Train the models of one architecture together under vmap. Off on CPU:
+  # measured (experiments/benchmarks/offline_build_speed.py, CPU seconds of 10
+  # steps x 3 models) vmap is slower on XLA:CPU: offline_cnn_s 0.65 vs 0.28,
+  # offline_mlp_l 0.07 vs 0.05. Turn it on for accelerators.
+  c.vmap = False
   c.num_devices = 1  # Data-parallel mesh size (batch sharded over 'data').
   # Sized for a shared 2-core CPU (the full build must stay under an hour).
   c.pretrain = dict(steps=150, batch_size=64, lr=2e-3, weight_decay=1e-4,
@@ -242,6 +246,8 @@ def _make_trainer(module, steps, batch_size, lr, weight_decay, warmup, mesh,
   init_opt = jax.jit(init_opt)
 
   def train(variables, x, y, n, class_mask, key):
+    # Copies: the step donates its buffers, the caller's arrays stay valid.
+    variables = jax.tree.map(jnp.array, variables)
     params = variables['params']
     state = {k: v for k, v in variables.items() if k != 'params'}
     x, y, n, class_mask = (jnp.asarray(a) for a in (x, y, n, class_mask))
@@ -346,7 +352,9 @@ class _Data:
 
 def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = json.loads(json.dumps(config.to_dict(), sort_keys=True))
-  d.pop('runner', None)  # Which launcher ran it does not change the work.
+  # How it runs (launcher, vmap or not, devices) does not change the work.
+  for key in ('runner', 'vmap', 'num_devices'):
+    d.pop(key, None)
   return d
 
 
@@ -377,6 +385,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}); this work directory is '
                      'damaged: use a fresh --workdir.') from None
+  if isinstance(have, dict):
+    for key in ('runner', 'vmap', 'num_devices'):
+      have.pop(key, None)
   if have != want:
     keys = sorted(k for k in set(have) | set(want)
                   if have.get(k) != want.get(k))
@@ -645,7 +656,15 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
   root = jax.random.fold_in(jax.random.key(config.seed), 2)
   archs = list(dict.fromkeys(m.arch for m in plan))
   fns: dict[tuple[str, int], Any] = {}
-  for t, task in enumerate(config.targets):
+  # Domains interleaved, so a partial build already covers every domain.
+  by_domain: dict[str, list[str]] = {}
+  for task in config.targets:
+    by_domain.setdefault(tasks_lib.get_task(task).domain, []).append(task)
+  lists, order = list(by_domain.values()), []
+  while any(lists):
+    order += [lst.pop(0) for lst in lists if lst]
+  for task in order:
+    t = list(config.targets).index(task)
     spec = tasks_lib.get_task(task)
     todo_all = [m for m in plan if (m.model_id, task) not in results]
     if not todo_all:
