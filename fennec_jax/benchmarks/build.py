@@ -590,8 +590,19 @@ def _pretrain_group(config, mesh, arch, members, sources_of, data, key):
 
 
 def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
-                 data: _Data | None = None) -> list[ZooModel]:
-  """Stage 2 (+3): pretrains every zoo model and the proxy not yet done."""
+                 data: _Data | None = None,
+                 which: str = 'all') -> list[ZooModel]:
+  """Stages 2 and 3: pretrains the zoo models and/or the proxy not yet done.
+
+  Args:
+    config: the build config.
+    workdir: the work directory.
+    data: task data cache.
+    which: 'zoo', 'proxy' or 'all'.
+
+  Returns:
+    The zoo plan.
+  """
   data = data or _Data(config, workdir)
   mesh = _mesh(config.num_devices)
   root = jax.random.key(config.seed)
@@ -601,11 +612,15 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
                    '+'.join(config.proxy.sources))
   groups = [(a, [m for m in plan if m.arch == a], None) for a in archs]
   groups.append((proxy.arch, [proxy], list(config.proxy.sources)))
+  if which not in ('zoo', 'proxy', 'all'):
+    raise ValueError(f"which={which!r}; valid: 'zoo', 'proxy', 'all'.")
   total = len(plan) + 1
   done = sum(os.path.exists(_model_paths(workdir, m.model_id)[1])
              for m in plan + [proxy])
   progress = _Progress('pretrain', total, done)
   for g, (arch, members, sources) in enumerate(groups):
+    if (which == 'zoo' and sources) or (which == 'proxy' and not sources):
+      continue
     todo = [m for m in members
             if not os.path.exists(_model_paths(workdir, m.model_id)[1])]
     if not todo:
@@ -764,9 +779,11 @@ def build(config: ml_collections.ConfigDict,
   tfds.disable_progress_bar()
   t0 = time.time()
   data = _Data(config, workdir)
-  pretrain_zoo(config, workdir, data)
+  # The proxy last: the ground truth (zoo x targets) does not need it.
+  pretrain_zoo(config, workdir, data, which='zoo')
   t1 = time.time()
   results = finetune_all(config, workdir, data)
+  pretrain_zoo(config, workdir, data, which='proxy')
   logging.info('build done: pretrain %.0fs, fine-tune %.0fs (this run)',
                t1 - t0, time.time() - t1)
   timing_path = os.path.join(workdir, 'timing.jsonl')
