@@ -12,14 +12,21 @@ to m: its per-model cost does not depend on m, and a full 64-model NumPy loop
 takes tens of minutes for TransRate/SFDA. NumPy runs in float64, as the
 released implementations do (`features.astype(np.float64)`); JAX in float32.
 
-On an accelerator (imports neither jraph nor tensorflow-datasets):
+On an accelerator (imports neither jraph nor tensorflow-datasets), from the
+repository root:
 
-  python experiments/benchmarks/estimators_bench.py --out=DIR \
-      --numpy_json=experiments/benchmarks/results/estimators_cpu.json
+  R=experiments/benchmarks/results
+  PYTHONPATH=. python experiments/benchmarks/estimators_bench.py --out=DIR \
+      --numpy_models=0 --numpy_json=$R/estimators_cpu.json,\
+$R/estimators_cpu_leep_nce.json,$R/estimators_cpu_parc_nleep_m8.json,\
+$R/estimators_cpu_linear_probe_m8.json
+
+(later files override earlier ones for the same estimator; they hold the CPU
+NumPy seconds per model measured on the 2-core development machine.)
 
 compares the device's JAX times with the NumPy times measured on the CPU
-machine (same sizes, read from that JSON) and also times NumPy on the host
-it runs on (`--numpy_models=0` skips that). Writes DIR/results.json and
+machine (same n, d, C, read from those JSONs); without `--numpy_models=0` it
+also times NumPy on the host it runs on. Writes DIR/results.json and
 DIR/results.md. The JAX time is the end-to-end `score_models` call on a NumPy
 array (validation, transfer, compute, result back); compile time is reported
 separately (first call).
