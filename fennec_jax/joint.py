@@ -394,6 +394,9 @@ class JointSpace:
     tasks' mean loc/scale; the ranking does not depend on it), or all fitted
     tasks (B = T) when None. Models: cold-start models from
     `model_side`/`model_graphs` (N of them), or all fitted models (N = M).
+    New tasks scored over the fitted repository go through the space's
+    population link (`space.apply_link`, same ranking) when
+    normalization='rank'.
     """
     if task_side is None:
       v, d = self.task_factors, self.task_bias
@@ -410,7 +413,12 @@ class JointSpace:
       norm = norm + self.params['offset'] + d[:, None] + c[None, :]
     loc = jnp.reshape(loc, (-1, 1))
     scale = jnp.reshape(scale, (-1, 1))
-    return loc + scale * norm
+    pred = loc + scale * norm
+    if task_side is not None and model_side is None and model_graphs is None:
+      # New tasks over the whole repository: restore a typical task's score
+      # shape (normalization='rank'), as space's fold-in does.
+      pred = space_lib.apply_link(pred, self.space.link)
+    return pred
 
 
 def _check_side(x: Any, width: Optional[int], name: str) -> np.ndarray:

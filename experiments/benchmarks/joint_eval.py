@@ -22,6 +22,15 @@ Command:
   .venv/bin/python experiments/benchmarks/joint_eval.py \
       --benchmark=parc_controlled --protocol=models --out=/tmp/joint_eval
 
+On the offline benchmark (once its artifacts are in
+`fennec_jax/benchmarks/offline_data/`), tasks are placed from their proxy
+embeddings and cold models also from their graphs:
+
+  .venv/bin/python experiments/benchmarks/joint_eval.py --benchmark=offline \
+      --protocol=tasks --task_side=proxy --out=/tmp/joint_eval
+  .venv/bin/python experiments/benchmarks/joint_eval.py --benchmark=offline \
+      --protocol=models --graphs --out=/tmp/joint_eval
+
 Writes `DIR/joint_eval_<benchmark>_<protocol>.csv` and `.json` (means).
 """
 
@@ -52,13 +61,22 @@ _HIDDEN = flags.DEFINE_integer('hidden', 0, 'Joint side-head hidden width.')
 _HEAD_PRECISION = flags.DEFINE_float('head_precision', 0.1,
                                      'Joint side-head L2 precision.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed.')
+_TASK_SIDE = flags.DEFINE_enum(
+    'task_side', 'metadata', ['metadata', 'proxy'],
+    "Task side information for --protocol=tasks: 'metadata' (numeric task "
+    "metadata) or 'proxy' (--benchmark=offline only: the mean proxy "
+    'embedding of 100 probe images, evaluate.proxy_task_features).')
+_GRAPHS = flags.DEFINE_bool(
+    'graphs', False, '--protocol=models on --benchmark=offline: also fit '
+    "'joint_graph' (metadata + the archi2vec GNN on the models' traced "
+    'graphs, trained end to end).')
 
 
 def _row(method, name, pred, true, others_of):
   """Pearson, weighted tau and rank error of one held-out row/column."""
   defined = len(true) >= 2 and np.std(pred) > 0 and np.std(true) > 0
-  errs = [abs(evaluate_lib._percentile(p, o)  # pylint: disable=protected-access
-              - evaluate_lib._percentile(y, o))  # pylint: disable=protected-access
+  pct = evaluate_lib._percentile  # pylint: disable=protected-access
+  errs = [abs(pct(p, o) - pct(y, o))
           for p, y, o in zip(pred, true, others_of)] if others_of else []
   return {'method': method, 'item': name,
           'pearson': (float(stats.pearsonr(pred, true)[0]) if defined
@@ -102,26 +120,81 @@ def models_out(history):
     rows.append(_row('joint', model, pred, history.scores[i, tasks], others))
     logging.info('joint: %s done', model)
   joint_s = time.time() - t0
+  if _GRAPHS.value:
+    rows += _models_out_graphs(history, emb, eligible)
   return rows, {'fennec_cold_seconds': posthoc_s, 'joint_seconds': joint_s,
                 'num_heldout': len(eligible), 'features': names}
 
 
+def _models_out_graphs(history, emb, eligible):
+  """`joint_graph` rows: metadata + GNN on the offline zoo's graphs."""
+  from fennec_jax.archi2vec import graphs as graphs_lib  # pylint: disable=g-import-not-at-top
+  from fennec_jax.benchmarks import offline  # pylint: disable=g-import-not-at-top
+  gs = [offline.load_graph(m) for m in history.model_ids]
+  vocab = graphs_lib.OpVocab.from_graphs(gs)
+  arrays = [graphs_lib.graph_to_arrays(g, vocab) for g in gs]
+  budget = graphs_lib.padding_budget([len(a['op']) for a in arrays],
+                                     [len(a['senders']) for a in arrays],
+                                     len(arrays))
+
+  def padded(items):
+    return graphs_lib.pad_graphs(graphs_lib.to_graphs_tuple(items), *budget)
+
+  rows = []
+  for model in eligible:
+    i = history.model_index(model)
+    keep = np.arange(history.num_models) != i
+    tasks = np.flatnonzero(history.mask[i])
+    js = joint.fit_joint(
+        history.scores[keep], history.mask[keep], model_side=emb[keep],
+        model_graphs=padded([a for a, k in zip(arrays, keep) if k]),
+        vocab_size=len(vocab), config=_joint_config())
+    pred = np.asarray(js.predict(model_side=emb[i:i + 1],
+                                 model_graphs=padded([arrays[i]])))[tasks, 0]
+    others = [history.scores[keep & history.mask[:, t], t] for t in tasks]
+    rows.append(_row('joint_graph', model, pred, history.scores[i, tasks],
+                     others))
+    logging.info('joint_graph: %s done', model)
+  return rows
+
+
+def _proxy_features(history):
+  """[T, D] mean proxy embedding of each task's probe images."""
+  source = evaluate_lib.OfflineSource()
+  feats, _ = evaluate_lib.proxy_task_features(source, history.task_ids)
+  return np.stack([feats[t].mean(0) for t in history.task_ids])
+
+
 def _task_features(history):
+  """log10 of numeric task metadata; a missing value gets the column mean
+  plus a missing-indicator column."""
   cols = []
   for key in sorted(history.task_metadata):
     v = np.asarray(history.task_metadata[key], np.float64)
-    if np.isnan(v).any() or np.std(v) == 0:
+    x = np.log10(np.maximum(v, 1.0))
+    miss = np.isnan(x)
+    if miss.all() or np.nanstd(x) == 0:
       logging.info('task metadata %s missing/constant; left out.', key)
       continue
-    cols.append(np.log10(np.maximum(v, 1.0)))
+    cols.append(np.where(miss, np.nanmean(x), x))
+    if miss.any():
+      logging.info('task metadata %s: %d missing, mean-filled.', key,
+                   miss.sum())
+      cols.append(miss.astype(np.float64))
   if not cols:
     raise ValueError(f'{history.name}: no usable numeric task metadata.')
   return np.stack(cols, 1)
 
 
 def tasks_out(history):
-  """Leave one task out: joint from task metadata vs popularity."""
-  side = _task_features(history)
+  """Leave one task out: joint vs post-hoc Fennec (ridge from task metadata
+  to fitted task vectors) vs popularity."""
+  from fennec_jax import recommender  # pylint: disable=g-import-not-at-top
+  from fennec_jax import space as space_lib  # pylint: disable=g-import-not-at-top
+  side = (_proxy_features(history) if _TASK_SIDE.value == 'proxy'
+          else _task_features(history))
+  fennec_config = recommender.FennecConfig(space=space_lib.SpaceConfig(
+      rank=_RANK.value, seed=_SEED.value))
   rows = []
   t0 = time.time()
   for j, task in enumerate(history.task_ids):
@@ -132,12 +205,17 @@ def tasks_out(history):
                          task_side=side[keep], config=_joint_config())
     pred = np.asarray(js.predict(task_side=side[j:j + 1]))[0, models]
     rows.append(_row('joint', task, pred, true, None))
+    fennec = recommender.Fennec(fennec_config).fit(
+        history.subset(tasks=keep), task_embeddings=side[keep])
+    post = fennec.predict(task_embeddings=side[j:j + 1])[0][0, models]
+    rows.append(_row('fennec_posthoc', task, post, true, None))
     pop = baselines.popularity_scores(history.scores[:, keep],
                                       history.mask[:, keep])[models]
     rows.append(_row('popularity', task, pop, true, None))
     logging.info('tasks: %s done', task)
   return rows, {'seconds': time.time() - t0, 'num_heldout':
-                history.num_tasks, 'task_features': side.shape[1]}
+                history.num_tasks, 'task_side': _TASK_SIDE.value,
+                'task_features': side.shape[1]}
 
 
 def main(argv):
@@ -147,9 +225,11 @@ def main(argv):
   fn = models_out if _PROTOCOL.value == 'models' else tasks_out
   rows, extra = fn(history)
   methods = sorted({r['method'] for r in rows})
+  keys = ('pearson', 'weighted_tau')
+  if _PROTOCOL.value == 'models':
+    keys += ('rank_error',)
   means = {m: {k: float(np.nanmean([r[k] for r in rows
-                                    if r['method'] == m]))
-               for k in ('pearson', 'weighted_tau', 'rank_error')}
+                                    if r['method'] == m])) for k in keys}
            for m in methods}
   os.makedirs(_OUT.value, exist_ok=True)
   stem = os.path.join(_OUT.value,
@@ -166,9 +246,8 @@ def main(argv):
   with open(stem + '.json', 'w') as f:
     json.dump(summary, f, indent=1)
   for m in methods:
-    logging.info('%-14s pearson %.3f  wtau %.3f  rank_error %.3f', m,
-                 means[m]['pearson'], means[m]['weighted_tau'],
-                 means[m]['rank_error'])
+    logging.info('%-14s %s', m, '  '.join(f'{k} {v:.3f}'
+                                          for k, v in means[m].items()))
   print(json.dumps(summary, indent=1))
 
 
