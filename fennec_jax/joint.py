@@ -293,6 +293,12 @@ def _factors_jit(params, batch, *, spec):
   return factors(params, batch, spec)
 
 
+@functools.partial(jax.jit, static_argnames=('spec', 'n'))
+def _cold_models(params, side, graphs, *, spec, n):
+  x = _model_input(params, spec, side, graphs, n)
+  return _head(params, 'model_head', spec, x, n)
+
+
 @flax.struct.dataclass
 class JointSpace:
   """A fitted joint space: parameters, side standardization, task maps.
@@ -382,8 +388,8 @@ class JointSpace:
     else:
       n = (num_models if num_models is not None
            else int(np.asarray(gnn_lib.graph_mask(model_graphs)).sum()))
-    x = _model_input(self.params, self.spec, side, model_graphs, n)
-    return _head(self.params, 'model_head', self.spec, x, n)
+    return _cold_models(self.params, side, model_graphs, spec=self.spec,
+                        n=n)
 
   def predict(self, task_side: Any = None, model_side: Any = None,
               model_graphs: Optional[jraph.GraphsTuple] = None,
