@@ -4,8 +4,9 @@ An estimator is a `Spec`: a host-side `prepare` (validates labels and options,
 returns static options and label-derived arrays shared by every model) and a
 pure jnp `core(x, **arrays, **static) -> scalar` for ONE model. `run` stacks
 the models, places them on a mesh (on accelerators the model axis is sharded
-when the device count divides it), and calls `jit(vmap(core))` once; `batch_size` switches to
-`jax.lax.map(..., batch_size=k)` (still one jitted call) to bound memory.
+when the device count divides it), and calls `jit(vmap(core))` once;
+`batch_size` switches to `jax.lax.map(..., batch_size=k)` (still one jitted
+call) to bound memory.
 Compiled functions are cached per (estimator, static options).
 """
 
@@ -25,9 +26,10 @@ from fennec_jax.estimators import preprocess
 class Spec(NamedTuple):
   """One estimator: its name, host-side `prepare` and per-model `core`.
 
-  `kind` says what the stacked input holds (and how it is checked): 'features' ([m, n, d] floats),
-  'source_probs' ([m, n, c_src] probabilities) or 'source_labels' ([m, n]
-  integer source-class predictions).
+  `kind` says what the stacked input holds (and how it is checked):
+  'features' ([m, n, d] floats), 'source_probs' ([m, n, c_src]
+  probabilities) or 'source_labels' ([m, n] integer source-class
+  predictions).
   """
   name: str
   core: Callable[..., jnp.ndarray]

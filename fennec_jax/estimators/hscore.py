@@ -9,9 +9,9 @@ with unbiased (1/(n-1)) covariances and the pseudo-inverse cut at
 eps * d * lambda_max (an eigendecomposition of the symmetric cov(f)). Because
 cov(E[f|y]) = sum_c n_c mu_c mu_c' / (n-1) (mu_c: centred class means), the
 trace is sum_c n_c / (n-1) mu_c' cov(f)^+ mu_c: no d x d product is formed.
-Invariant to any invertible linear map of the features (so to scale) while n > d;
-with n <= d the pseudo-inverse makes it large and unstable, which is why the
-regularised version exists.
+Invariant to any invertible linear map of the features (so to scale) while
+n > d; with n <= d the pseudo-inverse makes it large and unstable, which is
+why the regularised version exists.
 
 Regularised H-score (Ibrahim, Ponomareva, Mazumder, "Newer is not always
 better: rethinking transferability metrics ...", 2022): cov(f) is replaced by

@@ -18,7 +18,7 @@ def reference_hscore(f, y):
 
 
 def reference_ledoit_wolf(x):
-  """Ledoit & Wolf (2004): a = min(b2, d2) / d2 on centred x, per-sample form."""
+  """Ledoit & Wolf (2004): a = min(b2, d2) / d2 on centred x (per sample)."""
   n, d = x.shape
   s = x.T @ x / n
   mu = np.trace(s) / d
