@@ -47,7 +47,24 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
-from fennec_jax import estimators
+try:
+  from fennec_jax import estimators  # pylint: disable=g-import-not-at-top
+except ImportError as import_error:
+  # An accelerator host may lack a dependency that only other parts of the
+  # package need (fennec_jax/__init__.py re-exports the whole API, e.g.
+  # archi2vec needs networkx). The estimators need jax/optax/scipy only, so
+  # load the package as a bare namespace and import them directly.
+  import types  # pylint: disable=g-import-not-at-top
+  _PKG = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                      'fennec_jax')
+  for _name in [m for m in sys.modules if m.startswith('fennec_jax')]:
+    del sys.modules[_name]
+  _bare = types.ModuleType('fennec_jax')
+  _bare.__path__ = [os.path.normpath(_PKG)]
+  sys.modules['fennec_jax'] = _bare
+  print(f'note: `import fennec_jax` failed ({import_error}); loaded '
+        'fennec_jax.estimators without the package __init__.', flush=True)
+  from fennec_jax import estimators  # pylint: disable=g-import-not-at-top
 
 _OUT = flags.DEFINE_string('out', 'runs/estimators_bench', 'Output directory.')
 _M = flags.DEFINE_integer('num_models', 64, 'Models (m).')
