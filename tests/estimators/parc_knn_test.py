@@ -78,6 +78,8 @@ class KNNTest(parameterized.TestCase):
     with jax.enable_x64(True):
       got = estimators.get_estimator('knn')(f, y, k=k)
     self.assertAlmostEqual(got, reference_knn(f, y, k), delta=1e-12)
+    got32 = estimators.get_estimator('knn')(f.astype(np.float32), y, k=k)
+    self.assertAlmostEqual(got32, reference_knn(f, y, k), delta=1e-6)
 
   def test_invariances(self):
     f, y = _data(seed=3)
