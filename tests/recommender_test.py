@@ -175,6 +175,27 @@ class FennecTest(absltest.TestCase):
       recommender.Fennec(_CONFIG).fit(self.train,
                                       task_embeddings={'nope': np.ones(6)})
 
+  def test_history_task_with_one_observed_model_gives_finite_rankings(self):
+    # Task 9 keeps one model's score: the space must still fit (no NaN from
+    # per-task normalization of a single value) and rank every model; the
+    # other tasks' rankings stay close to the full fit's (property a NaN
+    # or a corrupted fit would break).
+    mask = np.ones(self.train.scores.shape, bool)
+    mask[1:, 9] = False
+    sparse = history_lib.History.from_matrix(
+        np.where(mask, self.train.scores, np.nan))
+    self.assertEqual(int(sparse.mask[:, 9].sum()), 1)
+    f = recommender.Fennec(_CONFIG).fit(sparse,
+                                        task_embeddings=self.emb[:10])
+    rec = f.recommend(task_embeddings=self.emb[10:], top=5)
+    self.assertTrue(np.all(np.isfinite(rec.all_predicted)))
+    self.assertTrue(np.all(np.isfinite(rec.all_std)))
+    ref = self.fennec.recommend(task_embeddings=self.emb[10:], top=5)
+    for a, b in zip(rec.all_predicted, ref.all_predicted):
+      self.assertGreater(stats.spearmanr(a, b)[0], 0.5)  # Random: ~0.
+    prior = f.recommend(observed=[{}], top=3)  # Neither: the prior.
+    self.assertTrue(np.all(np.isfinite(prior.all_predicted)))
+
 
 class ColdStartTest(absltest.TestCase):
 
