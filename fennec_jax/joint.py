@@ -165,6 +165,7 @@ class Batch(NamedTuple):
 
 
 class State(NamedTuple):
+  """Optimizer state of a fit."""
   params: dict[str, Any]
   opt_state: Any
   step: jax.Array
