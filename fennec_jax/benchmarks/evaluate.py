@@ -579,7 +579,8 @@ class OfflineSource(ImageSource):
   """The committed offline benchmark (`fennec_jax.benchmarks.offline`).
 
   Each model's pass is one jitted function over fixed-size chunks (the last
-  one zero-padded), so every probe size reuses one compilation. The pass
+  one zero-padded; `chunk`, or the next power of two for fewer images), so
+  probes of any size reuse a few compilations. The pass
   returns the pooled features and the source head's logits together; the
   logits of the source task's classes give `source_probs` (LEEP, NCE) at
   the cost of one small matmul, and are cached per (model, images) so a
@@ -622,7 +623,7 @@ class OfflineSource(ImageSource):
     if model_id in self._last and self._last[model_id][0] is images:
       return self._last[model_id][1]
     apply, variables = self._load(model_id)
-    n, c = len(images), self._chunk
+    n, c = len(images), self._chunk_size(len(images))
     padded = np.zeros((-(-n // c) * c,) + images.shape[1:], np.uint8)
     padded[:n] = images
     outs = [apply(variables, padded[i:i + c]) for i in range(0, n, c)]
@@ -630,6 +631,10 @@ class OfflineSource(ImageSource):
     probs = np.concatenate([np.asarray(p, np.float32) for _, p in outs])[:n]
     self._last[model_id] = (images, (feats, probs))
     return feats, probs
+
+  def _chunk_size(self, n: int) -> int:
+    """`chunk`, or the power of two >= n if smaller (few compiled shapes)."""
+    return min(self._chunk, 1 << max(n - 1, 0).bit_length())
 
   def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
     return self._offline.load_probe(task, self._data_dir)
@@ -647,7 +652,7 @@ class OfflineSource(ImageSource):
     model_id = model_id or self._offline.PROXY_ID
     apply, variables = self._load(model_id)
     jax.block_until_ready(apply(variables, np.zeros(
-        (self._chunk,) + images.shape[1:], np.uint8)))
+        (self._chunk_size(len(images)),) + images.shape[1:], np.uint8)))
 
   def graphs(self, model_ids: Sequence[str]) -> dict[str, Any]:
     return {m: self._offline.load_graph(m, self._data_dir) for m in model_ids}

@@ -1,4 +1,4 @@
-"""End to end on a real (mini) offline benchmark: images protocol, demo, recommend.
+"""End to end on a real mini offline build: images protocol, demo, recommend.
 
 The module builds F's tiny configuration once (2 architectures x 2 models,
 pretrained and fine-tuned for real) with four procedural targets, so that
