@@ -7,8 +7,8 @@ where `mask` is True, is factorized as
 
 with `U [M, k]` model factors and `V [T, k]` task factors. `norm` is a
 per-task normalization computed from the observed entries only ('none',
-'zscore' or 'rank', see `SpaceConfig`). The fit is MAP under Gaussian
-priors (probabilistic matrix factorization): with noise variance s2 and
+'zscore', 'rank' or 'robust', see `SpaceConfig`). The fit is MAP under
+Gaussian priors (probabilistic matrix factorization): with noise variance s2 and
 prior variances s2_f (factors) and s2_b (biases) the negative log posterior,
 multiplied by s2, is
 
@@ -30,7 +30,7 @@ dense scores + mask; `fit_entries`: COO), so any History type plugs in.
 Fold-in of a new task works in the raw score domain. Each fitted task t maps
 back to raw scores through its affine normalization (raw = loc_t + scale_t *
 norm; exact for 'none' and 'zscore', the least-squares affine fit for
-'rank'), so its raw scores are linear in the model features
+'rank' and 'robust'), so its raw scores are linear in the model features
 
   phi[m] = [U[m], 1, model_bias[m]]     (d = k + 2 columns)
 
@@ -44,10 +44,10 @@ mean and standard deviation for every model. K = 0 returns the prior: the
 population mean task, i.e. roughly the popularity ranking. Because the task's
 offset (intercept) and scale (the coefficient of model_bias) are part of w, a
 single observed score mostly moves the task's level, not its ranking, which
-is what one score can actually tell. For normalization='rank', predicted
-scores are finally mapped through the population link (`apply_link`), which
-restores the shape of a typical task's scores (the long tail of failed
-fine-tunes) without changing the ranking.
+is what one score can actually tell. For normalization 'rank' or 'robust',
+predicted scores are finally mapped through the population link
+(`apply_link`), which restores the shape of a typical task's scores (the
+long tail of failed fine-tunes) without changing the ranking.
 
 Ranking a large repository for many tasks is one batched matmul, chunked
 over models with a per-chunk `lax.top_k` (`TransferSpace.top_k`).
@@ -67,7 +67,11 @@ import optax
 import scipy.special
 import scipy.stats
 
-_NORMALIZATIONS = ('none', 'zscore', 'rank')
+_NORMALIZATIONS = ('none', 'zscore', 'rank', 'robust')
+# Winsorizing bound of the 'robust' normalization, in robust standard units.
+ROBUST_CLIP = 2.0
+# MAD -> standard deviation of a normal distribution.
+_MAD_TO_STD = 1.482602218505602
 _LAYOUTS = ('auto', 'dense', 'sparse')
 _DENSE_MAX_ENTRIES = 2 ** 28
 
@@ -95,8 +99,14 @@ class SpaceConfig:
     normalization: per-task transform of the observed scores before the fit:
       'none'; 'zscore' (minus the task's observed mean, over its observed
       standard deviation); 'rank' (van der Waerden normal scores of the
-      task's observed entries, ties averaged). Predictions map back to raw
-      scores through the per-task affine map raw = loc + scale * norm.
+      task's observed entries, ties averaged); 'robust' (the default: minus
+      the task's observed median, over 1.4826 times its median absolute
+      deviation, winsorized at +-ROBUST_CLIP). 'robust' keeps the magnitudes
+      that rank scores discard (a model far ahead of the rest counts as far
+      ahead, which matters with few models) while, unlike 'zscore', a heavy
+      tail of failed fine-tunes neither inflates the task's scale nor
+      dominates the fit. Predictions map back to raw scores through the
+      per-task affine map raw = loc + scale * norm.
     learning_rate: Adam learning rate.
     max_steps: the most optimizer steps.
     eval_every: steps between held-out evaluations (run as one jitted loop).
@@ -115,15 +125,20 @@ class SpaceConfig:
       observed and M * T <= 2^28; else sparse).
     init_scale: standard deviation of the initial factors.
     prior_shrinkage: fold-in prior covariance = (1 - a) * C + a * diag(C),
-      with C the covariance of the fitted task weight vectors.
+      with C the covariance of the fitted task weight vectors around the
+      prior mean (the mean normalized task, see `fit_entries`).
     seed: the root of every random choice (holdout split, init, batches).
+    refit_on_all: after early stopping has chosen the number of steps (and
+      the held-out residuals the noise variance), refit from the same
+      initialization on all observed entries for that many steps (about
+      twice the fit time; small histories cannot spare 5% of their scores).
   """
   rank: int = 1
   prior_precision: float = 3.0
   bias_prior_precision: float = 0.1
   nonneg: bool = False
   use_bias: bool = True
-  normalization: str = 'rank'
+  normalization: str = 'robust'
   learning_rate: float = 0.05
   max_steps: int = 2000
   eval_every: int = 50
@@ -133,6 +148,7 @@ class SpaceConfig:
   layout: str = 'auto'
   init_scale: float = 0.1
   prior_shrinkage: float = 0.1
+  refit_on_all: bool = True
   seed: int = 0
 
   def validate(self) -> None:
@@ -181,8 +197,9 @@ class FoldIn(NamedTuple):
       raw score domain; `TransferSpace.score(vectors)` gives `predicted`.
     cov: [B, d, d] posterior covariances of the vectors.
     predicted: [B, M] predicted raw score of every model: the predictive
-      mean phi @ w; for normalization='rank' mapped through `apply_link`
-      (same ranking, mean and spread; the shape of a typical task's scores).
+      mean phi @ w; for normalization 'rank'/'robust' mapped through
+      `apply_link` (same ranking, mean and spread; the shape of a typical
+      task's scores).
     std: [B, M] predictive standard deviation of a model's raw score
       (posterior uncertainty of the vector plus the noise variance).
   """
@@ -208,8 +225,8 @@ class TransferSpace:
     prior_mean: [d] mean of the fitted task weight vectors.
     prior_cov: [d, d] their shrunk covariance.
     noise_var: [] noise variance of a raw score.
-    link: [L] for normalization='rank', the population quantile function of
-      a task's standardized raw scores, (raw - loc) / scale, at the
+    link: [L] for normalization 'rank'/'robust', the population quantile
+      function of a task's standardized raw scores, (raw - loc) / scale, at the
       probabilities (i + 0.5) / L (the mean over fitted tasks); [0]
       otherwise. Fold-in predictions are mapped through it (see `FoldIn`).
     config: the SpaceConfig used (static).
@@ -480,12 +497,12 @@ def normalize_entries(cols: np.ndarray, values: np.ndarray, num_tasks: int,
     cols: [N] task index of each observed entry.
     values: [N] raw scores.
     num_tasks: T.
-    method: 'none', 'zscore' or 'rank'.
+    method: 'none', 'zscore', 'rank' or 'robust'.
 
   Returns:
     (normalized [N], loc [T], scale [T]) such that raw ~ loc + scale *
     normalized (exact for 'none' and 'zscore'; the least-squares line for
-    'rank'). A task with constant scores gets scale 1.
+    'rank' and 'robust'). A task with constant scores gets scale 1.
 
   Raises:
     ValueError: for an unknown method.
@@ -502,11 +519,22 @@ def normalize_entries(cols: np.ndarray, values: np.ndarray, num_tasks: int,
   if method == 'zscore':
     scale = np.where(std > 0, std, 1.0)
     return centered / scale[cols], mean, scale
+  starts = np.concatenate([[0], np.cumsum(num)[:-1]])
+  if method == 'robust':
+    med = _group_median(cols, values, num, starts)
+    mad = _MAD_TO_STD * _group_median(cols, np.abs(values - med[cols]), num,
+                                      starts)
+    # A task with MAD 0 (over half its scores tied) falls back to its
+    # standard deviation, then to 1.
+    spread = np.where(mad > 0, mad, np.where(std > 0, std, 1.0))
+    normed = np.clip((values - med[cols]) / spread[cols], -ROBUST_CLIP,
+                     ROBUST_CLIP)
+    return (normed,) + _affine_back(cols, normed, centered, mean, num_tasks,
+                                    num)
   # Average ranks within each task (ties share their mean rank), then
   # van der Waerden normal scores.
   order = np.lexsort((values, cols))
   c_sorted, v_sorted = cols[order], values[order]
-  starts = np.concatenate([[0], np.cumsum(num)[:-1]])
   position = np.arange(len(order)) - starts[c_sorted] + 1.0
   new_group = np.ones(len(order), bool)
   new_group[1:] = (c_sorted[1:] != c_sorted[:-1]) | (v_sorted[1:]
@@ -515,14 +543,32 @@ def normalize_entries(cols: np.ndarray, values: np.ndarray, num_tasks: int,
   avg_rank = (np.bincount(group, position) / np.bincount(group))[group]
   normed = np.empty(len(order))
   normed[order] = scipy.special.ndtri((avg_rank - 0.5) / num[c_sorted])
-  # Least-squares affine map back: raw ~ loc + scale * normed.
+  return (normed,) + _affine_back(cols, normed, centered, mean, num_tasks,
+                                  num)
+
+
+def _group_median(cols, values, num, starts):
+  """Median of `values` within each column group (0 for an empty group)."""
+  order = np.lexsort((values, cols))
+  v_sorted = values[order]
+  n = np.maximum(num, 1)
+  lo = np.minimum(starts + (n - 1) // 2, max(len(values) - 1, 0))
+  hi = np.minimum(starts + n // 2, max(len(values) - 1, 0))
+  if not len(values):
+    return np.zeros(len(num))
+  return np.where(np.bincount(cols, minlength=len(num)) > 0,
+                  0.5 * (v_sorted[lo] + v_sorted[hi]), 0.0)
+
+
+def _affine_back(cols, normed, centered, mean, num_tasks, num):
+  """Least-squares affine map back: raw ~ loc + scale * normed."""
   nmean = np.bincount(cols, normed, num_tasks) / num
   ncent = normed - nmean[cols]
   var = np.bincount(cols, ncent ** 2, num_tasks)
   cov = np.bincount(cols, ncent * centered, num_tasks)
   scale = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 1.0)
   scale = np.where(scale > 0, scale, 1.0)
-  return normed, mean - scale * nmean, scale
+  return mean - scale * nmean, scale
 
 
 def normalize(scores: np.ndarray, mask: np.ndarray, method: str
@@ -532,7 +578,7 @@ def normalize(scores: np.ndarray, mask: np.ndarray, method: str
   Args:
     scores: [M, T] raw scores (anything where not observed).
     mask: [M, T] bool.
-    method: 'none', 'zscore' or 'rank'.
+    method: 'none', 'zscore', 'rank' or 'robust'.
 
   Returns:
     (normalized [M, T], loc [T], scale [T]).
@@ -868,31 +914,34 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
                 and num_models * num_tasks <= _DENSE_MAX_ENTRIES
                 and rows.size >= 0.01 * num_models * num_tasks)
     layout = 'dense' if dense_ok else 'sparse'
-  if layout == 'dense':
+
+  def dense_data(use):
     dense_values = np.zeros(shape, np.float32)
     dense_mask = np.zeros(shape, bool)
-    dense_values[rows[~held], cols[~held]] = values[~held]
-    dense_mask[rows[~held], cols[~held]] = True
+    dense_values[rows[use], cols[use]] = values[use]
+    dense_mask[rows[use], cols[use]] = True
     # Models split over devices when they divide evenly (else replicated).
     spec = (jax.sharding.PartitionSpec('data', None)
             if num_models % len(devices) == 0 else
             jax.sharding.PartitionSpec())
     sharding = jax.sharding.NamedSharding(mesh, spec)
-    train = DenseData(jax.device_put(dense_values, sharding),
-                      jax.device_put(dense_mask, sharding))
-    del dense_values, dense_mask
-  else:
-    train = train_coo
+    return DenseData(jax.device_put(dense_values, sharding),
+                     jax.device_put(dense_mask, sharding))
+
+  train = dense_data(~held) if layout == 'dense' else train_coo
   logging.info('transfer space: %d models x %d tasks, %d observed (%d train, '
                '%d held out), rank %d, normalization %s, %s layout.',
                num_models, num_tasks, rows.size, num_train, num_held,
                config.rank, config.normalization, layout)
 
-  offset = float(values[~held].mean()) if config.use_bias else 0.0
-  state = init_state(num_models, num_tasks, config,
-                     jax.random.fold_in(root, 1), offset)
-  state = jax.device_put(state, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+  def initial(use):
+    offset = float(values[use].mean()) if config.use_bias else 0.0
+    state = init_state(num_models, num_tasks, config,
+                       jax.random.fold_in(root, 1), offset)
+    return jax.device_put(state, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec()))
+
+  state = initial(~held)
   step_rng = jax.random.fold_in(root, 2)
   n_train = jnp.asarray(num_train, jnp.float32)
 
@@ -938,8 +987,25 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
   raw_resid = scale[c] * (np.asarray(resid_data.values) - pred)
   noise_var = float(np.sum(w * raw_resid ** 2) / max(w.sum(), 1.0))
 
+  if num_held and config.refit_on_all:
+    # The held-out entries chose the number of steps and the noise; the
+    # final parameters use every observed score (with 10 models, a few
+    # held-out scores visibly move a model's bias and so the K = 0 ranking).
+    use = np.ones(rows.size, bool)
+    all_data = (dense_data(use) if layout == 'dense' else
+                _to_data(rows, cols, values, entries, len(devices)))
+    state = initial(use)
+    done = 0
+    while done < best_step:
+      n = min(config.eval_every, best_step - done)
+      state, _ = _run_steps(state, all_data, step_rng,
+                            jnp.asarray(rows.size, jnp.float32),
+                            config=config, num_steps=n)
+      done += n
+    params = state.params
+
   link = np.zeros((0,))
-  if config.normalization == 'rank':
+  if config.normalization in ('rank', 'robust'):
     link = _population_link(cols, raw, loc, scale)
 
   task_w = np.asarray(_task_weights(params['task_factors'],
@@ -947,8 +1013,18 @@ def fit_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
                                     jnp.asarray(loc, jnp.float32),
                                     jnp.asarray(scale, jnp.float32)),
                       np.float64)
-  prior_mean = task_w.mean(0)
-  cov = (np.cov(task_w, rowvar=False, ddof=1) if num_tasks > 1
+  # The prior mean is the typical task: the mean normalized task (every task
+  # weighs the same, as in popularity's mean z-score) at the mean raw
+  # location and scale. The plain mean of the raw-domain w_t would weigh
+  # each task's ranking by its raw scale. The covariance is the spread of
+  # the w_t around this mean.
+  mean_scale = float(np.mean(scale))
+  prior_mean = np.concatenate([
+      mean_scale * np.asarray(params['task_factors'], np.float64).mean(0),
+      [np.mean(loc) + mean_scale * float(params['offset'])
+       + mean_scale * float(np.mean(params['task_bias'])), mean_scale]])
+  dev = task_w - prior_mean
+  cov = (dev.T @ dev / (num_tasks - 1) if num_tasks > 1
          else np.zeros((task_w.shape[1],) * 2))
   cov = ((1 - config.prior_shrinkage) * cov
          + config.prior_shrinkage * np.diag(np.diag(cov)))

@@ -61,6 +61,31 @@ class NormalizeTest(parameterized.TestCase):
       np.testing.assert_allclose([loc[t], scale[t]], [intercept, slope],
                                  rtol=1e-8)
 
+  def test_robust_is_winsorized_median_mad_zscore(self):
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(30, 4))
+    scores[:4, 0] = -40.0  # a tail of failed fine-tunes, clipped
+    scores[:, 3] = np.round(scores[:, 3])  # ties
+    scores[:20, 2] = 0.5  # MAD 0: falls back to the standard deviation
+    mask = rng.random((30, 4)) < 0.8
+    mask[:4, 0] = True
+    mask[:20, 2] = True
+    normed, loc, scale = space_lib.normalize(
+        np.where(mask, scores, 1e6), mask, 'robust')
+    for t in range(4):
+      x = scores[mask[:, t], t]
+      med = np.median(x)
+      mad = 1.482602218505602 * np.median(np.abs(x - med))
+      spread = mad if mad > 0 else x.std()
+      expected = np.clip((x - med) / spread, -2.0, 2.0)
+      np.testing.assert_allclose(normed[mask[:, t], t], expected, rtol=1e-10,
+                                 atol=1e-12)
+      slope, intercept = np.polyfit(expected, x, 1)
+      np.testing.assert_allclose([loc[t], scale[t]], [intercept, slope],
+                                 rtol=1e-8, atol=1e-12)
+    self.assertEqual(normed[mask[:, 0], 0].min(), -2.0)
+    np.testing.assert_array_equal(normed[~mask], 0.0)
+
   def test_unknown_method(self):
     with self.assertRaisesRegex(ValueError, "'minmax'.*zscore"):
       space_lib.normalize(np.zeros((2, 2)), np.ones((2, 2), bool), 'minmax')
@@ -99,7 +124,10 @@ class FitTest(parameterized.TestCase):
     held[info.heldout_rows, info.heldout_cols] = True
     self.assertEqual(held.sum(), info.num_heldout)
     self.assertFalse((held & ~self.mask).any())
-    pred = np.asarray(self.space.predict())
+    # Without the refit, the returned parameters are the best evaluated ones.
+    config = space_lib.SpaceConfig(**{**self.config.__dict__,
+                                      'refit_on_all': False})
+    pred = np.asarray(space_lib.fit(self.scores, self.mask, config).predict())
     rmse = np.sqrt(np.mean((pred - self.scores)[held] ** 2))
     np.testing.assert_allclose(rmse, info.eval_rmse.min(), rtol=1e-4)
 
@@ -110,7 +138,8 @@ class FitTest(parameterized.TestCase):
     config = space_lib.SpaceConfig(
         rank=8, prior_precision=0.0, bias_prior_precision=0.0,
         normalization='none', holdout_fraction=0.3, patience=3,
-        max_steps=3000, eval_every=25, learning_rate=0.05)
+        max_steps=3000, eval_every=25, learning_rate=0.05,
+        refit_on_all=False)
     space, info = space_lib.fit(scores, None, config, return_info=True)
     best = int(np.argmin(info.eval_rmse))
     self.assertLess(info.steps, config.max_steps)
@@ -120,6 +149,29 @@ class FitTest(parameterized.TestCase):
     held = (info.heldout_rows, info.heldout_cols)
     rmse = np.sqrt(np.mean((pred - scores)[held] ** 2))
     np.testing.assert_allclose(rmse, info.eval_rmse[best], rtol=1e-4)
+
+  @parameterized.parameters('dense', 'sparse')
+  def test_refit_equals_a_fit_on_all_entries_for_the_best_steps(self,
+                                                                 layout):
+    # The refit reruns the same initialization on every observed entry for
+    # the number of steps early stopping chose: the same as a fit with no
+    # holdout and max_steps = best_step.
+    config = space_lib.SpaceConfig(**{**self.config.__dict__,
+                                      'layout': layout})
+    refit = space_lib.fit(self.scores, self.mask, config)
+    _, info = space_lib.fit(self.scores, self.mask, config, return_info=True)
+    direct = space_lib.fit(self.scores, self.mask, space_lib.SpaceConfig(
+        **{**config.__dict__, 'holdout_fraction': 0.0,
+           'max_steps': int(info.best_step)}))
+    np.testing.assert_allclose(refit.predict_normalized(),
+                               direct.predict_normalized(), rtol=1e-4,
+                               atol=1e-4)
+    # ... and it differs from the early-stopped fit on the training part.
+    kept = space_lib.fit(self.scores, self.mask, space_lib.SpaceConfig(
+        **{**config.__dict__, 'refit_on_all': False}))
+    self.assertGreater(np.abs(np.asarray(kept.predict_normalized())
+                              - np.asarray(refit.predict_normalized())).max(),
+                       1e-3)
 
   @parameterized.parameters('dense', 'sparse')
   def test_unobserved_values_do_not_influence_the_fit(self, layout):
@@ -262,10 +314,45 @@ class FoldInTest(parameterized.TestCase):
       np.testing.assert_allclose(fold.predicted[b],
                                  phi @ np.asarray(self.space.prior_mean),
                                  rtol=1e-4, atol=1e-5)
-    # The prior mean is the mean of the fitted tasks' weight vectors.
-    np.testing.assert_allclose(self.space.prior_mean,
-                               np.asarray(self.space.task_vectors()).mean(0),
-                               rtol=1e-4, atol=1e-6)
+    # The prior mean is the mean normalized task at the mean raw location
+    # and scale: [mean(s) mean(V), mean(loc) + mean(s) (offset + mean(tb)),
+    # mean(s)].
+    sp = self.space
+    s = float(np.mean(sp.task_scale))
+    expected = np.concatenate([
+        s * np.asarray(sp.task_factors).mean(0),
+        [float(np.mean(sp.task_loc)) + s * (float(sp.offset)
+                                            + float(np.mean(sp.task_bias))),
+         s]])
+    np.testing.assert_allclose(sp.prior_mean, expected, rtol=1e-4, atol=1e-6)
+    # Its covariance is the spread of the fitted w_t around that mean.
+    dev = np.asarray(sp.task_vectors(), np.float64) - expected
+    cov = dev.T @ dev / (sp.num_tasks - 1)
+    a = sp.config.prior_shrinkage
+    np.testing.assert_allclose(
+        sp.prior_cov, (1 - a) * cov + a * np.diag(np.diag(cov)), rtol=1e-3,
+        atol=1e-6)
+
+  @parameterized.parameters('robust', 'zscore', 'rank')
+  def test_k0_ranks_by_mean_normalized_score_not_raw_scale(self,
+                                                          normalization):
+    # Five unit-scale tasks rank the models by a; a sixth task, 100 times
+    # wider, ranks them in reverse. Popularity (the mean normalized score)
+    # follows the five; a prior that averaged raw-domain task vectors would
+    # follow the wide task.
+    rng = np.random.default_rng(11)
+    a = np.linspace(-1.0, 1.0, 20)
+    scores = a[:, None] + 0.05 * rng.normal(size=(20, 6))
+    scores[:, 0] = -100.0 * a + 0.05 * rng.normal(size=20)
+    config = space_lib.SpaceConfig(rank=1, normalization=normalization,
+                                   holdout_fraction=0.0, **_FAST)
+    fitted = space_lib.fit(scores, None, config)
+    pred = np.asarray(fitted.fold_in(np.zeros((1, 20)),
+                                     np.zeros((1, 20), bool)).predicted[0])
+    normed, _, _ = space_lib.normalize(scores, np.ones((20, 6), bool),
+                                       normalization)
+    rho = scipy.stats.spearmanr(pred, normed.mean(1))[0]
+    self.assertGreater(rho, 0.9)
 
   def test_posterior_shrinks_with_more_observations(self):
     fold = self.space.fold_in(np.where(self.obs, self.new, 0.0), self.obs)
