@@ -1016,8 +1016,9 @@ def write_data_card(out_dir: str) -> str:
       f"(`{next(m['arch'] for m in models if m['model'] == 'proxy')}`) "
       'pretrained on all single-domain sources.',
       f"* Pairs measured: {info['pairs_done']} / {info['pairs_total']}.",
-      f'* Build wall time (sum of runs, shared 2-core CPU): {wall / 60:.1f} '
-      'min; per-run timings in build_info.json.',
+      f'* Build wall time of the run(s) that completed: {wall / 60:.1f} min '
+      '(2-core CPU shared with other jobs; runs killed and resumed before '
+      'are not counted); per-run timings in build_info.json.',
       f'* Size on disk: {size / 2**20:.1f} MiB.',
       '',
       '## Build command',
@@ -1036,8 +1037,9 @@ def write_data_card(out_dir: str) -> str:
       f"{cfg['pretrain']['batch_size']}, lr {cfg['pretrain']['lr']} "
       f"(warmup-cosine), weight decay {cfg['pretrain']['weight_decay']}, "
       f"{cfg['source_sizes'][0]} train / {cfg['source_sizes'][1]} held-out "
-      'images per source; models of one architecture trained together '
-      f"under vmap. Proxy: {cfg['proxy']['steps']} steps, batch "
+      'images per source. With `vmap` on, the models of one architecture '
+      'train together (off on CPU, where it measured slower). Proxy: '
+      f"{cfg['proxy']['steps']} steps, batch "
       f"{cfg['proxy']['batch_size']}.",
       f"* Fine-tuning: full fine-tune, new linear head (padded to "
       f"{cfg['finetune']['max_classes']} outputs, masked), "
