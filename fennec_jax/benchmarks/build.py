@@ -67,9 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.target_sizes = None  # None: each task's own sizes.
   c.data = 'tfds'  # 'tfds' (array_record via the builders) or 'direct'.
   # Train the models of one architecture together under vmap. Off on CPU:
-  # measured (experiments/benchmarks/offline_build_speed.py, CPU seconds of 10
-  # steps x 3 models) vmap is slower on XLA:CPU: offline_cnn_s 0.65 vs 0.28,
-  # offline_mlp_l 0.07 vs 0.05. Turn it on for accelerators.
+  # measured (experiments/benchmarks/offline_build_speed.py --steps=10, CPU s
+  # of fine-tuning 3 models, vmap vs one by one) vmap is slower on XLA:CPU:
+  # cnn_s 0.79 vs 0.30, resnet_s 5.37 vs 1.45, vit_s 1.01 vs 0.62, mixer_s
+  # 0.43 vs 0.31, mlp_l 0.06 vs 0.06. Try it on accelerators.
   c.vmap = False
   c.num_devices = 1  # Data-parallel mesh size (batch sharded over 'data').
   # Sized for a shared 2-core CPU (the full build must stay under an hour).
