@@ -68,7 +68,8 @@ import scipy.special
 import scipy.stats
 
 _NORMALIZATIONS = ('none', 'zscore', 'rank', 'robust')
-# Winsorizing bound of the 'robust' normalization, in robust standard units.
+# Soft winsorizing bound c of the 'robust' normalization c tanh(z / c), in
+# robust standard units.
 ROBUST_CLIP = 2.0
 # MAD -> standard deviation of a normal distribution.
 _MAD_TO_STD = 1.482602218505602
@@ -101,11 +102,11 @@ class SpaceConfig:
       standard deviation); 'rank' (van der Waerden normal scores of the
       task's observed entries, ties averaged); 'robust' (the default: minus
       the task's observed median, over 1.4826 times its median absolute
-      deviation, winsorized at +-ROBUST_CLIP). 'robust' keeps the magnitudes
-      that rank scores discard (a model far ahead of the rest counts as far
-      ahead, which matters with few models) while, unlike 'zscore', a heavy
-      tail of failed fine-tunes neither inflates the task's scale nor
-      dominates the fit. Predictions map back to raw scores through the
+      deviation, z, softly winsorized as c tanh(z / c), c = ROBUST_CLIP).
+      'robust' keeps the magnitudes that rank scores discard (a model far
+      ahead of the rest counts as far ahead, which matters with few models)
+      while, unlike 'zscore', a heavy tail of failed fine-tunes neither
+      inflates the task's scale nor dominates the fit. Predictions map back to raw scores through the
       per-task affine map raw = loc + scale * norm.
     learning_rate: Adam learning rate.
     max_steps: the most optimizer steps.
@@ -527,8 +528,12 @@ def normalize_entries(cols: np.ndarray, values: np.ndarray, num_tasks: int,
     # A task with MAD 0 (over half its scores tied) falls back to its
     # standard deviation, then to 1.
     spread = np.where(mad > 0, mad, np.where(std > 0, std, 1.0))
-    normed = np.clip((values - med[cols]) / spread[cols], -ROBUST_CLIP,
-                     ROBUST_CLIP)
+    # Soft winsorizing: c tanh(z / c) is ~z in the bulk, bounded by c, and
+    # strictly increasing, so the order within the tail (a failed
+    # fine-tune below a poor one) survives, which Pearson on heavy-tailed
+    # tasks needs (a hard clip at 2 cost 0.1 Pearson on TransferGraph text).
+    normed = ROBUST_CLIP * np.tanh((values - med[cols])
+                                   / (ROBUST_CLIP * spread[cols]))
     return (normed,) + _affine_back(cols, normed, centered, mean, num_tasks,
                                     num)
   # Average ranks within each task (ties share their mean rank), then
