@@ -106,8 +106,9 @@ class SpaceConfig:
       'robust' keeps the magnitudes that rank scores discard (a model far
       ahead of the rest counts as far ahead, which matters with few models)
       while, unlike 'zscore', a heavy tail of failed fine-tunes neither
-      inflates the task's scale nor dominates the fit. Predictions map back to raw scores through the
-      per-task affine map raw = loc + scale * norm.
+      inflates the task's scale nor dominates the fit. Predictions map back
+      to raw scores through the per-task affine map raw = loc + scale *
+      norm.
     learning_rate: Adam learning rate.
     max_steps: the most optimizer steps.
     eval_every: steps between held-out evaluations (run as one jitted loop).
