@@ -28,9 +28,10 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def _rows(path):
+  """(header, data rows) of a results file; ('', []) while it is still empty."""
   with open(path) as f:
     lines = f.read().splitlines()
-  return lines[0], lines[1:]
+  return (lines[0], lines[1:]) if lines else ('', [])
 
 
 class ZooPlanTest(absltest.TestCase):
@@ -170,6 +171,9 @@ class BuildTest(absltest.TestCase):
     proc = subprocess.Popen([sys.executable, '-c', code, d], env=env,
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
+    # Whatever happens below, never leave the builder running (it would keep
+    # writing into the temporary directory and outlive the test).
+    self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
     deadline = time.time() + 240
     before = []
     while time.time() < deadline and proc.poll() is None:
