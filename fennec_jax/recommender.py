@@ -2,12 +2,22 @@
 
 `Fennec.fit(history, task_embeddings=...)` fits the transfer space
 (`fennec_jax.space`: raw score of model m on task t = phi[m] . w_t) and, when
-task embeddings (e.g. proxy image embeddings) of the historical tasks are
-given, a ridge map from an embedding to the task's weight vector w. A new task
-is then described by
+task embeddings (proxy image embeddings) of the historical tasks are given,
+a task map from embeddings to a new task's prior (`FennecConfig.task_map`):
 
-* its embedding only: w ~ N(ridge(e), C_e), with C_e the covariance of the
-  ridge's leave-one-task-out residuals (so the prior is as wide as the map is
+* 'neighbors' (default, `fennec_jax.neighbors`): the new task's images vote
+  for the historical tasks whose images are nearest; with the affinities a,
+  the prior mean is the affinity-weighted mean of the historical tasks'
+  normalized weight vectors, and each model also gets the weighted mean of
+  the historical tasks' residuals (observed minus fitted normalized score),
+  so at K = 0 the prediction is the weighted mean of the completed
+  historical score columns, not only of their low-rank part;
+* 'ridge': a ridge regression from the task's mean embedding to w.
+
+A new task is then described by
+
+* its embeddings only: w ~ N(map(e), C_e), with C_e the covariance of the
+  map's leave-one-task-out residuals (so the prior is as wide as the map is
   wrong on held-out tasks);
 * K observed scores only: the space's population prior, updated by the K
   scores (Bayesian linear regression, as `TransferSpace.fold_in`);
@@ -36,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import neighbors as neighbors_lib
 from fennec_jax import space as space_lib
 
 # The paper's transfer phase (released code): unregularized non-negative MF
@@ -46,6 +57,7 @@ PAPER_SPACE = dict(rank=5, nonneg=True, use_bias=False, prior_precision=0.0,
 _META_FILE = 'fennec.json'
 _STATE_DIR = 'state'
 _FORMAT_VERSION = 1
+TASK_MAPS = ('neighbors', 'ridge')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,15 +66,27 @@ class FennecConfig:
 
   Attributes:
     space: the transfer space's configuration.
+    task_map: how task embeddings give a new task's prior: 'neighbors'
+      (votes of its images for the nearest historical tasks,
+      `fennec_jax.neighbors`) or 'ridge' (a ridge map from its mean
+      embedding; see the module docstring).
     ridge_grid: candidate ridge penalties of the embedding -> task-vector
-      map (standardized embeddings); the one with the lowest leave-one-task-
-      out error is used.
+      map (standardized embeddings; also the model-embedding map of cold-
+      start models); the one with the lowest leave-one-out error is used.
+    neighbor_grid: candidate (k, smoothing) pairs of the 'neighbors' map,
+      chosen by leave-one-task-out error.
     prior_shrinkage: the embedding prior's covariance is (1 - a) C + a
       diag(C) of the leave-one-out residual covariance C.
   """
   space: space_lib.SpaceConfig = space_lib.SpaceConfig()
+  task_map: str = 'neighbors'
   ridge_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+  neighbor_grid: tuple[tuple[int, float], ...] = neighbors_lib.DEFAULT_GRID
   prior_shrinkage: float = 0.1
+
+  def __post_init__(self):
+    if self.task_map not in TASK_MAPS:
+      raise ValueError(f'task_map={self.task_map!r}; valid: {TASK_MAPS}.')
 
   @classmethod
   def paper(cls) -> 'FennecConfig':
@@ -71,13 +95,20 @@ class FennecConfig:
 
   def to_json(self) -> dict[str, Any]:
     return {'space': dataclasses.asdict(self.space),
+            'task_map': self.task_map,
             'ridge_grid': list(self.ridge_grid),
+            'neighbor_grid': [list(g) for g in self.neighbor_grid],
             'prior_shrinkage': self.prior_shrinkage}
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> 'FennecConfig':
+    # Checkpoints written before the neighbour map had only the ridge map.
     return cls(space=space_lib.SpaceConfig(**data['space']),
+               task_map=data.get('task_map', 'ridge'),
                ridge_grid=tuple(data['ridge_grid']),
+               neighbor_grid=tuple(
+                   (int(k), float(a)) for k, a in data.get(
+                       'neighbor_grid', neighbors_lib.DEFAULT_GRID)),
                prior_shrinkage=data['prior_shrinkage'])
 
 
@@ -103,7 +134,7 @@ class Recommendation(NamedTuple):
 
 
 @jax.jit
-def _posterior(phi, chol, noise_var, mean, idx, scores, valid):
+def _posterior(phi, chol, noise_var, mean, idx, scores, valid, shift):
   """Per-task Gaussian prior N(mean[b], chol chol^T) updated by K scores.
 
   Args:
@@ -114,13 +145,16 @@ def _posterior(phi, chol, noise_var, mean, idx, scores, valid):
     idx: [B, K] observed models (any index where not valid).
     scores: [B, K] their scores.
     valid: [B, K] bool; False entries are padding.
+    shift: [B, M] per-task shift of the models' bias feature (the
+      neighbour map's averaged residuals; zeros otherwise): task b sees
+      phi_b = [u, 1, model_bias + shift[b]].
 
   Returns:
     (w [B, d] posterior means, cov [B, d, d] posterior covariances). The
     cost is O(B K d^2): independent of the number of models.
   """
   v = valid.astype(phi.dtype)
-  sel = phi[idx]  # [B, K, d]
+  sel = _shifted(phi[idx], jnp.take_along_axis(shift, idx, axis=1))
   x = (sel @ chol) * v[..., None]
   resid = (scores - jnp.einsum('bkd,bd->bk', sel, mean)) * v
   gram = jnp.einsum('bki,bkj->bij', x, x)
@@ -133,6 +167,11 @@ def _posterior(phi, chol, noise_var, mean, idx, scores, valid):
   return w, jnp.einsum('bki,bkj->bij', g, g)
 
 
+def _shifted(sel, shift):
+  """[B, K, d] features with the bias column (last) shifted by [B, K]."""
+  return sel.at[..., -1].add(shift)
+
+
 def _cold_var(w, cov, sigma_phi):
   """[B] extra variance of a cold-start model: w'S w + tr(S cov_w)."""
   return (jnp.einsum('bi,ij,bj->b', w, sigma_phi, w)
@@ -140,27 +179,30 @@ def _cold_var(w, cov, sigma_phi):
 
 
 @jax.jit
-def _predict_all(phi, w, cov, noise_var, link, cold, sigma_phi):
+def _predict_all(phi, w, cov, noise_var, link, cold, sigma_phi, shift):
   """[B, M] predictive means and standard deviations (one batched matmul).
 
-  Means go through the space's population link (`space.apply_link`: same
-  ranking, mean and spread; identity unless normalization='rank').
+  `shift` [B, M] moves each task's bias feature (see `_posterior`); means go
+  through the space's population link (`space.apply_link`: same ranking,
+  mean and spread; identity unless normalization='rank').
   """
-  pred = space_lib.apply_link(w @ phi.T, link)
-  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
+  pred = space_lib.apply_link(w @ phi.T + w[:, -1:] * shift, link)
+  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi)
+         + 2 * shift * jnp.einsum('md,bd->bm', phi, cov[:, :, -1])
+         + shift ** 2 * cov[:, -1, -1][:, None] + noise_var
          + _cold_var(w, cov, sigma_phi)[:, None] * cold[None, :])
   return pred, jnp.sqrt(var)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
-def _top(phi, w, cov, noise_var, link, cold, sigma_phi, *, k):
+def _top(phi, w, cov, noise_var, link, cold, sigma_phi, shift, *, k):
   """Top-k models per task, their predictive mean and std, without [B, M] sort.
 
   The linked value of the r-th best model only depends on its rank, the
   row's mean and std and the link, so `apply_link` of the full row is not
   needed: identical to `_predict_all` on the top k.
   """
-  linear = w @ phi.T
+  linear = w @ phi.T + w[:, -1:] * shift
   values, idx = jax.lax.top_k(linear, k)
   if link.shape[0]:
     m = linear.shape[-1]
@@ -171,7 +213,7 @@ def _top(phi, w, cov, noise_var, link, cold, sigma_phi, *, k):
         shaped_all.std(), 1e-12)
     values = (linear.mean(-1, keepdims=True)
               + linear.std(-1, keepdims=True) * shaped[None, :])
-  sel = phi[idx]  # [B, k, d]
+  sel = _shifted(phi[idx], jnp.take_along_axis(shift, idx, axis=1))
   var = (jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
          + _cold_var(w, cov, sigma_phi)[:, None] * cold[idx])
   return values, jnp.sqrt(var), idx
@@ -273,6 +315,89 @@ def _align(embeddings: Any, ids: Sequence[str], kind: str
   return np.asarray(rows), emb
 
 
+def _align_sets(embeddings: Any, ids: Sequence[str]
+                ) -> tuple[np.ndarray, list[np.ndarray]]:
+  """(rows, per-row embeddings) of the history's tasks.
+
+  `embeddings` is `{task_id: [D] or [n, D]}` or a `[T, D]` / `[T, n, D]`
+  array in task order; entries come back as given (float64, checked
+  finite). Tasks without an entry are left out (counted in a log line).
+  """
+  if isinstance(embeddings, Mapping):
+    unknown = sorted(set(embeddings) - set(ids))
+    if unknown:
+      raise ValueError(f'task_embeddings name tasks not in the history: '
+                       f'{unknown[:10]}; tasks: {list(ids)[:20]}')
+    rows = [j for j, t in enumerate(ids) if t in embeddings]
+    if len(rows) < len(ids):
+      logging.info('Fennec: %d of %d tasks have no embedding; the task map '
+                   'is fit on the others.', len(ids) - len(rows), len(ids))
+    if not rows:
+      raise ValueError('task_embeddings is empty.')
+    entries = [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
+  else:
+    arr = np.asarray(embeddings, np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[0] != len(ids):
+      raise ValueError(f'task_embeddings must be [{len(ids)}, D] or '
+                       f'[{len(ids)}, n, D] in task order, got shape '
+                       f'{arr.shape}.')
+    rows = list(range(len(ids)))
+    entries = list(arr)
+  for j, e in zip(rows, entries):
+    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
+      raise ValueError(f'task_embeddings[{ids[j]!r}] must be a finite [D] '
+                       f'vector or [n, D] set, got shape {e.shape}'
+                       f'{"" if np.isfinite(e).all() else " with non-finite values"}.')
+  widths = {e.shape[-1] for e in entries}
+  if len(widths) > 1:
+    raise ValueError(f'task_embeddings have different widths {sorted(widths)}.')
+  return np.asarray(rows), entries
+
+
+def _mean_direction(e: np.ndarray) -> np.ndarray:
+  """The ridge map's input: a [D] vector as is; a set's mean unit row."""
+  if e.ndim == 1:
+    return e
+  return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True),
+                         1e-12)).mean(0)
+
+
+def _new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
+  """B new tasks' embeddings as a list of [D] vectors or [n, D] sets."""
+  if isinstance(task_embeddings, np.ndarray | jax.Array):
+    arr = np.asarray(task_embeddings, np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[0] == 0:
+      raise ValueError(f'task_embeddings must be [B, D], [B, n, D] or a list '
+                       f'of B [n_b, D] sets, got shape {arr.shape}.')
+    entries = list(arr)
+  else:
+    entries = [np.asarray(e, np.float64) for e in task_embeddings]
+    if not entries:
+      raise ValueError('task_embeddings is empty.')
+  for b, e in enumerate(entries):
+    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
+      raise ValueError(f'task_embeddings[{b}] must be a finite [D] vector or '
+                       f'[n, D] set, got shape {e.shape}'
+                       f'{"" if np.isfinite(e).all() else " with non-finite values"}.')
+  widths = {e.shape[-1] for e in entries}
+  if len(widths) > 1:
+    raise ValueError(f'task_embeddings have different widths {sorted(widths)}.')
+  return entries
+
+
+def _neighbor_mean(state: Mapping[str, np.ndarray], aff: np.ndarray,
+                   const: int) -> np.ndarray:
+  """[B, d] raw weight vectors of the affinity-weighted normalized tasks.
+
+  The normalized vectors are averaged, then mapped back with the weighted
+  loc and scale: raw = loc + scale * normalized, as for a fitted task.
+  """
+  aff = np.asarray(aff, np.float64)
+  mean = (aff @ state['scale'])[:, None] * (aff @ state['w_norm'])
+  mean[:, const] += aff @ state['loc']
+  return mean
+
+
 class Fennec:
   """The recommender: transfer space + optional embedding map.
 
@@ -291,6 +416,11 @@ class Fennec:
     self.ridge: dict[str, np.ndarray] | None = None
     self.ridge_penalty: float | None = None
     self.embedding_cov: np.ndarray | None = None
+    # The 'neighbors' task map: the map, and per map task (the history's
+    # tasks with embeddings) its normalized weight vector, loc and scale;
+    # the residuals (observed - fitted normalized score) as COO entries.
+    self.neighbor_map: neighbors_lib.NeighborMap | None = None
+    self.neighbor_state: dict[str, np.ndarray] | None = None
     self.model_ridge: dict[str, np.ndarray] | None = None
     self.model_cov: np.ndarray | None = None
     self.cold = np.zeros(0, bool)
@@ -335,8 +465,12 @@ class Fennec:
     Args:
       history: a `fennec_jax.History` (scores [M, T] + mask).
       task_embeddings: optional embeddings of the history's tasks, either a
-        `{task_id: [D]}` mapping (tasks without one are left out of the map,
-        counted in a log line) or a `[T, D]` array in task order.
+        `{task_id: [D] or [n, D]}` mapping (tasks without one are left out
+        of the map, counted in a log line) or a `[T, D]` / `[T, n, D]` array
+        in task order. An `[n, D]` entry is a set of image embeddings (the
+        proxy features of the task's probe images): the 'neighbors' map
+        uses each image, the 'ridge' map their mean direction (the mean of
+        the unit-norm rows). New tasks must be described the same way.
       model_embeddings: optional embeddings of the history's models (e.g.
         archi2vec graph embeddings and/or metadata features), `{model_id:
         [E]}` or `[M, E]`; a ridge map from them to the models' space
@@ -354,6 +488,7 @@ class Fennec:
     self.model_ids = tuple(history.model_ids)
     self.task_ids = tuple(history.task_ids)
     self.ridge = self.ridge_penalty = self.embedding_cov = None
+    self.neighbor_map = self.neighbor_state = None
     self.model_ridge = self.model_cov = None
     self.cold = np.zeros(len(self.model_ids), bool)
     if model_embeddings is not None:
@@ -361,17 +496,59 @@ class Fennec:
     if task_embeddings is None:
       self._cache()
       return self
-    rows, emb = _align(task_embeddings, self.task_ids, 'task')
+    rows, sets = _align_sets(task_embeddings, self.task_ids)
     w = np.asarray(self.space.task_vectors(), np.float64)[rows]
-    self.ridge, self.ridge_penalty, loo = fit_ridge(
-        emb, w, self.config.ridge_grid)
+    if self.config.task_map == 'ridge':
+      emb = np.stack([_mean_direction(e) for e in sets])
+      self.ridge, self.ridge_penalty, loo = fit_ridge(
+          emb, w, self.config.ridge_grid)
+      logging.info('Fennec: ridge task map on %d tasks (dim %d), ridge '
+                   '%.3g.', len(rows), emb.shape[1], self.ridge_penalty)
+    else:
+      loo = self._fit_neighbor_map(
+          history, rows, neighbors_lib.unit_sets(
+              sets, [f'task {self.task_ids[j]!r}' for j in rows]), w)
     cov = np.cov(loo, rowvar=False, ddof=1)
     a = self.config.prior_shrinkage
     self.embedding_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
-    logging.info('Fennec: embedding map on %d tasks (dim %d), ridge %.3g.',
-                 len(rows), emb.shape[1], self.ridge_penalty)
     self._cache()
     return self
+
+  def _fit_neighbor_map(self, history: Any, rows: np.ndarray,
+                        sets: list[np.ndarray], w: np.ndarray) -> np.ndarray:
+    """Fits the 'neighbors' map; returns its [T, d] LOO residuals of w."""
+    normed, loc, scale = space_lib.normalize(
+        history.scores, history.mask, self.config.space.normalization)
+    mask = np.asarray(history.mask, bool)[:, rows]
+    fitted = np.asarray(self.space.predict_normalized(), np.float64)[:, rows]
+    resid = np.where(mask, normed[:, rows] - fitted, 0.0)
+    self.neighbor_map, loo_aff = neighbors_lib.fit(
+        sets, fitted + resid, mask, self.config.neighbor_grid)
+    loc = np.asarray(self.space.task_loc, np.float64)[rows]
+    scale = np.asarray(self.space.task_scale, np.float64)[rows]
+    const = self.space.dim - 2  # phi's constant-1 column.
+    w_norm = w.copy()
+    w_norm[:, const] -= loc
+    w_norm /= scale[:, None]
+    r, c = np.nonzero(mask)
+    state = {'w_norm': w_norm, 'loc': loc, 'scale': scale,
+             'resid_rows': r.astype(np.int32),
+             'resid_cols': c.astype(np.int32), 'resid_values': resid[r, c]}
+    w_loo = _neighbor_mean(state, loo_aff, const)
+    # The fold-in's noise: what the map gets wrong per score beyond what its
+    # weight-vector error explains (the averaged residuals are not in w), so
+    # K observed scores correct the prior instead of being fit exactly.
+    phi = np.asarray(self.space.model_features(), np.float64)
+    pred = phi @ w_loo.T + (resid @ loo_aff.T) * w_loo[:, -1][None, :]
+    err = np.mean((np.asarray(history.scores, np.float64)[:, rows]
+                   - pred)[mask] ** 2)
+    loo = w - w_loo
+    cov = np.cov(loo, rowvar=False, ddof=1)
+    explained = np.mean(np.einsum('md,de,me->m', phi, cov, phi))
+    state['noise_var'] = np.asarray(max(err - explained,
+                                        float(self.space.noise_var)))
+    self.neighbor_state = state
+    return loo
 
   def _fit_model_map(self, model_embeddings) -> None:
     """Ridge map model embedding -> [U_m, model_bias_m] (LOO-tuned)."""
@@ -426,9 +603,14 @@ class Fennec:
                                        jnp.asarray(pred[:, :k], jnp.float32)]),
         model_bias=jnp.concatenate([self.space.model_bias,
                                     jnp.asarray(pred[:, k], jnp.float32)]))
-    out = Fennec.from_parts(space, self.model_ids + model_ids, self.task_ids,
-                            self.ridge, self.embedding_cov, self.config)
+    out = Fennec.from_parts(
+        space, self.model_ids + model_ids, self.task_ids, self.ridge,
+        self.embedding_cov if self.ridge is not None else None, self.config)
     out.ridge_penalty = self.ridge_penalty
+    # A cold model has no residuals: its bias shift under the neighbour map is 0.
+    out.neighbor_map, out.neighbor_state = (self.neighbor_map,
+                                            self.neighbor_state)
+    out.embedding_cov = self.embedding_cov
     out.model_ridge, out.model_cov = self.model_ridge, self.model_cov
     out.cold = np.concatenate([self.cold, np.ones(len(model_ids), bool)])
     out._cache()  # pylint: disable=protected-access
@@ -493,17 +675,27 @@ class Fennec:
     """Posterior of B new tasks' weight vectors.
 
     Args:
-      task_embeddings: optional [B, D] embeddings (needs a fit with
-        embeddings).
+      task_embeddings: optional embeddings of B new tasks (needs a fit with
+        embeddings): a [B, D] array (one embedding per task), a [B, n, D]
+        array or a list of B [n_b, D] sets (image embeddings).
       observed: optional observed scores, a list of B `{model_id: score}`
         dicts or a [B, M] array with NaN where unobserved.
 
     Returns:
-      (w [B, d] posterior means, cov [B, d, d] covariances).
+      (w [B, d] posterior means, cov [B, d, d] covariances). With the
+      'neighbors' map each task also shifts the models' bias feature by the
+      affinity-weighted residuals, so scores are not phi w alone (use
+      `predict`).
 
     Raises:
       ValueError: neither input given, embeddings without an embedding map
         or of the wrong shape, unknown model ids, non-finite scores.
+    """
+    return self._posterior(task_embeddings, observed)[:2]
+
+  def _posterior(self, task_embeddings: Any, observed: Any
+                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """(w, cov, shift [B, M], the scores' noise variance); see `posterior`.
     """
     self._check_fitted()
     if task_embeddings is None and observed is None:
@@ -512,17 +704,29 @@ class Fennec:
                        'pass observed=[{}] * num_tasks.)')
     num_tasks = None
     prior = self.space
+    shift = None
     if task_embeddings is not None:
-      if self.ridge is None:
+      if self.ridge is None and self.neighbor_map is None:
         raise ValueError('this Fennec was fit without task embeddings; fit '
                          'with task_embeddings=... to use them.')
-      emb = np.asarray(task_embeddings, np.float64)
-      dim = self.ridge['x_mean'].shape[0]
-      if emb.ndim != 2 or emb.shape[1] != dim or not np.isfinite(emb).all():
-        raise ValueError(f'task_embeddings must be finite [B, {dim}], got '
-                         f'shape {emb.shape}.')
-      num_tasks = emb.shape[0]
-      mean = _ridge_predict(self.ridge, emb)
+      sets = _new_task_sets(task_embeddings)
+      dim = (self.ridge['x_mean'].shape[0] if self.ridge is not None
+             else int(self.neighbor_map.pool.shape[1]))
+      if sets[0].shape[-1] != dim:
+        raise ValueError(f'task_embeddings have width {sets[0].shape[-1]}; '
+                         f'this Fennec was fit on width {dim} (give '
+                         'embeddings from the same proxy).')
+      num_tasks = len(sets)
+      if self.ridge is not None:
+        mean = _ridge_predict(self.ridge,
+                              np.stack([_mean_direction(e) for e in sets]))
+      else:
+        aff = np.asarray(neighbors_lib.affinities(
+            self.neighbor_map, neighbors_lib.unit_sets(
+                sets, [f'new task {b}' for b in range(len(sets))])),
+                         np.float64)
+        mean = _neighbor_mean(self.neighbor_state, aff, prior.dim - 2)
+        shift = self._neighbor_shift(aff)
       chol = self._embedding_chol
     if observed is not None:
       idx, scores, valid = self._observed_sparse(observed, num_tasks)
@@ -535,9 +739,28 @@ class Fennec:
       mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
                              (num_tasks, prior.dim))
       chol = self._prior_chol
-    return _posterior(self._phi, chol, prior.noise_var,
-                      jnp.asarray(mean, jnp.float32), jnp.asarray(idx),
-                      jnp.asarray(scores), jnp.asarray(valid))
+    if shift is None:
+      shift = jnp.zeros((num_tasks, len(self.model_ids)), jnp.float32)
+    noise_var = prior.noise_var
+    if task_embeddings is not None and self.neighbor_map is not None:
+      noise_var = jnp.asarray(self.neighbor_state['noise_var'], jnp.float32)
+    w, cov = _posterior(self._phi, chol, noise_var,
+                        jnp.asarray(mean, jnp.float32), jnp.asarray(idx),
+                        jnp.asarray(scores), jnp.asarray(valid), shift)
+    return w, cov, shift, noise_var
+
+  def _neighbor_shift(self, aff: np.ndarray) -> jax.Array:
+    """[B, M] affinity-weighted residuals (normalized units): the bias shift.
+
+    The task's scale multiplies the bias feature, so the residuals scale
+    with it (and with its fold-in posterior).
+    """
+    st = self.neighbor_state
+    a = jnp.asarray(aff, jnp.float32)
+    contrib = a[:, st['resid_cols']] * jnp.asarray(st['resid_values'],
+                                                   jnp.float32)
+    shift = jnp.zeros((a.shape[0], len(self.model_ids)), jnp.float32)
+    return shift.at[:, st['resid_rows']].add(contrib)
 
   def predict(self, task_embeddings: Any = None, observed: Any = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -550,9 +773,10 @@ class Fennec:
     Returns:
       (predicted [B, M], std [B, M], vectors [B, d]).
     """
-    w, cov = self.posterior(task_embeddings, observed)
-    pred, std = _predict_all(self._phi, w, cov, self.space.noise_var,
-                             self.space.link, self._cold, self._sigma_phi)
+    w, cov, shift, noise_var = self._posterior(task_embeddings, observed)
+    pred, std = _predict_all(self._phi, w, cov, noise_var,
+                             self.space.link, self._cold, self._sigma_phi,
+                             shift)
     return np.asarray(pred), np.asarray(std), np.asarray(w)
 
   def recommend(self, task_embeddings: Any = None, observed: Any = None,
@@ -576,15 +800,15 @@ class Fennec:
     self._check_fitted()
     if not 1 <= top <= len(self.model_ids):
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
-    w, cov = self.posterior(task_embeddings, observed)
-    values, std, idx = _top(self._phi, w, cov, self.space.noise_var,
+    w, cov, shift, noise_var = self._posterior(task_embeddings, observed)
+    values, std, idx = _top(self._phi, w, cov, noise_var,
                             self.space.link, self._cold, self._sigma_phi,
-                            k=top)
+                            shift, k=top)
     idx = np.asarray(idx)
     if full:
       all_pred, all_std = map(np.asarray, _predict_all(
-          self._phi, w, cov, self.space.noise_var, self.space.link,
-          self._cold, self._sigma_phi))
+          self._phi, w, cov, noise_var, self.space.link,
+          self._cold, self._sigma_phi, shift))
     else:
       all_pred = all_std = np.zeros((idx.shape[0], 0), np.float32)
     return Recommendation(
@@ -618,6 +842,11 @@ class Fennec:
     state = {'space': {k: np.asarray(v) for k, v in arrays.items()}}
     if self.ridge is not None:
       state['ridge'] = dict(self.ridge)
+    if self.neighbor_map is not None:
+      state['neighbor'] = dict(
+          self.neighbor_state, pool=np.asarray(self.neighbor_map.pool),
+          owner=np.asarray(self.neighbor_map.owner))
+    if self.embedding_cov is not None:
       state['embedding_cov'] = self.embedding_cov
     if self.model_ridge is not None:
       state['model_ridge'] = dict(self.model_ridge)
@@ -641,14 +870,28 @@ class Fennec:
       raise ValueError(f'{path} exists; choose a new checkpoint directory.')
     os.makedirs(path)
     state = self._state()
+    # Orbax cannot write zero-size arrays (e.g. the space's link under
+    # 'zscore'): they are kept in the JSON as shapes and rebuilt on load.
+    empty = {}
+    for group, arrays in list(state.items()):
+      if isinstance(arrays, dict):
+        for key in [k for k, v in arrays.items() if np.asarray(v).size == 0]:
+          v = np.asarray(arrays.pop(key))
+          empty[f'{group}/{key}'] = [list(v.shape), str(v.dtype)]
     meta = {
         'format_version': _FORMAT_VERSION,
         'config': self.config.to_json(),
         'model_ids': list(self.model_ids),
         'task_ids': list(self.task_ids),
         'ridge_penalty': self.ridge_penalty,
+        'neighbor': None if self.neighbor_map is None else {
+            'num_tasks': self.neighbor_map.num_tasks,
+            'k': self.neighbor_map.k,
+            'smoothing': self.neighbor_map.smoothing,
+            'loo_error': self.neighbor_map.loo_error},
         'shapes': jax.tree.map(lambda a: [list(np.shape(a)),
                                           str(np.asarray(a).dtype)], state),
+        'empty': empty,
     }
     ckptr = ocp.StandardCheckpointer()
     ckptr.save(os.path.join(path, _STATE_DIR), state)
@@ -694,13 +937,23 @@ class Fennec:
         and isinstance(x[1], str))
     state = ocp.StandardCheckpointer().restore(
         os.path.join(path, _STATE_DIR), template)
+    for name, (shape, dtype) in meta.get('empty', {}).items():
+      group, key = name.split('/')
+      state[group][key] = np.zeros(shape, dtype)
     arrays = dict(state['space'])
     arrays['config_json'] = np.asarray(json.dumps(meta['config']['space']))
     out = cls.from_parts(
         space_lib.TransferSpace.from_dict(arrays), meta['model_ids'],
-        meta['task_ids'], state.get('ridge'), state.get('embedding_cov'),
-        saved)
+        meta['task_ids'], state.get('ridge'),
+        state.get('embedding_cov') if 'ridge' in state else None, saved)
     out.ridge_penalty = meta['ridge_penalty']
+    if meta.get('neighbor'):
+      nb = {k: np.asarray(v) for k, v in state['neighbor'].items()}
+      out.neighbor_map = neighbors_lib.NeighborMap(
+          jnp.asarray(nb.pop('pool'), jnp.float32),
+          jnp.asarray(nb.pop('owner'), jnp.int32), **meta['neighbor'])
+      out.neighbor_state = nb
+      out.embedding_cov = np.asarray(state['embedding_cov'], np.float64)
     if 'model_ridge' in state:
       out.model_ridge = {k: np.asarray(v, np.float64)
                          for k, v in state['model_ridge'].items()}
@@ -857,9 +1110,7 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   feats, _ = evaluate.proxy_task_features(source, train.task_ids,
                                           num_proxy_images, seed)
   config = config or FennecConfig(space=space_lib.SpaceConfig(seed=seed))
-  fennec = Fennec(config).fit(
-      train, task_embeddings={t: embed.task_embedding(f).mean
-                              for t, f in feats.items()})
+  fennec = Fennec(config).fit(train, task_embeddings=feats)
 
   # The probe is read once, outside both timings (reading or regenerating
   # images costs the same for every method); each timed pass gets a fresh
@@ -870,8 +1121,7 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
 
   def recommend_new_task():
     feats = source.proxy_features(subset.copy())
-    e = embed.task_embedding(np.asarray(feats)).mean[None, :]
-    return fennec.recommend(task_embeddings=e, top=top)
+    return fennec.recommend(task_embeddings=[np.asarray(feats)], top=top)
 
   recommend_new_task()  # Warm (compilation), as a deployed service would be.
   start = time.perf_counter()
@@ -951,14 +1201,13 @@ def fit_offline(history: Any = None, source: Any = None,
   feats, _ = evaluate.proxy_task_features(source, history.task_ids,
                                           num_proxy_images, seed)
   config = config or FennecConfig(space=space_lib.SpaceConfig(seed=seed))
-  return Fennec(config).fit(history, task_embeddings={
-      t: embed.task_embedding(f).mean for t, f in feats.items()})
+  return Fennec(config).fit(history, task_embeddings=feats)
 
 
 def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
                         labels: Any = None, num_images: int = 100,
                         seed: int = 0) -> np.ndarray:
-  """A new task's embedding from its images (any size; resized on the host).
+  """A new task's image embeddings from its images (any size; resized).
 
   Args:
     images: a sequence of uint8 [h, w, c] images (e.g. a
@@ -970,7 +1219,8 @@ def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
     seed: seed of the subset.
 
   Returns:
-    [D] the task embedding.
+    [n, D] the proxy features of the (class-balanced) subset: the task's
+    description for `Fennec.recommend(task_embeddings=[...])`.
 
   Raises:
     ValueError: no images, or an image that is not uint8 [h, w(, 1|3|4)].
@@ -998,8 +1248,7 @@ def images_to_embedding(images: Any, source: Any, image_shape: tuple[int, ...],
     img = img.convert('RGB' if c == 3 else 'L').resize((w, h),
                                                        Image.BILINEAR)
     batch.append(np.asarray(img, np.uint8).reshape(h, w, c))
-  feats = source.proxy_features(np.stack(batch))
-  return embed.task_embedding(np.asarray(feats)).mean
+  return np.asarray(source.proxy_features(np.stack(batch)))
 
 
 def recommend_offline(images: Any, top: int = 5,
@@ -1010,9 +1259,9 @@ def recommend_offline(images: Any, top: int = 5,
   """Ranks the offline zoo for a new task given by its images (any size).
 
   Fennec is fit on every task of the offline benchmark (scores + their
-  proxy embeddings); the images go through the same proxy (resized to the
-  benchmark's image shape) and the ridge map to a task vector; observed
-  scores, if any, are folded in on top.
+  proxy features); the images go through the same proxy (resized to the
+  benchmark's image shape) and the task map (`FennecConfig.task_map`) to a
+  prior; observed scores, if any, are folded in on top.
 
   Args:
     images: uint8 images, a sequence or a `fennec_jax.data.sources` source.
@@ -1037,7 +1286,7 @@ def recommend_offline(images: Any, top: int = 5,
   shape = source.probe(history.task_ids[0])[0].shape[1:]
   emb = images_to_embedding(images, source, shape, labels=labels,
                             num_images=num_proxy_images, seed=seed)
-  rec = fennec.recommend(task_embeddings=emb[None, :],
+  rec = fennec.recommend(task_embeddings=[emb],
                          observed=[dict(observed or {})],
                          top=min(top, history.num_models))
   return rec, fennec

@@ -1,0 +1,231 @@
+"""Task affinities from image embeddings: Fennec's default task map.
+
+A new task is placed among the historical tasks by its images: each of its
+image embeddings (the proxy's features, compared by cosine) votes for the
+historical tasks that own its k nearest historical images. The vote
+fractions, smoothed towards uniform, are the task's affinities `a` (one per
+historical task, summing to 1), and the recommender predicts the task's
+normalized scores as the affinity-weighted mean of the historical tasks'
+(completed) normalized score columns.
+
+Why votes of single images rather than a regression from each task's mean
+embedding: a history has tens to hundreds of tasks but each brings a hundred
+images, so the votes rest on n * T points instead of T, and a task that looks
+like two historical tasks gets a mixture of both. On the offline benchmark
+(26 targets, leave one task out) the mean-embedding ridge map stays close to
+the population mean (weighted tau 0.597 against popularity's 0.582); the
+votes reach 0.64 (see the README's results).
+
+`fit` chooses k and the smoothing by leave-one-task-out: each historical task
+is predicted from the others' votes, and the pair with the lowest mean
+squared error on the observed normalized scores wins. The top-k search runs
+in JAX, chunked over query images, so a history of 100k images fits on one
+device.
+"""
+
+from collections.abc import Sequence
+import functools
+from typing import NamedTuple
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# (k nearest historical images, smoothing) candidates; the smoothing is the
+# vote fraction added to every candidate task before renormalizing.
+DEFAULT_GRID = ((1, 0.005), (1, 0.01), (1, 0.02), (1, 0.04),
+                (3, 0.01), (3, 0.02), (3, 0.04),
+                (10, 0.01), (10, 0.02), (10, 0.04))
+
+# Query images per chunk of the nearest-neighbour search (bounds the
+# [chunk, N] similarity block in memory).
+_CHUNK = 256
+
+
+class NeighborMap(NamedTuple):
+  """The fitted map.
+
+  Attributes:
+    pool: [N, D] unit-norm image embeddings of the historical tasks (f32).
+    owner: [N] int32 column of the task each pool image belongs to (0..T-1,
+      in the order of the tasks given to `fit`).
+    num_tasks: T.
+    k: neighbours per query image.
+    smoothing: vote fraction added to every task.
+    loo_error: the leave-one-task-out mean squared error at (k, smoothing).
+  """
+  pool: jax.Array
+  owner: jax.Array
+  num_tasks: int
+  k: int
+  smoothing: float
+  loo_error: float
+
+
+def unit_sets(embeddings: Sequence[np.ndarray],
+              names: Sequence[str] | None = None) -> list[np.ndarray]:
+  """Each task's embeddings as a [n, D] float32 array of unit rows.
+
+  Args:
+    embeddings: per task a [D] vector (one embedding) or an [n, D] set (e.g.
+      the proxy features of its probe images).
+    names: how to name each entry in errors (default 'task i').
+
+  Returns:
+    The L2-normalized [n, D] arrays.
+
+  Raises:
+    ValueError: an empty, non-finite, all-zero or mis-shaped entry, or sets
+      of different widths.
+  """
+  out = []
+  names = names or [f'task {i}' for i in range(len(embeddings))]
+  for name, e in zip(names, embeddings):
+    e = np.asarray(e, np.float64)
+    if e.ndim == 1:
+      e = e[None, :]
+    if e.ndim != 2 or e.shape[0] == 0 or e.shape[1] == 0:
+      raise ValueError(f'{name}: embeddings must be a [D] vector or a '
+                       f'non-empty [n, D] set, got shape {e.shape}.')
+    if not np.isfinite(e).all():
+      raise ValueError(f'{name}: embeddings are not all finite.')
+    norm = np.linalg.norm(e, axis=1, keepdims=True)
+    if (norm == 0).any():
+      raise ValueError(f'{name}: embedding row '
+                       f'{int(np.argmin(norm[:, 0]))} is all zeros (no '
+                       'direction to compare).')
+    out.append((e / norm).astype(np.float32))
+  widths = {e.shape[1] for e in out}
+  if len(widths) > 1:
+    raise ValueError(f'embeddings have different widths {sorted(widths)}; '
+                     'give all tasks embeddings from the same proxy.')
+  return out
+
+
+def pad_sets(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  """([B, n_max, D] zero-padded sets, [B, n_max] validity mask)."""
+  n = max(len(s) for s in sets)
+  x = np.zeros((len(sets), n, sets[0].shape[1]), np.float32)
+  valid = np.zeros((len(sets), n), bool)
+  for b, s in enumerate(sets):
+    x[b, :len(s)] = s
+    valid[b, :len(s)] = True
+  return x, valid
+
+
+@functools.partial(jax.jit, static_argnames=('k', 'num_tasks'))
+def _neighbor_owners(queries, query_task, pool, owner, *, k, num_tasks):
+  """[Q, k] tasks owning each query's k nearest pool images.
+
+  Pool images of the query's own task (`query_task`, -1 for a new task) are
+  excluded: this is what makes the fit-time votes leave-one-task-out.
+  """
+  del num_tasks
+
+  def chunk(args):
+    q, t = args
+    sims = q @ pool.T
+    sims = jnp.where(owner[None, :] == t[:, None], -jnp.inf, sims)
+    _, idx = jax.lax.top_k(sims, k)
+    return owner[idx]
+
+  q = queries.shape[0]
+  pad = -q % _CHUNK
+  qs = jnp.pad(queries, ((0, pad), (0, 0))).reshape(-1, _CHUNK,
+                                                    queries.shape[1])
+  ts = jnp.pad(query_task, (0, pad), constant_values=-1).reshape(-1, _CHUNK)
+  return jax.lax.map(chunk, (qs, ts)).reshape(-1, k)[:q]
+
+
+def _votes(owners: jax.Array, valid: jax.Array, k: int,
+           num_tasks: int) -> jax.Array:
+  """[B, T] vote fractions from [B, n, >=k] neighbour owners."""
+  hits = jax.nn.one_hot(owners[..., :k], num_tasks, dtype=jnp.float32)
+  hits = (hits.sum(2) * valid[..., None]).sum(1)
+  return hits / jnp.maximum(hits.sum(-1, keepdims=True), 1.0)
+
+
+def _smooth(votes: jax.Array, smoothing: float,
+            allowed: jax.Array) -> jax.Array:
+  """Affinities: votes + smoothing on every allowed task, renormalized."""
+  a = (votes + smoothing) * allowed
+  return a / jnp.maximum(a.sum(-1, keepdims=True), 1e-12)
+
+
+def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
+        grid: Sequence[tuple[int, float]] = DEFAULT_GRID
+        ) -> tuple[NeighborMap, np.ndarray]:
+  """Fits the map and chooses (k, smoothing) by leave-one-task-out.
+
+  Args:
+    sets: per historical task, its [n, D] unit-norm embeddings (`unit_sets`).
+    columns: [M, T] the tasks' completed normalized scores (what a new
+      task's prediction averages).
+    mask: [M, T] bool, which entries were observed (the error is measured
+      there only).
+    grid: candidate (k, smoothing) pairs.
+
+  Returns:
+    (the map, [T, T] leave-one-task-out affinities at the chosen pair: row j
+    predicts task j from the other tasks; its diagonal is 0).
+
+  Raises:
+    ValueError: fewer than 3 tasks, an empty grid or a bad candidate.
+  """
+  t = len(sets)
+  if t < 3:
+    raise ValueError(f'need embeddings of at least 3 historical tasks to fit '
+                     f'the neighbour map, got {t}.')
+  if not grid:
+    raise ValueError('the neighbour grid is empty.')
+  for k, s in grid:
+    if int(k) < 1 or not s >= 0:
+      raise ValueError(f'neighbour candidate (k={k}, smoothing={s}): need '
+                       'k >= 1 and smoothing >= 0.')
+  columns = np.asarray(columns, np.float64)
+  mask = np.asarray(mask, bool)
+  if columns.shape != mask.shape or columns.shape[1] != t:
+    raise ValueError(f'columns {columns.shape} and mask {mask.shape} must be '
+                     f'[M, {t}] (one column per task set).')
+  pool = jnp.asarray(np.concatenate(sets))
+  owner = jnp.asarray(np.repeat(np.arange(t), [len(s) for s in sets]),
+                      jnp.int32)
+  # A task's own images are excluded, so at most N - n_j neighbours exist.
+  kmax = min(max(int(k) for k, _ in grid),
+             int(pool.shape[0]) - max(len(s) for s in sets))
+  x, valid = pad_sets(sets)
+  owners = _neighbor_owners(
+      jnp.asarray(x.reshape(-1, x.shape[-1])),
+      jnp.asarray(np.repeat(np.arange(t), x.shape[1]), jnp.int32),
+      pool, owner, k=kmax, num_tasks=t).reshape(t, x.shape[1], kmax)
+  allowed = 1.0 - jnp.eye(t)
+  best = None
+  for k, s in grid:
+    k = min(int(k), kmax)
+    a = np.asarray(_smooth(_votes(owners, jnp.asarray(valid), k, t),
+                           float(s), allowed), np.float64)
+    pred = columns @ a.T  # [M, T]: column j predicted from the others.
+    err = float(((pred - columns) ** 2)[mask].mean())
+    if best is None or err < best[0]:
+      best = (err, k, float(s), a)
+  err, k, s, a = best
+  logging.info('neighbour map: %d tasks, %d images; k=%d, smoothing %.3g '
+               '(leave-one-task-out MSE %.4f).', t, pool.shape[0], k, s, err)
+  return NeighborMap(pool, owner, t, k, s, err), a
+
+
+def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
+  """[B, T] affinities of B new tasks, each given by a [n_b, D] unit set."""
+  if sets[0].shape[1] != nmap.pool.shape[1]:
+    raise ValueError(f'task embeddings have width {sets[0].shape[1]}; the '
+                     f'map was fit on width {nmap.pool.shape[1]} (another '
+                     'proxy?).')
+  x, valid = pad_sets(sets)
+  b, n, d = x.shape
+  owners = _neighbor_owners(
+      jnp.asarray(x.reshape(-1, d)), jnp.full((b * n,), -1, jnp.int32),
+      nmap.pool, nmap.owner, k=nmap.k, num_tasks=nmap.num_tasks
+  ).reshape(b, n, nmap.k)
+  return _smooth(_votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks),
+                 nmap.smoothing, jnp.ones((nmap.num_tasks,)))
