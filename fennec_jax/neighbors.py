@@ -215,8 +215,12 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
   return NeighborMap(pool, owner, t, k, s, err), a
 
 
-def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
-  """[B, T] affinities of B new tasks, each given by a [n_b, D] unit set."""
+def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
+  """[B, T] vote fractions of B new tasks, each given by a [n_b, D] unit set.
+
+  At most n_b * k entries of a row are non-zero; `affinities` adds the
+  smoothing.
+  """
   if sets[0].shape[1] != nmap.pool.shape[1]:
     raise ValueError(f'task embeddings have width {sets[0].shape[1]}; the '
                      f'map was fit on width {nmap.pool.shape[1]} (another '
@@ -227,5 +231,10 @@ def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
       jnp.asarray(x.reshape(-1, d)), jnp.full((b * n,), -1, jnp.int32),
       nmap.pool, nmap.owner, k=nmap.k, num_tasks=nmap.num_tasks
   ).reshape(b, n, nmap.k)
-  return _smooth(_votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks),
-                 nmap.smoothing, jnp.ones((nmap.num_tasks,)))
+  return _votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks)
+
+
+def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
+  """[B, T] affinities of B new tasks, each given by a [n_b, D] unit set."""
+  return _smooth(votes(nmap, sets), nmap.smoothing,
+                 jnp.ones((nmap.num_tasks,)))

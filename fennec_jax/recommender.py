@@ -721,12 +721,15 @@ class Fennec:
         mean = _ridge_predict(self.ridge,
                               np.stack([_mean_direction(e) for e in sets]))
       else:
-        aff = np.asarray(neighbors_lib.affinities(
+        votes = np.asarray(neighbors_lib.votes(
             self.neighbor_map, neighbors_lib.unit_sets(
                 sets, [f'new task {b}' for b in range(len(sets))])),
-                         np.float64)
-        mean = _neighbor_mean(self.neighbor_state, aff, prior.dim - 2)
-        shift = self._neighbor_shift(aff)
+                           np.float64)
+        s = self.neighbor_map.smoothing
+        norm = 1.0 + s * self.neighbor_map.num_tasks  # Votes sum to 1.
+        mean = _neighbor_mean(self.neighbor_state, (votes + s) / norm,
+                              prior.dim - 2)
+        shift = self._neighbor_shift(votes, s, norm)
       chol = self._embedding_chol
     if observed is not None:
       idx, scores, valid = self._observed_sparse(observed, num_tasks)
@@ -749,18 +752,27 @@ class Fennec:
                         jnp.asarray(scores), jnp.asarray(valid), shift)
     return w, cov, shift, noise_var
 
-  def _neighbor_shift(self, aff: np.ndarray) -> jax.Array:
+  def _neighbor_shift(self, votes: np.ndarray, smoothing: float,
+                      norm: float) -> jax.Array:
     """[B, M] affinity-weighted residuals (normalized units): the bias shift.
 
     The task's scale multiplies the bias feature, so the residuals scale
-    with it (and with its fold-in posterior).
+    with it (and with its fold-in posterior). With affinities (votes + s) /
+    norm, the residual sums R 1 are cached and R votes touches only the
+    voted tasks' columns (sparse x sparse), so the cost does not grow with
+    the history's size.
     """
-    st = self.neighbor_state
-    a = jnp.asarray(aff, jnp.float32)
-    contrib = a[:, st['resid_cols']] * jnp.asarray(st['resid_values'],
-                                                   jnp.float32)
-    shift = jnp.zeros((a.shape[0], len(self.model_ids)), jnp.float32)
-    return shift.at[:, st['resid_rows']].add(contrib)
+    import scipy.sparse  # pylint: disable=g-import-not-at-top
+    if self._resid is None:
+      st = self.neighbor_state
+      self._resid = scipy.sparse.csr_matrix(
+          (np.asarray(st['resid_values'], np.float64),
+           (st['resid_cols'], st['resid_rows'])),
+          shape=(self.neighbor_map.num_tasks, len(self.model_ids)))
+      self._resid_sum = np.asarray(self._resid.sum(0)).ravel()
+    voted = scipy.sparse.csr_matrix(votes) @ self._resid  # [B, M]
+    shift = (voted.toarray() + smoothing * self._resid_sum) / norm
+    return jnp.asarray(shift, jnp.float32)
 
   def predict(self, task_embeddings: Any = None, observed: Any = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -833,6 +845,7 @@ class Fennec:
       sigma[np.ix_(keep, keep)] = self.model_cov
     self._sigma_phi = jnp.asarray(sigma, jnp.float32)
     self._cold = jnp.asarray(self.cold, jnp.float32)
+    self._resid = self._resid_sum = None  # Built on first use.
 
   # -- persistence -------------------------------------------------------------
 

@@ -193,8 +193,10 @@ def tasks_out(history):
   from fennec_jax import space as space_lib  # pylint: disable=g-import-not-at-top
   side = (_proxy_features(history) if _TASK_SIDE.value == 'proxy'
           else _task_features(history))
+  # The post-hoc counterpart of the joint model's linear side-information
+  # map is the ridge task map (the results recorded in results/ use it).
   fennec_config = recommender.FennecConfig(space=space_lib.SpaceConfig(
-      rank=_RANK.value, seed=_SEED.value))
+      rank=_RANK.value, seed=_SEED.value), task_map='ridge')
   rows = []
   t0 = time.time()
   for j, task in enumerate(history.task_ids):

@@ -7,6 +7,9 @@ with M models, a D-dim task-embedding map and rank-k space; measures
   over all M models), target <= 10 ms for M = 100,000 on the 2-core CPU;
 * the same with K = 5 observed scores folded in as well;
 * throughput of B tasks at once (one batched [B, d] @ [d, M] + top-10);
+* the default 'neighbors' task map: one task given by the cached embeddings
+  of its 100 probe images, searched against `--history_images` images per
+  historical task (cost grows with the history's images, not with M);
 * optionally (`--proxy=NAME`, random weights) latency from 100 raw 224 px
   images: the proxy forward pass, then the above (proxy-bound).
 
@@ -39,6 +42,9 @@ _RANK = flags.DEFINE_integer('rank', 2, 'Transfer-space rank k.')
 _BATCH = flags.DEFINE_integer('batch', 1000, 'Tasks per throughput call.')
 _TOP = flags.DEFINE_integer('top', 10, 'Models returned per task.')
 _REPEATS = flags.DEFINE_integer('repeats', 50, 'Timed calls per measurement.')
+_HISTORY_IMAGES = flags.DEFINE_integer(
+    'history_images', 100, "Images per historical task in the 'neighbors' "
+    'map (the paper: 100); 0 skips it.')
 _PROXY = flags.DEFINE_string('proxy', '', 'Also time 100 raw images through '
                              'this registered proxy (random weights).')
 _OUT_DIR = flags.DEFINE_string('out_dir', 'runs/bench', 'Output directory.')
@@ -67,6 +73,39 @@ def synthetic_fennec(num_models: int, num_tasks: int, embed_dim: int,
   return recommender.Fennec.from_parts(
       space, [f'm{i}' for i in range(num_models)],
       [f't{j}' for j in range(num_tasks)], ridge, cov)
+
+
+def with_neighbor_map(fennec: recommender.Fennec, images_per_task: int,
+                      observed: float = 0.05,
+                      seed: int = 0) -> recommender.Fennec:
+  """`fennec` with a random 'neighbors' map (for timing only).
+
+  Every history task gets `images_per_task` unit-norm embeddings of the
+  ridge map's width, and a residual for each observed (model, task) pair
+  (a fraction `observed` of them, as in space_bench.py).
+  """
+  from fennec_jax import neighbors  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  t, m = fennec.space.num_tasks, fennec.space.num_models
+  dim = fennec.ridge['x_mean'].shape[0]
+  pool = rng.normal(size=(t * images_per_task, dim)).astype(np.float32)
+  pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+  out = recommender.Fennec.from_parts(fennec.space, fennec.model_ids,
+                                      fennec.task_ids)
+  out.neighbor_map = neighbors.NeighborMap(
+      jnp.asarray(pool), jnp.asarray(np.repeat(np.arange(t), images_per_task),
+                                     jnp.int32), t, 1, 0.02, 0.0)
+  pairs = rng.choice(m * t, int(observed * m * t), replace=False)
+  rows, cols = np.divmod(pairs, t)
+  out.neighbor_state = {
+      'w_norm': rng.normal(size=(t, fennec.space.dim)),
+      'loc': np.full(t, 0.7), 'scale': np.full(t, 0.1),
+      'resid_rows': rows.astype(np.int32), 'resid_cols': cols.astype(np.int32),
+      'resid_values': rng.normal(size=len(pairs)).astype(np.float32),
+      'noise_var': np.asarray(0.01)}
+  out.embedding_cov = fennec.embedding_cov
+  out._cache()  # pylint: disable=protected-access
+  return out
 
 
 def _time(fn, repeats: int) -> dict[str, float]:
@@ -108,6 +147,15 @@ def main(argv: list[str]) -> None:
   batch['tasks_per_s'] = _BATCH.value / batch['median_s']
   batch['batch'] = _BATCH.value
   results['many_tasks'] = batch
+
+  if _HISTORY_IMAGES.value:
+    nb = with_neighbor_map(fennec, _HISTORY_IMAGES.value)
+    probe = [rng.normal(size=(100, _EMBED_DIM.value))]
+    results['one_task_from_100_image_embeddings_neighbors'] = dict(
+        _time(lambda: nb.recommend(task_embeddings=probe, top=top,
+                                   full=False), _REPEATS.value),
+        history_images=int(nb.neighbor_map.pool.shape[0]),
+        residual_entries=int(len(nb.neighbor_state['resid_values'])))
 
   # Reference: the bare [B, d] @ [d, M] matmul + top-k at the same shapes.
   phi = fennec.space.model_features()

@@ -292,7 +292,8 @@ class ImagesProtocolTest(absltest.TestCase):
         targets=targets, estimators=('logme',),
         space_config={'rank': 2, 'max_steps': 300})  # The world is rank 2.
     self.assertEqual(res.methods,
-                     ['popularity', 'fennec', 'fennec_paper', 'logme'])
+                     ['popularity', 'fennec', 'fennec_ridge', 'fennec_paper',
+                      'logme'])
     # The proxy saw a class-balanced budget (all 40 here, < 100) per task;
     # the zoo ran forward on the evaluated targets only.
     self.assertEqual(source.proxy_batches, [40] * t)
@@ -302,10 +303,12 @@ class ImagesProtocolTest(absltest.TestCase):
     self.assertIn('seconds_per_target', rows[0])
     for r in rows:
       self.assertGreater(float(r['seconds_per_target']), 0.0, r)
-    # Embeddings carry the task factors: fennec beats the (here misleading)
-    # popularity prior, which a broken embedding path would not.
-    self.assertGreater(res.mean('fennec', 0, 'weighted_tau'),
-                       res.mean('popularity', 0, 'weighted_tau') + 0.2)
+    # Embeddings carry the task factors: both task maps beat the (here
+    # misleading) popularity prior, which a broken embedding path would not.
+    for method in ('fennec', 'fennec_ridge'):
+      self.assertGreater(res.mean(method, 0, 'weighted_tau'),
+                         res.mean('popularity', 0, 'weighted_tau') + 0.2,
+                         method)
     self.assertTrue(os.path.exists(paths['time_png']))
 
 

@@ -82,7 +82,8 @@ class ImagesProtocolTest(absltest.TestCase):
     self.assertEqual(reader.fieldnames, [
         'method', 'k_shot', 'target', 'pearson', 'weighted_tau',
         'top1_regret', 'seconds_per_target'])
-    methods = ['popularity', 'fennec', 'fennec_paper'] + list(_ESTIMATORS)
+    methods = (['popularity', 'fennec', 'fennec_ridge', 'fennec_paper']
+               + list(_ESTIMATORS))
     self.assertEqual(self.results.methods, methods)
     for method in methods:
       for k in ('0', '1'):
@@ -120,7 +121,7 @@ class ImagesProtocolTest(absltest.TestCase):
                              true.max() - true[np.argmax(scores)], places=5)
 
   def test_fennec_prediction_gives_its_metrics(self):
-    for method in ('fennec', 'fennec_paper', 'popularity'):
+    for method in ('fennec', 'fennec_ridge', 'fennec_paper', 'popularity'):
       for target in _TARGETS:
         true = self.history.scores[:, self.history.task_index(target)]
         pred = self.results.predictions[method][target]
