@@ -58,6 +58,7 @@ _META_FILE = 'fennec.json'
 _STATE_DIR = 'state'
 _FORMAT_VERSION = 1
 TASK_MAPS = ('neighbors', 'ridge')
+_MIN_MAP_SCORES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -497,6 +498,18 @@ class Fennec:
       self._cache()
       return self
     rows, sets = _align_sets(task_embeddings, self.task_ids)
+    # A task with fewer than 3 observed scores has no usable ranking or
+    # scale (one score gets scale 1 in raw units), and its weight vector
+    # would blow up the map's error covariance: it stays out of the map.
+    counts = np.asarray(history.mask, bool).sum(0)[rows]
+    if (counts < _MIN_MAP_SCORES).any():
+      logging.info('Fennec: %d task(s) with fewer than %d observed scores '
+                   'left out of the task map: %s',
+                   int((counts < _MIN_MAP_SCORES).sum()), _MIN_MAP_SCORES,
+                   [self.task_ids[j] for j in rows[counts < _MIN_MAP_SCORES]
+                    ][:10])
+      keep = counts >= _MIN_MAP_SCORES
+      rows, sets = rows[keep], [e for e, k in zip(sets, keep) if k]
     w = np.asarray(self.space.task_vectors(), np.float64)[rows]
     if self.config.task_map == 'ridge':
       emb = np.stack([_mean_direction(e) for e in sets])

@@ -196,6 +196,18 @@ class FennecNeighborsTest(absltest.TestCase):
       recommender.Fennec.load(path, recommender.FennecConfig(
           space=self.config.space, task_map='ridge'))
 
+  def test_history_task_with_one_observed_model_gives_finite_rankings(self):
+    scores = self.scores[:, 1:].copy()
+    scores[1:, 4] = np.nan  # Task 4 keeps one model's score.
+    sparse = history_lib.History.from_matrix(scores)
+    f = recommender.Fennec(self.config).fit(sparse,
+                                            task_embeddings=self.sets[1:])
+    for obs in ({}, {'m3': 0.6}):
+      pred, std, _ = f.predict(task_embeddings=[self.sets[0]], observed=[obs])
+      self.assertTrue(np.all(np.isfinite(pred)) and np.all(std > 0))
+    # The family's ranking survives (a NaN or a broken column would not).
+    self.assertGreater(stats.weightedtau(pred[0], self.scores[:, 0])[0], 0.7)
+
   def test_bad_task_map_and_embeddings_are_clear_errors(self):
     with self.assertRaisesRegex(ValueError, "task_map='knn'.*neighbors"):
       recommender.FennecConfig(task_map='knn')
