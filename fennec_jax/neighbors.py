@@ -14,7 +14,8 @@ images, so the votes rest on n * T points instead of T, and a task that looks
 like two historical tasks gets a mixture of both. On the offline benchmark
 (26 targets, leave one task out) the mean-embedding ridge map stays close to
 the population mean (weighted tau 0.597 against popularity's 0.582); the
-votes reach 0.64 (see the README's results).
+votes reach 0.637-0.641 over four probe draws
+(`experiments/benchmarks/task_maps.py`).
 
 `fit` chooses k and the smoothing by leave-one-task-out: each historical task
 is predicted from the others' votes, and the pair with the lowest mean

@@ -8,7 +8,7 @@ popularity. Each seed draws another 100-image class-balanced probe subset
 per task for the proxy and seeds the space; the weighted tau of a seed is
 the mean over the targets.
 
-Command (about 3 min for 4 seeds on the 2-core CPU):
+Command (70 s for 4 seeds on the 2-core CPU, with another job running):
 
   .venv/bin/python experiments/benchmarks/task_maps.py --seeds=4 \
       --out=experiments/benchmarks/results
