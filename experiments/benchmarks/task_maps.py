@@ -8,7 +8,14 @@ popularity. Each seed draws another 100-image class-balanced probe subset
 per task for the proxy and seeds the space; the weighted tau of a seed is
 the mean over the targets.
 
-Command (70 s for 4 seeds on the 2-core CPU, with another job running):
+With `--k_shot=K` (default 5) each target also gets K observed fine-tuning
+scores (K models drawn with the seed), and the metrics on the other models
+compare: images and scores together (`fennec_k`, the neighbour prior updated
+by the scores), scores only (`space_k`, the population prior updated by
+them), and the K = 0 `fennec` ranking restricted to the same models
+(`fennec_0_same_models`).
+
+Command (35 s for 4 seeds on the idle 2-core CPU):
 
   .venv/bin/python experiments/benchmarks/task_maps.py --seeds=4 \
       --out=experiments/benchmarks/results
@@ -35,15 +42,21 @@ from fennec_jax.benchmarks import offline
 _SEEDS = flags.DEFINE_integer('seeds', 4, 'Probe draws (seeds 0..N-1).')
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 100,
                                    'Probe images per task through the proxy.')
+_K_SHOT = flags.DEFINE_integer('k_shot', 5, 'Observed scores per target in '
+                               'the images + scores comparison; 0 skips it.')
 _OUT = flags.DEFINE_string('out', 'runs/task_maps', 'Output directory.')
 
 
-def evaluate_seed(history, source, seed: int, num_images: int
+def evaluate_seed(history, source, seed: int, num_images: int, k_shot: int
                   ) -> dict[str, list[float]]:
   """Per-target weighted tau of each method for one probe draw."""
   feats, _ = evaluate.proxy_task_features(source, history.task_ids,
                                           num_images, seed)
+  rng = np.random.default_rng(seed)
   out = {'fennec': [], 'fennec_ridge': [], 'popularity': []}
+  if k_shot:
+    out.update({f'fennec_{k_shot}': [], f'space_{k_shot}': [],
+                'fennec_0_same_models': []})
   for j, target in enumerate(history.task_ids):
     train = evaluate.without_task(history, j)
     true = history.scores[:, j]
@@ -54,6 +67,17 @@ def evaluate_seed(history, source, seed: int, num_images: int
           train, task_embeddings={t: feats[t] for t in train.task_ids})
       pred = fennec.predict(task_embeddings=[feats[target]])[0][0]
       out[name].append(float(stats.weightedtau(pred, true)[0]))
+      if name == 'fennec' and k_shot:
+        seen = rng.choice(len(true), k_shot, replace=False)
+        rest = np.setdiff1d(np.arange(len(true)), seen)
+        obs = [{history.model_ids[i]: float(true[i]) for i in seen}]
+        both = fennec.predict(task_embeddings=[feats[target]],
+                              observed=obs)[0][0]
+        scores_only = fennec.predict(observed=obs)[0][0]
+        for key, p in ((f'fennec_{k_shot}', both),
+                       (f'space_{k_shot}', scores_only),
+                       ('fennec_0_same_models', pred)):
+          out[key].append(float(stats.weightedtau(p[rest], true[rest])[0]))
     pop = baselines.popularity_scores(train.scores, train.mask)
     out['popularity'].append(float(stats.weightedtau(pop, true)[0]))
   return out
@@ -67,7 +91,8 @@ def main(argv: list[str]) -> None:
   start = time.time()
   per_seed = {}
   for seed in range(_SEEDS.value):
-    per_seed[seed] = evaluate_seed(history, source, seed, _NUM_IMAGES.value)
+    per_seed[seed] = evaluate_seed(history, source, seed, _NUM_IMAGES.value,
+                                   _K_SHOT.value)
     logging.info('seed %d: %s', seed, {k: round(float(np.mean(v)), 3)
                                         for k, v in per_seed[seed].items()})
   means = {m: [float(np.mean(per_seed[s][m])) for s in per_seed]
@@ -76,6 +101,7 @@ def main(argv: list[str]) -> None:
       'targets': list(history.task_ids),
       'seeds': _SEEDS.value,
       'num_images': _NUM_IMAGES.value,
+      'k_shot': _K_SHOT.value,
       'mean_weighted_tau_per_seed': means,
       'mean_weighted_tau': {m: float(np.mean(v)) for m, v in means.items()},
       'min_over_seeds': {m: float(np.min(v)) for m, v in means.items()},
