@@ -1,7 +1,7 @@
 """A transfer space learned jointly with side information (cold start).
 
 `space.fit` factorizes the history alone; mapping proxy task embeddings or
-model metadata onto its vectors afterwards (the post-hoc ridge maps in
+model metadata onto its vectors afterwards (the post-hoc task and model maps in
 `recommender.Fennec`) cannot change the factors to suit the side
 information. Here the side information is part of the factorization:
 
