@@ -285,25 +285,32 @@ def _ridge_predict(params: Mapping[str, np.ndarray], x: np.ndarray
   return params['y_mean'] + xs @ params['coef']
 
 
+def _mapped_rows(embeddings: Mapping[str, Any], ids: Sequence[str],
+                 kind: str) -> tuple[list[int], list[np.ndarray]]:
+  """(rows, float64 entries) of the ids that `embeddings` maps.
+
+  Ids without an embedding are left out (counted in a log line); unknown
+  ids are an error.
+  """
+  unknown = sorted(set(embeddings) - set(ids))
+  if unknown:
+    raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
+                     f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
+  rows = [j for j, t in enumerate(ids) if t in embeddings]
+  if len(rows) < len(ids):
+    logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
+                 'on the others.', len(ids) - len(rows), len(ids), kind)
+  if not rows:
+    raise ValueError(f'{kind}_embeddings is empty.')
+  return rows, [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
+
+
 def _align(embeddings: Any, ids: Sequence[str], kind: str
            ) -> tuple[np.ndarray, np.ndarray]:
-  """(rows, [n, D] embeddings) from `{id: [D]}` or an `[len(ids), D]` array.
-
-  Ids without an embedding are left out (counted in a log line).
-  """
+  """(rows, [n, D] embeddings) from `{id: [D]}` or an `[len(ids), D]` array."""
   if isinstance(embeddings, Mapping):
-    unknown = sorted(set(embeddings) - set(ids))
-    if unknown:
-      raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
-                       f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
-    rows = [j for j, t in enumerate(ids) if t in embeddings]
-    if len(rows) < len(ids):
-      logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
-                   'on the others.', len(ids) - len(rows), len(ids), kind)
-    if not rows:
-      raise ValueError(f'{kind}_embeddings is empty.')
-    emb = np.stack([np.asarray(embeddings[ids[j]], np.float64)
-                    for j in rows])
+    rows, entries = _mapped_rows(embeddings, ids, kind)
+    emb = np.stack(entries)
   else:
     emb = np.asarray(embeddings, np.float64)
     if emb.ndim != 2 or emb.shape[0] != len(ids):
@@ -316,6 +323,20 @@ def _align(embeddings: Any, ids: Sequence[str], kind: str
   return np.asarray(rows), emb
 
 
+def _check_entries(entries: Sequence[np.ndarray], names: Sequence[str]
+                   ) -> None:
+  """Each entry a finite [D] vector or non-empty [n, D] set, one width."""
+  for name, e in zip(names, entries):
+    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
+      finite = '' if np.isfinite(e).all() else ' with non-finite values'
+      raise ValueError(f'task_embeddings[{name}] must be a finite [D] vector '
+                       f'or [n, D] set, got shape {e.shape}{finite}.')
+  widths = {e.shape[-1] for e in entries}
+  if len(widths) > 1:
+    raise ValueError(f'task_embeddings have different widths '
+                     f'{sorted(widths)}.')
+
+
 def _align_sets(embeddings: Any, ids: Sequence[str]
                 ) -> tuple[np.ndarray, list[np.ndarray]]:
   """(rows, per-row embeddings) of the history's tasks.
@@ -325,17 +346,7 @@ def _align_sets(embeddings: Any, ids: Sequence[str]
   finite). Tasks without an entry are left out (counted in a log line).
   """
   if isinstance(embeddings, Mapping):
-    unknown = sorted(set(embeddings) - set(ids))
-    if unknown:
-      raise ValueError(f'task_embeddings name tasks not in the history: '
-                       f'{unknown[:10]}; tasks: {list(ids)[:20]}')
-    rows = [j for j, t in enumerate(ids) if t in embeddings]
-    if len(rows) < len(ids):
-      logging.info('Fennec: %d of %d tasks have no embedding; the task map '
-                   'is fit on the others.', len(ids) - len(rows), len(ids))
-    if not rows:
-      raise ValueError('task_embeddings is empty.')
-    entries = [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
+    rows, entries = _mapped_rows(embeddings, ids, 'task')
   else:
     arr = np.asarray(embeddings, np.float64)
     if arr.ndim not in (2, 3) or arr.shape[0] != len(ids):
@@ -344,14 +355,7 @@ def _align_sets(embeddings: Any, ids: Sequence[str]
                        f'{arr.shape}.')
     rows = list(range(len(ids)))
     entries = list(arr)
-  for j, e in zip(rows, entries):
-    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
-      raise ValueError(f'task_embeddings[{ids[j]!r}] must be a finite [D] '
-                       f'vector or [n, D] set, got shape {e.shape}'
-                       f'{"" if np.isfinite(e).all() else " with non-finite values"}.')
-  widths = {e.shape[-1] for e in entries}
-  if len(widths) > 1:
-    raise ValueError(f'task_embeddings have different widths {sorted(widths)}.')
+  _check_entries(entries, [repr(ids[j]) for j in rows])
   return np.asarray(rows), entries
 
 
@@ -375,14 +379,7 @@ def _new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
     entries = [np.asarray(e, np.float64) for e in task_embeddings]
     if not entries:
       raise ValueError('task_embeddings is empty.')
-  for b, e in enumerate(entries):
-    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
-      raise ValueError(f'task_embeddings[{b}] must be a finite [D] vector or '
-                       f'[n, D] set, got shape {e.shape}'
-                       f'{"" if np.isfinite(e).all() else " with non-finite values"}.')
-  widths = {e.shape[-1] for e in entries}
-  if len(widths) > 1:
-    raise ValueError(f'task_embeddings have different widths {sorted(widths)}.')
+  _check_entries(entries, [str(b) for b in range(len(entries))])
   return entries
 
 
