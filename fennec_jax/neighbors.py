@@ -115,27 +115,29 @@ def pad_sets(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   return x, valid
 
 
-@functools.partial(jax.jit, static_argnames=('k', 'num_tasks'))
-def _neighbor_owners(queries, query_task, pool, owner, *, k, num_tasks):
+@functools.partial(jax.jit, static_argnames=('k', 'exclude'))
+def _neighbor_owners(queries, query_task, pool, owner, *, k, exclude):
   """[Q, k] tasks owning each query's k nearest pool images.
 
-  Pool images of the query's own task (`query_task`, -1 for a new task) are
-  excluded: this is what makes the fit-time votes leave-one-task-out.
+  With `exclude`, pool images of the query's own task (`query_task`) are
+  left out: this is what makes the fit-time votes leave-one-task-out. New
+  tasks skip that pass.
   """
-  del num_tasks
 
   def chunk(args):
     q, t = args
     sims = q @ pool.T
-    sims = jnp.where(owner[None, :] == t[:, None], -jnp.inf, sims)
+    if exclude:
+      sims = jnp.where(owner[None, :] == t[:, None], -jnp.inf, sims)
     _, idx = jax.lax.top_k(sims, k)
     return owner[idx]
 
   q = queries.shape[0]
-  pad = -q % _CHUNK
-  qs = jnp.pad(queries, ((0, pad), (0, 0))).reshape(-1, _CHUNK,
+  size = min(_CHUNK, q)  # A small batch is one chunk, without padding.
+  pad = -q % size
+  qs = jnp.pad(queries, ((0, pad), (0, 0))).reshape(-1, size,
                                                     queries.shape[1])
-  ts = jnp.pad(query_task, (0, pad), constant_values=-1).reshape(-1, _CHUNK)
+  ts = jnp.pad(query_task, (0, pad), constant_values=-1).reshape(-1, size)
   return jax.lax.map(chunk, (qs, ts)).reshape(-1, k)[:q]
 
 
@@ -199,7 +201,7 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
   owners = _neighbor_owners(
       jnp.asarray(x.reshape(-1, x.shape[-1])),
       jnp.asarray(np.repeat(np.arange(t), x.shape[1]), jnp.int32),
-      pool, owner, k=kmax, num_tasks=t).reshape(t, x.shape[1], kmax)
+      pool, owner, k=kmax, exclude=True).reshape(t, x.shape[1], kmax)
   allowed = 1.0 - jnp.eye(t)
   best = None
   for k, s in grid:
@@ -230,8 +232,7 @@ def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
   b, n, d = x.shape
   owners = _neighbor_owners(
       jnp.asarray(x.reshape(-1, d)), jnp.full((b * n,), -1, jnp.int32),
-      nmap.pool, nmap.owner, k=nmap.k, num_tasks=nmap.num_tasks
-  ).reshape(b, n, nmap.k)
+      nmap.pool, nmap.owner, k=nmap.k, exclude=False).reshape(b, n, nmap.k)
   return _votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks)
 
 
