@@ -49,6 +49,72 @@ def bootstrap_ci(values: Sequence[float], num_resamples: int = 2000,
           float(np.quantile(means, 1.0 - alpha)))
 
 
+def read_metric_csv(path: str, metric: str = 'weighted_tau', k_shot: int = 0
+                    ) -> dict[str, dict[str, float]]:
+  """`{method: {target: value}}` from a results CSV (`write_csv`).
+
+  The `MEAN` rows, other K and undefined (empty or NaN) values are left out.
+
+  Raises:
+    ValueError: a missing column.
+  """
+  with open(path, newline='') as f:
+    reader = csv.DictReader(f)
+    missing = {'method', 'k_shot', 'target', metric} - set(
+        reader.fieldnames or ())
+    if missing:
+      raise ValueError(f'{path}: no column(s) {sorted(missing)}; columns: '
+                       f'{reader.fieldnames}')
+    out: dict[str, dict[str, float]] = {}
+    for row in reader:
+      if row['target'] == MEAN or int(row['k_shot']) != k_shot:
+        continue
+      value = float(row[metric]) if row[metric] else float('nan')
+      if np.isfinite(value):
+        out.setdefault(row['method'], {})[row['target']] = value
+  return out
+
+
+def paired_differences(values: dict[str, dict[str, float]], method: str,
+                       num_resamples: int = 10_000, seed: int = 0
+                       ) -> list[dict[str, Any]]:
+  """`method` minus each other method, target by target.
+
+  Two methods' own intervals overlap even when one is better on most
+  targets; the paired difference removes the targets' shared difficulty.
+
+  Args:
+    values: `{method: {target: value}}` (`read_metric_csv`).
+    method: the method compared with all others.
+    num_resamples: bootstrap resamples of the mean difference.
+    seed: bootstrap seed.
+
+  Returns:
+    One dict per other method, best other first: `other`, `mean_diff`,
+    `low`, `high` (percentile bootstrap over the common targets), `won`
+    (targets where `method` is higher), `targets`.
+
+  Raises:
+    ValueError: `method` not in `values`, or no common target.
+  """
+  if method not in values:
+    raise ValueError(f'method {method!r} not in the results; methods: '
+                     f'{sorted(values)}')
+  rows = []
+  for other in sorted(values, key=lambda m: -np.mean(list(values[m].values()))):
+    if other == method:
+      continue
+    targets = sorted(set(values[method]) & set(values[other]))
+    if not targets:
+      raise ValueError(f'{method!r} and {other!r} share no target.')
+    d = np.array([values[method][t] - values[other][t] for t in targets])
+    low, high = bootstrap_ci(d, num_resamples, seed=seed)
+    rows.append({'other': other, 'mean_diff': float(d.mean()), 'low': low,
+                 'high': high, 'won': int((d > 0).sum()),
+                 'targets': len(targets)})
+  return rows
+
+
 def _has_seconds(results: Any) -> bool:
   return any(np.isfinite(getattr(r, 'seconds_per_target', np.nan))
              for r in results.rows)

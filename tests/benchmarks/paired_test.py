@@ -1,28 +1,18 @@
-"""Tests of experiments/benchmarks/paired.py against a hand computation."""
+"""Tests of the paired comparison in `fennec_jax.benchmarks.report`."""
 
 import csv
-import importlib.util
 import os
 import tempfile
 
 from absl.testing import absltest
 import numpy as np
 
-_PATH = os.path.join(os.path.dirname(__file__), '..', '..', 'experiments',
-                     'benchmarks', 'paired.py')
+from fennec_jax.benchmarks import report
 
 
-def _load():
-  spec = importlib.util.spec_from_file_location('paired_script', _PATH)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-class PairedTest(absltest.TestCase):
+class PairedDifferencesTest(absltest.TestCase):
 
   def test_differences_interval_and_wins(self):
-    paired = _load()
     d = self.enterContext(tempfile.TemporaryDirectory())
     path = os.path.join(d, 'results.csv')
     a = {'t0': 0.5, 't1': 0.7, 't2': 0.2, 't3': 0.9}
@@ -37,20 +27,23 @@ class PairedTest(absltest.TestCase):
       w.writerow(['a', 0, 'MEAN', 0.575])
       w.writerow(['b', 0, 'MEAN', 0.475])
       w.writerow(['b', 0, 't4', ''])  # Undefined: left out.
-    values = paired.read_metric(path, 'weighted_tau', 0)
-    self.assertEqual(values['a'], a)
-    self.assertEqual(values['b'], b)
-    (row,) = paired.paired(values, 'a', resamples=2000)
+    values = report.read_metric_csv(path, 'weighted_tau', 0)
+    self.assertEqual(values, {'a': a, 'b': b})
+    (row,) = report.paired_differences(values, 'a', num_resamples=2000)
     diff = np.array([a[t] - b[t] for t in sorted(a)])
+    self.assertEqual(row['other'], 'b')
     self.assertAlmostEqual(row['mean_diff'], diff.mean())
     self.assertEqual((row['won'], row['targets']), (3, 4))
-    # A bootstrap mean lies between the smallest and largest difference.
+    # The paired interval is the bootstrap of the differences' mean, and a
+    # bootstrap mean lies between the smallest and largest difference.
+    self.assertEqual((row['low'], row['high']),
+                     report.bootstrap_ci(diff, 2000))
     self.assertTrue(diff.min() <= row['low'] <= diff.mean() <= row['high']
                     <= diff.max())
     with self.assertRaisesRegex(ValueError, "'c' not in the results"):
-      paired.paired(values, 'c', resamples=10)
+      report.paired_differences(values, 'c')
     with self.assertRaisesRegex(ValueError, r"no column\(s\) \['pearson'\]"):
-      paired.read_metric(path, 'pearson', 0)
+      report.read_metric_csv(path, 'pearson', 0)
 
 
 if __name__ == '__main__':
