@@ -147,15 +147,15 @@ def _posterior(phi, chol, noise_var, mean, idx, scores, valid, shift):
     scores: [B, K] their scores.
     valid: [B, K] bool; False entries are padding.
     shift: [B, M] per-task shift of the models' bias feature (the
-      neighbour map's averaged residuals; zeros otherwise): task b sees
-      phi_b = [u, 1, model_bias + shift[b]].
+      neighbour map's averaged residuals), or None (no shift, a separate
+      compilation): task b sees phi_b = [u, 1, model_bias + shift[b]].
 
   Returns:
     (w [B, d] posterior means, cov [B, d, d] posterior covariances). The
     cost is O(B K d^2): independent of the number of models.
   """
   v = valid.astype(phi.dtype)
-  sel = _shifted(phi[idx], jnp.take_along_axis(shift, idx, axis=1))
+  sel = _shifted(phi[idx], shift, idx)
   x = (sel @ chol) * v[..., None]
   resid = (scores - jnp.einsum('bkd,bd->bk', sel, mean)) * v
   gram = jnp.einsum('bki,bkj->bij', x, x)
@@ -168,9 +168,11 @@ def _posterior(phi, chol, noise_var, mean, idx, scores, valid, shift):
   return w, jnp.einsum('bki,bkj->bij', g, g)
 
 
-def _shifted(sel, shift):
-  """[B, K, d] features with the bias column (last) shifted by [B, K]."""
-  return sel.at[..., -1].add(shift)
+def _shifted(sel, shift, idx):
+  """[B, K, d] features of models idx [B, K], bias column (last) shifted."""
+  if shift is None:
+    return sel
+  return sel.at[..., -1].add(jnp.take_along_axis(shift, idx, axis=1))
 
 
 def _cold_var(w, cov, sigma_phi):
@@ -183,16 +185,19 @@ def _cold_var(w, cov, sigma_phi):
 def _predict_all(phi, w, cov, noise_var, link, cold, sigma_phi, shift):
   """[B, M] predictive means and standard deviations (one batched matmul).
 
-  `shift` [B, M] moves each task's bias feature (see `_posterior`); means go
-  through the space's population link (`space.apply_link`: same ranking,
-  mean and spread; identity unless normalization='rank').
+  `shift` [B, M] (or None) moves each task's bias feature (see
+  `_posterior`); means go through the space's population link
+  (`space.apply_link`: same ranking, mean and spread; identity unless
+  normalization='rank').
   """
-  pred = space_lib.apply_link(w @ phi.T + w[:, -1:] * shift, link)
-  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi)
-         + 2 * shift * jnp.einsum('md,bd->bm', phi, cov[:, :, -1])
-         + shift ** 2 * cov[:, -1, -1][:, None] + noise_var
+  linear = w @ phi.T
+  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
          + _cold_var(w, cov, sigma_phi)[:, None] * cold[None, :])
-  return pred, jnp.sqrt(var)
+  if shift is not None:
+    linear = linear + w[:, -1:] * shift
+    var = (var + 2 * shift * jnp.einsum('md,bd->bm', phi, cov[:, :, -1])
+           + shift ** 2 * cov[:, -1, -1][:, None])
+  return space_lib.apply_link(linear, link), jnp.sqrt(var)
 
 
 @functools.partial(jax.jit, static_argnames=('k',))
@@ -203,7 +208,9 @@ def _top(phi, w, cov, noise_var, link, cold, sigma_phi, shift, *, k):
   row's mean and std and the link, so `apply_link` of the full row is not
   needed: identical to `_predict_all` on the top k.
   """
-  linear = w @ phi.T + w[:, -1:] * shift
+  linear = w @ phi.T
+  if shift is not None:
+    linear = linear + w[:, -1:] * shift
   values, idx = jax.lax.top_k(linear, k)
   if link.shape[0]:
     m = linear.shape[-1]
@@ -214,7 +221,7 @@ def _top(phi, w, cov, noise_var, link, cold, sigma_phi, shift, *, k):
         shaped_all.std(), 1e-12)
     values = (linear.mean(-1, keepdims=True)
               + linear.std(-1, keepdims=True) * shaped[None, :])
-  sel = _shifted(phi[idx], jnp.take_along_axis(shift, idx, axis=1))
+  sel = _shifted(phi[idx], shift, idx)
   var = (jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
          + _cold_var(w, cov, sigma_phi)[:, None] * cold[idx])
   return values, jnp.sqrt(var), idx
@@ -361,10 +368,8 @@ def _align_sets(embeddings: Any, ids: Sequence[str]
 
 def _mean_direction(e: np.ndarray) -> np.ndarray:
   """The ridge map's input: a [D] vector as is; a set's mean unit row."""
-  if e.ndim == 1:
-    return e
-  return (e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True),
-                         1e-12)).mean(0)
+  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
+  return e if e.ndim == 1 else embed.l2_normalize(e).mean(0)
 
 
 def _new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
@@ -527,7 +532,7 @@ class Fennec:
   def _fit_neighbor_map(self, history: Any, rows: np.ndarray,
                         sets: list[np.ndarray], w: np.ndarray) -> np.ndarray:
     """Fits the 'neighbors' map; returns its [T, d] LOO residuals of w."""
-    normed, loc, scale = space_lib.normalize(
+    normed, _, _ = space_lib.normalize(
         history.scores, history.mask, self.config.space.normalization)
     mask = np.asarray(history.mask, bool)[:, rows]
     fitted = np.asarray(self.space.predict_normalized(), np.float64)[:, rows]
@@ -705,7 +710,9 @@ class Fennec:
 
   def _posterior(self, task_embeddings: Any, observed: Any
                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(w, cov, shift [B, M], the scores' noise variance); see `posterior`.
+    """(w, cov, shift [B, M] or None, the scores' noise variance).
+
+    See `posterior`.
     """
     self._check_fitted()
     if task_embeddings is None and observed is None:
@@ -752,8 +759,6 @@ class Fennec:
       mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
                              (num_tasks, prior.dim))
       chol = self._prior_chol
-    if shift is None:
-      shift = jnp.zeros((num_tasks, len(self.model_ids)), jnp.float32)
     noise_var = prior.noise_var
     if task_embeddings is not None and self.neighbor_map is not None:
       noise_var = jnp.asarray(self.neighbor_state['noise_var'], jnp.float32)
