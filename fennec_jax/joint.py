@@ -450,6 +450,20 @@ def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return mean, np.where(std > 0, std, 1.0).astype(np.float32)
 
 
+def _standardized_side(side: Any, num_rows: int, kind: str
+                       ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+  """(standardized side, its column means, stds); (None, [0], [0]) if None."""
+  if side is None:
+    empty = np.zeros((0,), np.float32)
+    return None, empty, empty
+  x = _check_side(side, None, f'{kind}_side')
+  if x.shape[0] != num_rows:
+    raise ValueError(f'{kind}_side has {x.shape[0]} rows; scores has '
+                     f'{num_rows} {kind}s.')
+  mean, std = _standardize(x)
+  return (x - mean) / std, mean, std
+
+
 def _coo(rows, cols, values):
   """Padded COO arrays (`space`'s buckets, so similar fits share a compile)."""
   n = rows.size
@@ -525,22 +539,8 @@ def fit_joint(scores: Any, mask: Any = None, *,
   held = _split(rows, cols, scores.shape, scfg,
                 jax.random.fold_in(root, 0))
 
-  ms_mean = ms_std = ts_mean = ts_std = np.zeros((0,), np.float32)
-  ms = ts = None
-  if model_side is not None:
-    ms = _check_side(model_side, None, 'model_side')
-    if ms.shape[0] != num_models:
-      raise ValueError(f'model_side has {ms.shape[0]} rows; scores has '
-                       f'{num_models} models.')
-    ms_mean, ms_std = _standardize(ms)
-    ms = (ms - ms_mean) / ms_std
-  if task_side is not None:
-    ts = _check_side(task_side, None, 'task_side')
-    if ts.shape[0] != num_tasks:
-      raise ValueError(f'task_side has {ts.shape[0]} rows; scores has '
-                       f'{num_tasks} tasks.')
-    ts_mean, ts_std = _standardize(ts)
-    ts = (ts - ts_mean) / ts_std
+  ms, ms_mean, ms_std = _standardized_side(model_side, num_models, 'model')
+  ts, ts_mean, ts_std = _standardized_side(task_side, num_tasks, 'task')
   graphs = None
   vs = 0
   if model_graphs is not None:

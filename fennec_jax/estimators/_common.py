@@ -118,14 +118,21 @@ def class_means(x: jnp.ndarray, onehot: jnp.ndarray) -> jnp.ndarray:
   return (onehot.T @ x) / counts[:, None]
 
 
-def pinv_sym(a: jnp.ndarray, rcond: float | None = None) -> jnp.ndarray:
-  """Pseudo-inverse of a symmetric PSD matrix via eigh (cheaper than SVD)."""
+def _pinv_eigh(a: jnp.ndarray, rcond: float | None
+               ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(eigenvectors, inverted eigenvalues, 0 below rcond * the largest)."""
   evals, evecs = jnp.linalg.eigh(a)
   if rcond is None:
     rcond = a.shape[0] * jnp.finfo(a.dtype).eps
   cutoff = rcond * jnp.max(jnp.abs(evals))
   inv = jnp.where(evals > cutoff, 1.0 / jnp.where(evals > cutoff, evals, 1.0),
                   0.0)
+  return evecs, inv
+
+
+def pinv_sym(a: jnp.ndarray, rcond: float | None = None) -> jnp.ndarray:
+  """Pseudo-inverse of a symmetric PSD matrix via eigh (cheaper than SVD)."""
+  evecs, inv = _pinv_eigh(a, rcond)
   return (evecs * inv[None, :]) @ evecs.T
 
 
@@ -136,12 +143,7 @@ def pinv_quadratic_forms(a: jnp.ndarray, vecs: jnp.ndarray,
   Uses a = V diag(l) V' and sum_j (v'V)_j^2 / l_j: never forms the d x d
   pseudo-inverse (saves a d^3 product per model).
   """
-  evals, evecs = jnp.linalg.eigh(a)
-  if rcond is None:
-    rcond = a.shape[0] * jnp.finfo(a.dtype).eps
-  cutoff = rcond * jnp.max(jnp.abs(evals))
-  inv = jnp.where(evals > cutoff, 1.0 / jnp.where(evals > cutoff, evals, 1.0),
-                  0.0)
+  evecs, inv = _pinv_eigh(a, rcond)
   proj = vecs @ evecs
   return jnp.sum(proj * proj * inv[None, :], 1)
 
