@@ -29,7 +29,7 @@ def _evaluate(config, workdir):
 
 
 def _build_benchmark(config, workdir):
-  from fennec_jax.benchmarks import build  # pylint: disable=g-import-not-at-top
+  from fennec_jax.benchmarks.offline import build  # pylint: disable=g-import-not-at-top
   return build.build(config, workdir)
 
 

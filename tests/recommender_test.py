@@ -10,7 +10,8 @@ from scipy import stats
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax import space
-from fennec_jax.benchmarks import evaluate
+from fennec_jax.benchmarks.offline import demo as offline_demo
+from fennec_jax.benchmarks.offline import source as offline_source
 
 # Pinned (not the library defaults, which are tuned on real benchmarks): the
 # synthetic worlds below are rank 2 with task embeddings linear in the task
@@ -255,7 +256,7 @@ class ColdStartTest(absltest.TestCase):
       recommender.Fennec(_CONFIG).fit(train).add_models(['x'], emb[:1])
 
 
-class _Images(evaluate.ImageSource):
+class _Images(offline_source.ImageSource):
   """Probes tagged by task; proxy features linear in the task's factors."""
 
   def __init__(self, history, task_vectors):
@@ -285,7 +286,7 @@ class DemoTest(absltest.TestCase):
     rng = np.random.default_rng(2)
     u, v = rng.normal(size=(20, 2)), rng.normal(size=(8, 2))
     h = history_lib.History.from_matrix(0.7 + 0.1 * u @ v.T)
-    out = recommender.demo(task='t3', top=4, history=h,
+    out = offline_demo.demo(task='t3', top=4, history=h,
                            source=_Images(h, v), config=_CONFIG)
     self.assertEqual(out.task, 't3')
     self.assertLen(out.rows, 4)
@@ -296,11 +297,11 @@ class DemoTest(absltest.TestCase):
     # Proxy features carry the task's factors; LogME sees noise features.
     self.assertGreater(out.weighted_tau['fennec'], 0.5)
     self.assertGreater(out.weighted_tau['fennec'], out.weighted_tau['logme'])
-    text = recommender.format_demo(out)
+    text = offline_demo.format_demo(out)
     self.assertIn('Held-out task: t3', text)
     self.assertIn('LogME over the zoo', text)
     with self.assertRaisesRegex(ValueError, "Unknown task id 'nope'"):
-      recommender.demo(task='nope', history=h, source=_Images(h, v),
+      offline_demo.demo(task='nope', history=h, source=_Images(h, v),
                        config=_CONFIG)
 
 
@@ -309,19 +310,19 @@ class DemoTest(absltest.TestCase):
     u, v = rng.normal(size=(20, 2)), rng.normal(size=(8, 2))
     h = history_lib.History.from_matrix(0.7 + 0.1 * u @ v.T)
     source = _Images(h, v)
-    fennec = recommender.fit_offline(history=h, source=source,
+    fennec = offline_demo.fit_offline(history=h, source=source,
                                      config=_CONFIG)
     seen = []
     proxy = source.proxy_features
     source.proxy_features = lambda x: (seen.append(x.shape), proxy(x))[1]
     images = np.full((150, 9, 7, 3), 5, np.uint8)  # Task 5's tag, bigger.
-    emb = recommender.images_to_embedding(images, source, (4, 4, 3))
+    emb = offline_demo.images_to_embedding(images, source, (4, 4, 3))
     self.assertEqual(seen, [(100, 4, 4, 3)])  # The paper's 100-image probe.
     rec = fennec.recommend(task_embeddings=emb[None, :], top=3)
     true = h.scores[:, 5]
     self.assertGreater(stats.weightedtau(rec.all_predicted[0], true)[0], 0.5)
     with self.assertRaisesRegex(ValueError, 'no images'):
-      recommender.images_to_embedding([], source, (4, 4, 3))
+      offline_demo.images_to_embedding([], source, (4, 4, 3))
 
 
 class ScoresCsvTest(absltest.TestCase):

@@ -48,6 +48,7 @@ from scipy import stats
 from fennec_jax import joint
 from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import evaluate as evaluate_lib
+from fennec_jax.benchmarks.offline import source as offline_source
 
 _BENCHMARK = flags.DEFINE_string('benchmark', 'parc_controlled',
                                  'Bundled benchmark name.')
@@ -65,7 +66,7 @@ _TASK_SIDE = flags.DEFINE_enum(
     'task_side', 'metadata', ['metadata', 'proxy'],
     "Task side information for --protocol=tasks: 'metadata' (numeric task "
     "metadata) or 'proxy' (--benchmark=offline only: the mean proxy "
-    'embedding of 100 probe images, evaluate.proxy_task_features).')
+    'embedding of 100 probe images, offline.source.proxy_task_features).')
 _GRAPHS = flags.DEFINE_bool(
     'graphs', False, '--protocol=models on --benchmark=offline: also fit '
     "'joint_graph' (metadata + the archi2vec GNN on the models' traced "
@@ -160,8 +161,8 @@ def _models_out_graphs(history, emb, eligible):
 
 def _proxy_features(history):
   """[T, D] mean proxy embedding of each task's probe images."""
-  source = evaluate_lib.OfflineSource()
-  feats, _ = evaluate_lib.proxy_task_features(source, history.task_ids)
+  source = offline_source.OfflineSource()
+  feats, _ = offline_source.proxy_task_features(source, history.task_ids)
   return np.stack([feats[t].mean(0) for t in history.task_ids])
 
 

@@ -2,7 +2,7 @@ r"""Speed of the offline builder's fine-tune step: vmapped group vs one by one.
 
 Measures, per zoo architecture, the wall time of fine-tuning a group of
 `--group` models on one target with the builder's own jitted function
-(`fennec_jax.benchmarks.build._finetune_fn`), once with `vmap` over the group
+(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over the group
 and once model by model, after a warm-up call (compile excluded). Writes
 `<out>/offline_build_speed.json` and `.md`.
 
@@ -23,7 +23,7 @@ from absl import flags
 import jax
 import numpy as np
 
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import build
 
 _OUT = flags.DEFINE_string('out', 'runs/offline_build_speed', 'Output dir.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Fine-tune steps per call.')

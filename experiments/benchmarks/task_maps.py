@@ -38,6 +38,7 @@ from fennec_jax import space as space_lib
 from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks import offline
+from fennec_jax.benchmarks.offline import source as offline_source
 
 _SEEDS = flags.DEFINE_integer('seeds', 4, 'Probe draws (seeds 0..N-1).')
 _NUM_IMAGES = flags.DEFINE_integer('num_images', 100,
@@ -50,7 +51,7 @@ _OUT = flags.DEFINE_string('out', 'runs/task_maps', 'Output directory.')
 def evaluate_seed(history, source, seed: int, num_images: int, k_shot: int
                   ) -> dict[str, list[float]]:
   """Per-target weighted tau of each method for one probe draw."""
-  feats, _ = evaluate.proxy_task_features(source, history.task_ids,
+  feats, _ = offline_source.proxy_task_features(source, history.task_ids,
                                           num_images, seed)
   rng = np.random.default_rng(seed)
   out = {'fennec': [], 'fennec_ridge': [], 'popularity': []}
@@ -87,7 +88,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
   history = offline.load()
-  source = evaluate.OfflineSource()
+  source = offline_source.OfflineSource()
   start = time.time()
   per_seed = {}
   for seed in range(_SEEDS.value):

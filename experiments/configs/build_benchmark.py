@@ -20,7 +20,7 @@ mesh axis), the step counts, `source_sizes` and the zoo (`archs`); `data=
 
 import ml_collections
 
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import build
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -9,7 +9,7 @@
 
 Killing it at any moment and rerunning the same command resumes: finished
 pairs are kept, none is redone. `--stage=export` only writes the artifacts of
-what is finished. All logic is in `fennec_jax.benchmarks.build`.
+what is finished. All logic is in `fennec_jax.benchmarks.offline.build`.
 """
 
 import logging as py_logging
@@ -18,7 +18,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import build
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (get_config() module); overrides --preset.')

@@ -6,14 +6,14 @@
 Fits Fennec on the other tasks of the committed offline benchmark, ranks the
 zoo for the held-out task from its images alone, prints the top models with
 predicted vs actual fine-tuned accuracy, and how long Fennec took vs running
-LogME over the whole zoo. Logic: `fennec_jax.recommender.demo`.
+LogME over the whole zoo. Logic: `fennec_jax.benchmarks.offline.demo.demo`.
 """
 
 import time
 
 from absl import flags
 
-from fennec_jax import recommender
+from fennec_jax.benchmarks.offline import demo as demo_lib
 
 _TASK = flags.DEFINE_string('task', None, 'Held-out task (default: drawn).')
 _TOP = flags.DEFINE_integer('top', 5, 'Models to show.')
@@ -27,8 +27,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
   wall, cpu = time.perf_counter(), time.process_time()
-  result = recommender.demo(task=_TASK.value, top=_TOP.value,
+  result = demo_lib.demo(task=_TASK.value, top=_TOP.value,
                             seed=_SEED.value, data_dir=_DATA_DIR.value)
-  print(recommender.format_demo(result))
+  print(demo_lib.format_demo(result))
   print(f'demo total: {time.perf_counter() - wall:.1f} s wall, '
         f'{time.process_time() - cpu:.1f} s CPU (after imports)')

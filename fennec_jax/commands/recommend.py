@@ -20,6 +20,7 @@ from absl import flags
 from absl import logging
 
 from fennec_jax import recommender
+from fennec_jax.benchmarks.offline import demo as demo_lib
 
 _BENCHMARK = flags.DEFINE_string('benchmark', None,
                                  'Bundled benchmark to fit on.')
@@ -74,7 +75,7 @@ def main(argv: list[str]) -> None:
         raise ValueError(f'--images/--tfds describe one task; {_SCORES.value} '
                          f'has {len(table)}: {list(table)}.')
       observed = next(iter(table.values()))
-    rec, fennec = recommender.recommend_offline(
+    rec, fennec = demo_lib.recommend_offline(
         images, top=_TOP.value, observed=observed, labels=images.labels,
         data_dir=_DATA_DIR.value)
     if _SAVE.value:

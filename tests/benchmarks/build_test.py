@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax import models
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks import offline
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -165,7 +165,7 @@ class BuildTest(absltest.TestCase):
   def test_kill_and_resume_loses_and_duplicates_nothing(self):
     d = self.enterContext(tempfile.TemporaryDirectory())
     path = os.path.join(d, build.RESULTS_FILE)
-    code = ('import sys; from fennec_jax.benchmarks import build; '
+    code = ('import sys; from fennec_jax.benchmarks.offline import build; '
             'build.build(build.tiny_config(), sys.argv[1])')
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     proc = subprocess.Popen([sys.executable, '-c', code, d], env=env,

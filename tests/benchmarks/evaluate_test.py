@@ -13,6 +13,7 @@ from fennec_jax import history as history_lib
 from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks import report
+from fennec_jax.benchmarks.offline import source as offline_source
 
 
 def _history(num_models=14, num_tasks=5, seed=0, missing=0.0):
@@ -240,7 +241,7 @@ class ProtocolTest(absltest.TestCase):
                         k_shots=(0,), num_seeds=1)
 
 
-class _FakeImages(evaluate.ImageSource):
+class _FakeImages(offline_source.ImageSource):
   """Probes tagged by task; proxy features are a linear image of the task's
   latent vector (so a working embedding path can recover the ranking)."""
 

@@ -23,9 +23,11 @@ from PIL import Image
 from scipy import stats
 
 from fennec_jax import recommender
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks import offline
+from fennec_jax.benchmarks.offline import demo as offline_demo
+from fennec_jax.benchmarks.offline import source as offline_source
 from fennec_jax.data import sources
 from fennec_jax.estimators import registry
 
@@ -141,7 +143,7 @@ class DemoAndRecommendTest(absltest.TestCase):
 
   def test_demo_shows_actual_accuracies_and_times(self):
     history = offline.load(_ART)
-    out = recommender.demo(task='texture_kind', top=5, data_dir=_ART)
+    out = offline_demo.demo(task='texture_kind', top=5, data_dir=_ART)
     j = history.task_index('texture_kind')
     self.assertLen(out.rows, history.num_models)  # top clipped to the zoo.
     preds = [p for _, p, _, _ in out.rows]
@@ -152,7 +154,7 @@ class DemoAndRecommendTest(absltest.TestCase):
       self.assertTrue(np.isfinite(pred) and std > 0)
     self.assertGreater(out.fennec_seconds, 0)
     self.assertGreater(out.logme_seconds, 0)
-    self.assertIn('texture_kind', recommender.format_demo(out))
+    self.assertIn('texture_kind', offline_demo.format_demo(out))
 
   def test_recommend_from_image_folder_equals_array_path(self):
     images, labels = offline.load_probe('shape_kind', _ART)
@@ -162,7 +164,7 @@ class DemoAndRecommendTest(absltest.TestCase):
       os.makedirs(d, exist_ok=True)
       Image.fromarray(images[i]).save(os.path.join(d, f'{i:04d}.png'))
     src = sources.FolderSource(folder)
-    rec, fennec = recommender.recommend_offline(src, top=3,
+    rec, fennec = offline_demo.recommend_offline(src, top=3,
                                                 labels=src.labels,
                                                 data_dir=_ART)
     # The folder is read in sorted-path order; file names give the index.
@@ -170,8 +172,8 @@ class DemoAndRecommendTest(absltest.TestCase):
     self.assertEqual(sorted(keep), list(range(0, len(images), 2)))
     # Class sub-folders are named by label, so folder labels are the same.
     np.testing.assert_array_equal(src.labels, labels[keep])
-    emb = recommender.images_to_embedding(
-        images[keep], evaluate.OfflineSource(_ART), images.shape[1:],
+    emb = offline_demo.images_to_embedding(
+        images[keep], offline_source.OfflineSource(_ART), images.shape[1:],
         labels=labels[keep])
     ref = fennec.recommend(task_embeddings=emb[None], top=3)
     self.assertEqual(rec.model_ids, ref.model_ids)
@@ -183,18 +185,18 @@ class DemoAndRecommendTest(absltest.TestCase):
     images, _ = offline.load_probe('shape_kind', _ART)
     big = [np.asarray(Image.fromarray(im).resize((40, 40))) for im in
            images[:20]]
-    rec, _ = recommender.recommend_offline(big, top=2, data_dir=_ART)
+    rec, _ = offline_demo.recommend_offline(big, top=2, data_dir=_ART)
     self.assertTrue(np.all(np.isfinite(rec.all_predicted)))
     with self.assertRaisesRegex(ValueError, r'shape \(28, 28, 2\)'):
-      recommender.recommend_offline([np.zeros((28, 28, 2), np.uint8)],
+      offline_demo.recommend_offline([np.zeros((28, 28, 2), np.uint8)],
                                     data_dir=_ART)
     with self.assertRaisesRegex(ValueError, 'dtype float32'):
-      recommender.recommend_offline([np.zeros((28, 28, 3), np.float32)],
+      offline_demo.recommend_offline([np.zeros((28, 28, 3), np.float32)],
                                     data_dir=_ART)
     with self.assertRaisesRegex(ValueError, 'no images'):
-      recommender.recommend_offline([], data_dir=_ART)
+      offline_demo.recommend_offline([], data_dir=_ART)
     with self.assertRaisesRegex(ValueError, 'not in the repository'):
-      recommender.recommend_offline(big, observed={'no_such_model': 0.5},
+      offline_demo.recommend_offline(big, observed={'no_such_model': 0.5},
                                     data_dir=_ART)
 
 

@@ -25,14 +25,16 @@ import networkx as nx
 import numpy as np
 
 from fennec_jax import history as history_lib
+from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax import models as models_lib
-from fennec_jax.benchmarks import build
+from fennec_jax.benchmarks.offline import zoo as zoo_lib
 from fennec_jax.data import tasks as tasks_lib
 
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                        'offline_data')
+DATA_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    'offline_data')
 PROXY_ID = 'proxy'
-preprocess = build.preprocess
+preprocess = zoo_lib.preprocess
 
 _NUMERIC_MODEL = ('num_params', 'source_accuracy', 'source_classes',
                   'head_classes')
@@ -138,7 +140,7 @@ def load_model(model_id: str, data_dir: str | None = None,
     state = serialization.msgpack_restore(f.read())
   variables = jax.tree.map(lambda a: np.asarray(a, np.float32), state)
   if head:
-    return build.make_classifier(meta['arch'],
+    return zoo_lib.make_classifier(meta['arch'],
                                  int(meta['head_classes'])), variables
   backbone = {k: v['backbone'] for k, v in variables.items()}
   return models_lib.get_model(meta['arch'], num_classes=0), backbone
@@ -197,7 +199,6 @@ def _graph_index(data_dir: str | None) -> dict[str, str]:
 
 def load_graph(model_id: str, data_dir: str | None = None) -> nx.DiGraph:
   """The architecture graph (archi2vec trace) of a zoo model or the proxy."""
-  from fennec_jax.archi2vec import graphs  # pylint: disable=g-import-not-at-top
   arch = _meta(model_id, data_dir)['arch']
   name = _graph_index(data_dir)[arch]
-  return graphs.read_graph(_path(data_dir, 'graphs', name))
+  return graphs_lib.read_graph(_path(data_dir, 'graphs', name))

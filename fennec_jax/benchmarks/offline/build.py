@@ -39,21 +39,12 @@ import optax
 import orbax.checkpoint as ocp
 
 from fennec_jax import models as models_lib
+from fennec_jax.benchmarks.offline import zoo as zoo_lib
 from fennec_jax.data import tasks as tasks_lib
 
 RESULTS_FILE = 'results.csv'
 RESULTS_HEADER = 'model,task,score,seconds'
 CONFIG_FILE = 'config.json'
-
-# Zoo architectures: (registry name, family, size).
-ARCHS = (
-    ('offline_mlp_s', 'mlp', 's'), ('offline_mlp_l', 'mlp', 'l'),
-    ('offline_cnn_s', 'cnn', 's'), ('offline_cnn_l', 'cnn', 'l'),
-    ('offline_resnet_s', 'resnet', 's'), ('offline_resnet_l', 'resnet', 'l'),
-    ('offline_vit_s', 'vit', 's'), ('offline_vit_l', 'vit', 'l'),
-    ('offline_mixer_s', 'mixer', 's'), ('offline_mixer_l', 'mixer', 'l'),
-)
-
 
 def default_config() -> ml_collections.ConfigDict:
   """The full offline benchmark (26 targets x 30 models + proxy)."""
@@ -61,7 +52,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.targets = tasks_lib.list_tasks(role='target')
   c.sources = tasks_lib.list_tasks(role='source')
-  c.archs = [list(a) for a in ARCHS]
+  c.archs = [list(a) for a in zoo_lib.ARCHS]
   c.models_per_arch = 3
   c.source_sizes = (2000, 300)  # (train, test) of every source task.
   c.target_sizes = None  # None: each task's own sizes.
@@ -101,79 +92,6 @@ def tiny_config() -> ml_collections.ConfigDict:
   c.finetune.update(steps=4, batch_size=16, warmup=1, max_train=64,
                     eval_chunk=20)
   return c
-
-
-@dataclasses.dataclass(frozen=True)
-class ZooModel:
-  """One zoo member: an architecture pretrained on one source."""
-  model_id: str
-  arch: str
-  family: str
-  size: str
-  source: str
-
-
-def zoo_plan(config: ml_collections.ConfigDict) -> list[ZooModel]:
-  """Assigns sources to architectures: model k = arch k % A, source k.
-
-  Sources are first interleaved across domains (round robin), so each
-  architecture sees several domains and no family owns one domain.
-
-  Args:
-    config: the build config.
-
-  Returns:
-    The zoo, grouped by architecture in `config.archs` order.
-
-  Raises:
-    ValueError: too few sources or an unknown task / model name.
-  """
-  archs = [tuple(a) for a in config.archs]
-  need = len(archs) * config.models_per_arch
-  if len(config.sources) != need:
-    raise ValueError(f'config.sources has {len(config.sources)} tasks; '
-                     f'{len(archs)} archs x {config.models_per_arch} models '
-                     f'need exactly {need}.')
-  by_domain: dict[str, list[str]] = {}
-  for s in config.sources:
-    by_domain.setdefault(tasks_lib.get_task(s).domain, []).append(s)
-  order, lists = [], list(by_domain.values())
-  while any(lists):
-    for lst in lists:
-      if lst:
-        order.append(lst.pop(0))
-  for arch, _, _ in archs:
-    models_lib.get_spec(arch)  # Raises on unknown names.
-  out = []
-  for a, (arch, family, size) in enumerate(archs):
-    for m in range(config.models_per_arch):
-      src = order[m * len(archs) + a]
-      out.append(ZooModel(f'{family}_{size}__{src.removeprefix("src_")}',
-                          arch, family, size, src))
-  return out
-
-
-# ----------------------------------------------------------------- the model
-
-
-class Classifier(nn.Module):
-  """A registry backbone (`num_classes=0`) plus a linear `head`."""
-  backbone: nn.Module
-  num_outputs: int
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    return nn.Dense(self.num_outputs, name='head')(self.backbone(x,
-                                                                 train=train))
-
-
-def preprocess(images: jax.Array) -> jax.Array:
-  """uint8 NHWC images -> float32 in [-1, 1] (what every zoo model expects)."""
-  return images.astype(jnp.float32) / 127.5 - 1.0
-
-
-def make_classifier(arch: str, num_outputs: int) -> Classifier:
-  return Classifier(models_lib.get_model(arch, num_classes=0), num_outputs)
 
 
 def _mesh(num_devices: int) -> jax.sharding.Mesh:
@@ -225,7 +143,7 @@ def _make_trainer(module, steps, batch_size, lr, weight_decay, warmup, mesh,
 
   def step(params, state, opt, x, y, n, class_mask, key, i):
     idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
-    xb = jax.lax.with_sharding_constraint(preprocess(x[idx]), batch_sharding)
+    xb = jax.lax.with_sharding_constraint(zoo_lib.preprocess(x[idx]), batch_sharding)
     yb = y[idx]
 
     def loss_fn(p):
@@ -272,7 +190,7 @@ def _make_evaluator(module, chunk, vmapped, shared_data):
   first `n` rows count; logits of padded classes are masked out.
   """
   def correct(variables, xc, yc, valid, class_mask):
-    logits = _apply(module, variables, preprocess(xc), False)[0]
+    logits = _apply(module, variables, zoo_lib.preprocess(xc), False)[0]
     pred = jnp.argmax(jnp.where(class_mask, logits, -jnp.inf), axis=-1)
     return jnp.sum((pred == yc) & valid)
 
@@ -489,7 +407,7 @@ class _Progress:
 
 
 def _abstract_variables(arch: str, num_outputs: int) -> Any:
-  module = make_classifier(arch, num_outputs)
+  module = zoo_lib.make_classifier(arch, num_outputs)
   x = jax.ShapeDtypeStruct((1, *tasks_lib.IMAGE_SHAPE), jnp.float32)
   return jax.eval_shape(module.init, jax.random.key(0), x)
 
@@ -555,7 +473,7 @@ def _pretrain_group(config, mesh, arch, members, sources_of, data, key):
   """Pretrains `members` of one architecture (vmapped); returns vars, accs."""
   pc = config.pretrain if sources_of is None else config.proxy
   max_classes = pc.max_classes
-  module = make_classifier(arch, max_classes)
+  module = zoo_lib.make_classifier(arch, max_classes)
   arrays = [_source_data(data, [m.source] if sources_of is None
                          else sources_of) for m in members]
   n_train = max(len(a[0]) for a in arrays)
@@ -592,7 +510,7 @@ def _pretrain_group(config, mesh, arch, members, sources_of, data, key):
 
 def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
                  data: _Data | None = None,
-                 which: str = 'all') -> list[ZooModel]:
+                 which: str = 'all') -> list[zoo_lib.ZooModel]:
   """Stages 2 and 3: pretrains the zoo models and/or the proxy not yet done.
 
   Args:
@@ -607,9 +525,9 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
   data = data or _Data(config, workdir)
   mesh = _mesh(config.num_devices)
   root = jax.random.key(config.seed)
-  plan = zoo_plan(config)
+  plan = zoo_lib.zoo_plan(config)
   archs = list(dict.fromkeys(m.arch for m in plan))
-  proxy = ZooModel('proxy', config.proxy.arch, 'proxy', 'xl',
+  proxy = zoo_lib.ZooModel('proxy', config.proxy.arch, 'proxy', 'xl',
                    '+'.join(config.proxy.sources))
   groups = [(a, [m for m in plan if m.arch == a], None) for a in archs]
   groups.append((proxy.arch, [proxy], list(config.proxy.sources)))
@@ -659,7 +577,7 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
   data = data or _Data(config, workdir)
   mesh = _mesh(config.num_devices)
   fc = config.finetune
-  plan = zoo_plan(config)
+  plan = zoo_lib.zoo_plan(config)
   path = os.path.join(workdir, RESULTS_FILE)
   results = read_results(path)
   ids = {m.model_id for m in plan}
@@ -722,7 +640,7 @@ def _finetune_fn(config, mesh, arch, chunk, group):
   """Returns `f(backbones, key, *task_arrays) -> accuracies` for one arch."""
   del group  # Shapes follow the inputs; kept for the compile-cache key.
   fc = config.finetune
-  module = make_classifier(arch, fc.max_classes)
+  module = zoo_lib.make_classifier(arch, fc.max_classes)
   dummy = jnp.zeros((1, *tasks_lib.IMAGE_SHAPE), jnp.float32)
   init = jax.jit(module.init)
   trainers = {v: _make_trainer(module, fc.steps, fc.batch_size, fc.lr,
@@ -774,7 +692,7 @@ def build(config: ml_collections.ConfigDict,
     if tasks_lib.get_task(name).role != 'target':
       raise ValueError(f'{name!r} in config.targets is a source task; valid '
                        f'targets: {tasks_lib.list_tasks(role="target")}')
-  zoo_plan(config)
+  zoo_lib.zoo_plan(config)
   check_workdir(config, workdir)
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
@@ -885,7 +803,7 @@ def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
   os.makedirs(os.path.join(out_dir, 'weights'), exist_ok=True)
   os.makedirs(os.path.join(out_dir, 'probes'), exist_ok=True)
   results = read_results(os.path.join(workdir, RESULTS_FILE), repair=False)
-  plan = zoo_plan(config)
+  plan = zoo_lib.zoo_plan(config)
   ids = [m.model_id for m in plan] + ['proxy']
   metas = []
   for model_id in ids:
