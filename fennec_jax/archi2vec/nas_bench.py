@@ -33,6 +33,7 @@ import scipy.stats
 
 from fennec_jax.archi2vec import gnn
 from fennec_jax.archi2vec import graphs as graphs_lib
+from fennec_jax.archi2vec import wl
 
 OPS = ('none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3',
        'avg_pool_3x3')
@@ -320,7 +321,6 @@ def run(*, csv_path: str | os.PathLike[str] | None = None,
                time.time() - t0)
   wl_model = None
   if 'wl' in methods:
-    from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
     t0 = time.time()
     wl_model = wl.Graph2Vec(**(wl_config or {})).fit(dags)
     wl_seconds = time.time() - t0

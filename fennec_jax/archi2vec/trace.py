@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
+from fennec_jax import models
+
 # Primitives whose body is inlined into the graph.
 INLINE = frozenset({'jit', 'pjit', 'closed_call', 'core_call',
                     'custom_jvp_call', 'custom_vjp_call',
@@ -275,7 +277,6 @@ def trace(model_or_fn: nn.Module | nnx.Module | Callable[..., Any] | str,
   """
   name = None
   if isinstance(model_or_fn, str):
-    from fennec_jax import models  # pylint: disable=g-import-not-at-top
     spec = models.get_spec(model_or_fn)
     name = model_or_fn
     model_or_fn = models.get_model(model_or_fn, **model_kwargs)

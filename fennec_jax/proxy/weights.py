@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax.models import resnet
+
 LAYOUTS = ('timm', 'hf_clip', 'hf_vit', 'open_clip', 'big_vision',
            'torchvision_resnet', 'flax')
 _MAX_LISTED = 5
@@ -497,7 +499,6 @@ def convert(state: Mapping[str, np.ndarray], model: nn.Module,
     raise ValueError(f'Unknown layout {layout!r}; valid: {LAYOUTS}.')
   target = _abstract_variables(model, input_shape)
   if layout == 'torchvision_resnet':
-    from fennec_jax.models import resnet  # pylint: disable=g-import-not-at-top
     st = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
     if not getattr(model, 'num_classes', 1):
       dropped = [k for k in st if k.startswith('fc.')]
