@@ -8,11 +8,12 @@ as the model, so XLA fuses them and only uint8 crosses the host->device link.
 * Static shapes: every batch has `batch_size` rows; the last one is padded with
   zeros and its padded rows are dropped from the result, so one compile serves
   the whole run (tests assert it with `chex.assert_max_traces`).
-* Data parallel over a `jax.make_mesh` of all devices with `NamedSharding`
-  (batch axis `'data'`, parameters replicated). `batch_size` is global and must
-  be divisible by the device count (a clear `ValueError` otherwise). Multi-host:
+* Data parallel over a `fennec_jax.sharding` mesh of all devices (batch axis
+  `'data'`, parameters replicated). `batch_size` is global and must be
+  divisible by the device count (a clear `ValueError` otherwise). Multi-host:
   each process reads its own `batch_size / process_count` rows of every batch
-  (`jax.make_array_from_process_local_data`) and the features are gathered back.
+  and hands only those to `sharding.global_array`; the variables go through
+  `sharding.put_replicated`; the features are gathered back.
 * A prefetch thread decodes and transfers the next batches while the device
   computes the current one; progress and ETA go to `absl.logging`.
 * Sources with one common image shape are resized on the device; sources of
@@ -33,9 +34,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import sharding
 from fennec_jax.data import sources
 
-DATA_AXIS = 'data'
+# The proxy's mesh is the package's: `make_mesh(num_devices=None, axis='data',
+# devices=None)`, re-exported as `fennec_jax.proxy.make_mesh`.
+make_mesh = sharding.make_mesh
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +107,6 @@ def host_resize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
   return out[top:top + th, left:left + tw]
 
 
-def make_mesh(devices: Any = None) -> jax.sharding.Mesh:
-  """A 1-D data-parallel mesh over `devices` (default: all, every host)."""
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
-
-
 class FeatureExtractor:
   """Runs `apply_fn(variables, x)` over uint8 images, sharded over a mesh."""
 
@@ -133,8 +130,8 @@ class FeatureExtractor:
       ValueError: the batch size is not a positive multiple of the number of
         devices (and of the process count).
     """
-    self.mesh = mesh if mesh is not None else make_mesh()
-    n_dev = self.mesh.shape[DATA_AXIS]
+    self.mesh = mesh if mesh is not None else sharding.make_mesh()
+    n_dev = self.mesh.shape[sharding.DATA_AXIS]
     if batch_size <= 0 or batch_size % n_dev:
       suggestion = max(1, batch_size // n_dev) * n_dev
       raise ValueError(
@@ -144,11 +141,10 @@ class FeatureExtractor:
     self.prep = prep
     self.prefetch = max(1, prefetch)
     self.log_every_s = log_every_s
-    self._data = jax.sharding.NamedSharding(
-        self.mesh, jax.sharding.PartitionSpec(DATA_AXIS))
-    replicated = jax.sharding.NamedSharding(self.mesh,
-                                            jax.sharding.PartitionSpec())
-    self.variables = jax.device_put(variables, replicated)
+    self._data = sharding.split(self.mesh, sharding.DATA_AXIS)
+    replicated = sharding.replicated(self.mesh)
+    # Every process holds the whole variables, so each hands over all of them.
+    self.variables = sharding.put_replicated(variables, self.mesh)
 
     def step(variables, images):
       return apply_fn(variables, to_model_input(images, prep))
@@ -190,7 +186,8 @@ class FeatureExtractor:
             if img.shape != staging:
               img = host_resize(img, self.prep)
             batch[r] = img
-        arr = jax.make_array_from_process_local_data(self._data, batch)
+        arr = sharding.global_array(batch, self._data,
+                                    (self.batch_size, *staging))
         out_q.put((start, arr))
       out_q.put(None)
     except BaseException as e:  # pylint: disable=broad-except

@@ -5,6 +5,8 @@ import jax
 import numpy as np
 
 from fennec_jax import models
+from fennec_jax import proxy
+from fennec_jax import sharding
 from fennec_jax.proxy import extract
 
 # Inception-style normalization; crop_fraction 1 keeps 32x32 inputs unchanged.
@@ -41,7 +43,7 @@ class ExtractTest(absltest.TestCase):
                                      max_traces=1)
     one = extract.FeatureExtractor(
         apply, variables, PREP, batch_size=8,
-        mesh=extract.make_mesh(jax.devices()[:1]))
+        mesh=extract.make_mesh(devices=jax.devices()[:1]))
     f8, f1 = eight(images), one(images)
     self.assertEqual(f8.shape, (21, 32))
     np.testing.assert_allclose(f8, f1, rtol=1e-5, atol=1e-5)
@@ -50,6 +52,13 @@ class ExtractTest(absltest.TestCase):
     # A second call with the same shapes reuses the compiled step
     # (max_traces=1 would raise on a retrace).
     np.testing.assert_array_equal(eight(images[:5]), f8[:5])
+
+  def test_mesh_is_the_package_mesh(self):
+    self.assertIs(proxy.make_mesh, sharding.make_mesh)
+    eight = extract.FeatureExtractor(lambda v, x: x, {'w': np.ones(3)}, PREP,
+                                     batch_size=8)
+    self.assertEqual(eight.mesh.shape, {sharding.DATA_AXIS: 8})
+    self.assertTrue(eight.variables['w'].sharding.is_fully_replicated)
 
   def test_batch_size_not_divisible_by_devices(self):
     with self.assertRaisesRegex(ValueError, r'batch_size=12 must be a '
