@@ -105,9 +105,12 @@ class GNNTest(absltest.TestCase):
     self.assertEqual(model.apply(variables, graph).shape, (3, 8))
 
   def test_unknown_ops_encode_via_slot(self):
-    g = _chain(['input', 'never_seen_op'])
-    e = _embed(self.params, self.embed, [g], (8, 8, 2))
-    self.assertTrue(np.isfinite(e).all())
+    # Every unseen op shares the unknown slot, distinct from known ops.
+    gs = [_chain(['input', 'never_seen_op']), _chain(['input', 'other_op']),
+          _chain(['input', 'conv'])]
+    e = _embed(self.params, self.embed, gs, (16, 16, 4))
+    np.testing.assert_allclose(e[0], e[1], rtol=1e-6, atol=1e-6)
+    self.assertGreater(np.abs(e[0] - e[2]).max(), 1e-3)
 
 
 if __name__ == '__main__':
