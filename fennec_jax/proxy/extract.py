@@ -31,6 +31,7 @@ from typing import Any, Callable
 from absl import logging
 import chex
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -260,7 +261,7 @@ class FeatureExtractor:
     return np.concatenate(chunks, axis=0)
 
   def _gather(self, out: jax.Array) -> np.ndarray:
+    """The whole batch's features on every process, as NumPy."""
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       return np.asarray(multihost_utils.process_allgather(out, tiled=True))
     return np.asarray(out)
