@@ -33,7 +33,6 @@ Benchmarks (see each loader's docstring for its filtering and duplicate rule):
 import collections
 import csv
 import functools
-import importlib
 import importlib.resources
 import math
 import pathlib
@@ -43,6 +42,7 @@ from absl import logging
 import numpy as np
 
 from fennec_jax import history as history_lib
+from fennec_jax.benchmarks.offline import loader as offline_loader
 
 History = history_lib.History
 
@@ -501,20 +501,7 @@ def _parc_controlled() -> History:
 
 
 def _load_offline(**options: Any) -> History:
-  offline = _offline_module()
-  return offline.load(**options)
-
-
-def _offline_module():
-  module = 'fennec_jax.benchmarks.offline'
-  try:
-    return importlib.import_module(module)
-  except ModuleNotFoundError as e:
-    if e.name != module:
-      raise
-    raise ModuleNotFoundError(
-        f"Benchmark 'offline' needs {module}, which is not available in this "
-        'installation.', name=module) from e
+  return offline_loader.load(**options)
 
 
 _LOADERS: dict[str, Callable[..., History]] = {
@@ -580,8 +567,7 @@ def load_baseline_scores(name: str, **options: Any) -> dict[str, History]:
   """
   _check_name(name)
   if name == 'offline':
-    loader = getattr(_offline_module(), 'load_baseline_scores', None)
-    return dict(loader(**options)) if loader else {}
+    return {}  # Its estimators run on its images (the images protocol).
   if name == 'transfergraph_image':
     return _transfergraph_baselines('image_classification',
                                     load_benchmark(name, **options))

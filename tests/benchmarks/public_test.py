@@ -59,21 +59,14 @@ class RegistryTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'valid names'):
       benchmarks.load_baseline_scores('imagenet')
 
-  def test_offline_missing_module_is_a_clear_error(self):
-    with mock.patch.dict(sys.modules,
-                         {'fennec_jax.benchmarks.offline': None}):
-      with self.assertRaisesRegex(ModuleNotFoundError, "'offline' needs"):
-        benchmarks.load_benchmark('offline')
-
-  def test_offline_dispatches_to_the_module(self):
-    fake = mock.Mock()
-    fake.load.return_value = history_lib.History.from_matrix(np.eye(2))
-    del fake.load_baseline_scores
-    with mock.patch.object(importlib, 'import_module', return_value=fake):
-      h = benchmarks.load_benchmark('offline', size='tiny')
+  def test_offline_dispatches_to_the_loader(self):
+    fake = history_lib.History.from_matrix(np.eye(2))
+    with mock.patch.object(public.offline_loader, 'load',
+                           return_value=fake) as load:
+      h = benchmarks.load_benchmark('offline', data_dir='/nowhere')
       self.assertEqual(benchmarks.load_baseline_scores('offline'), {})
-    fake.load.assert_called_with(size='tiny')
-    self.assertEqual(h.num_models, 2)
+    load.assert_called_with(data_dir='/nowhere')
+    self.assertIs(h, fake)
 
 
 class PublicBenchmarkTest(parameterized.TestCase):
