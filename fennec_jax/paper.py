@@ -8,10 +8,10 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
    penultimate features of a 500-image class-balanced probe, PCA 32, mean
    true-class posterior; any non-negative history works too) is factorized
    by unregularized non-negative matrix factorization, k = 5: P ~ U V^T,
-   U [M, k], V [T, k] (`fennec_jax.nmf`: Lee & Seung multiplicative updates for the squared
-   error, in JAX; sklearn's `NMF(solver='mu')` update rule and random init,
-   masked where P is unobserved). A model or task with no observation gets a
-   zero vector (logged).
+   U [M, k], V [T, k] (`fennec_jax.nmf`: Lee & Seung multiplicative
+   updates for the squared error, in JAX; sklearn's `NMF(solver='mu')`
+   update rule and random init, masked where P is unobserved). A model or
+   task with no observation gets a zero vector (logged).
 2. Task vector. A random forest (25 trees, `fennec_jax.forest`) regresses
    each historical task's probe-image proxy embeddings onto that task's
    vector v_j; a new task's vector v* is the mean of its images'
