@@ -3,7 +3,7 @@
 A checkpoint is a directory holding
 
 * `state/`: a nested dict of bool or numeric arrays written by
-  `ocp.StandardCheckpointer`;
+  `orbax.checkpoint.StandardCheckpointer`;
 * `fennec.json`: the manifest: `kind` (which class wrote it), `format_version`,
   `meta` (the writer's configuration, ids and scalars), the arrays' shapes and
   dtypes, and `sha256`, a content hash over the manifest and every array.
@@ -26,11 +26,22 @@ import uuid
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 MANIFEST = 'fennec.json'
 STATE_DIR = 'state'
 FORMAT_VERSION = 2
+
+
+def _orbax() -> Any:
+  """`orbax.checkpoint`, imported on first use.
+
+  Importing orbax logs through absl before any flags are parsed, which
+  installs a root logging handler; importing fennec_jax must not (see
+  tests/import_test.py), so the import waits until a checkpoint is read or
+  written.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp
 
 
 class CheckpointError(ValueError):
@@ -136,7 +147,7 @@ def save(path: str, kind: str, arrays: Mapping[str, Any],
     stored = {k: v for k, v in flat.items() if v.size}
     if stored:
       # Leaving the block closes the checkpointer's threads, also on error.
-      with ocp.StandardCheckpointer() as ckptr:
+      with _orbax().StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(tmp, STATE_DIR), _unflatten(stored))
         ckptr.wait_until_finished()
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
@@ -208,7 +219,7 @@ def load(path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
           if not int(np.prod(s))}
   if stored:
     try:
-      with ocp.StandardCheckpointer() as ckptr:
+      with _orbax().StandardCheckpointer() as ckptr:
         restored = ckptr.restore(os.path.join(path, STATE_DIR),
                                  _unflatten(stored))
     except Exception as e:  # orbax/tensorstore raise many types.

@@ -195,8 +195,8 @@ class CheckpointTest(absltest.TestCase):
           f.write('x')
         raise OSError('disk full')
 
-    with mock.patch.object(checkpoint.ocp, 'StandardCheckpointer',
-                           FailingCheckpointer):
+    with mock.patch('orbax.checkpoint.StandardCheckpointer',
+                    FailingCheckpointer):
       with self.assertRaisesRegex(OSError, 'disk full'):
         checkpoint.save(self.path, 'Thing', {'a': np.ones(2)}, {})
     self.assertEqual(os.listdir(self.root), [])
