@@ -3,10 +3,12 @@
 import dataclasses
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
@@ -116,6 +118,22 @@ class NMFTest(absltest.TestCase):
     res = nmf_lib.nmf(x, rank=2, num_iterations=3000)
     rel = np.linalg.norm(res.model_factors @ res.task_factors.T - x)
     self.assertLess(rel / np.linalg.norm(x), 1e-2)
+
+  def test_one_trace_per_matrix_shape(self):
+    traces = []
+    fori_loop = jax.lax.fori_loop
+
+    def counting_fori_loop(*args, **kwargs):
+      traces.append(1)  # Runs only while `nmf` traces its loop.
+      return fori_loop(*args, **kwargs)
+
+    rng = np.random.default_rng(7)
+    with mock.patch.object(jax.lax, 'fori_loop', counting_fori_loop):
+      for seed in range(3):  # New values, masks and seeds; shape (9, 11).
+        x = rng.uniform(size=(9, 11))
+        nmf_lib.nmf(np.where(rng.uniform(size=x.shape) < 0.8, x, np.nan),
+                    rank=2, num_iterations=17, seed=seed)
+    self.assertLen(traces, 1)
 
   def test_paper_reexports_the_recipe_steps(self):
     self.assertIs(paper.nmf, nmf_lib.nmf)
