@@ -2,7 +2,8 @@
 
 A checkpoint is a directory holding
 
-* `state/`: a nested dict of arrays written by `ocp.StandardCheckpointer`;
+* `state/`: a nested dict of bool or numeric arrays written by
+  `orbax.checkpoint.StandardCheckpointer`;
 * `fennec.json`: the manifest: `kind` (which class wrote it), `format_version`,
   `meta` (the writer's configuration, ids and scalars), the arrays' shapes and
   dtypes, and `sha256`, a content hash over the manifest and every array.
@@ -19,33 +20,59 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from typing import Any
+import uuid
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 MANIFEST = 'fennec.json'
 STATE_DIR = 'state'
 FORMAT_VERSION = 2
 
 
+def _orbax() -> Any:
+  """`orbax.checkpoint`, imported on first use.
+
+  Importing orbax logs through absl before any flags are parsed, which
+  installs a root logging handler; importing fennec_jax must not (see
+  tests/import_test.py), so the import waits until a checkpoint is read or
+  written.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  return ocp
+
+
 class CheckpointError(ValueError):
   """A checkpoint that is missing, foreign, of another version or damaged."""
 
 
+def _storable(dtype: np.dtype) -> bool:
+  """Whether orbax (tensorstore) writes arrays of `dtype`."""
+  return dtype == np.bool_ or jnp.issubdtype(dtype, jnp.number)
+
+
 def _flatten(arrays: Mapping[str, Any], prefix: str = ''
              ) -> dict[str, np.ndarray]:
+  """`{'a/b': array}` from a nested dict, checking keys and dtypes."""
   out = {}
   for key, value in arrays.items():
     if not isinstance(key, str) or not key or '/' in key:
       raise ValueError(f'checkpoint array keys must be non-empty strings '
                        f'without "/", got {key!r}.')
     if isinstance(value, Mapping):
+      if not value:
+        raise ValueError(f'checkpoint array group {prefix + key!r} is empty; '
+                         'a round trip would drop it.')
       out.update(_flatten(value, f'{prefix}{key}/'))
     else:
-      out[prefix + key] = np.asarray(value)
+      a = np.asarray(value)
+      if not _storable(a.dtype):
+        raise ValueError(f'checkpoint array {prefix + key!r} has dtype '
+                         f'{a.dtype}; valid: bool and numeric dtypes (put '
+                         'strings and objects in meta).')
+      out[prefix + key] = a
   return out
 
 
@@ -78,21 +105,33 @@ def save(path: str, kind: str, arrays: Mapping[str, Any],
          meta: Mapping[str, Any]) -> None:
   """Writes a checkpoint directory.
 
+  Nothing is written when an argument is invalid (arrays orbax cannot
+  write included), and a save that fails part-way removes its temporary
+  directory: `path` appears complete or not at all.
+
   Args:
     path: a directory that must not exist yet (made absolute).
     kind: the writer's name (e.g. 'Fennec'); `load` checks it.
-    arrays: a nested dict of arrays (keys without '/').
-    meta: JSON-serializable configuration, ids and scalars.
+    arrays: a nested dict of bool or numeric arrays (keys without '/', no
+      empty groups).
+    meta: JSON-serializable configuration, ids and scalars; `load` returns
+      it as JSON reads it back (tuples become lists, keys strings).
 
   Raises:
-    ValueError: `path` exists, or a key is not a plain string.
+    ValueError: `path` exists, a key is not a plain string, a group is
+      empty, an array is not bool or numeric, or `meta` is not JSON.
   """
   path = os.path.abspath(path)
   if os.path.exists(path):
     raise ValueError(f'{path} exists; choose a new checkpoint directory.')
+  flat = _flatten(arrays)
+  try:  # The hash covers what `load` will read: meta after a JSON trip.
+    meta = json.loads(json.dumps(meta))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f'checkpoint meta of {path} is not JSON-serializable: '
+                     f'{e}') from None
   parent = os.path.dirname(path)
   os.makedirs(parent, exist_ok=True)
-  flat = _flatten(arrays)
   manifest = {
       'kind': kind,
       'format_version': FORMAT_VERSION,
@@ -100,13 +139,17 @@ def save(path: str, kind: str, arrays: Mapping[str, Any],
       'arrays': {k: [list(v.shape), str(v.dtype)] for k, v in flat.items()},
   }
   manifest['sha256'] = _digest(manifest, flat)
-  tmp = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.', dir=parent)
+  # makedirs (unlike mkdtemp's 0o700) gives the checkpoint the umask's mode.
+  tmp = os.path.join(parent,
+                     f'.{os.path.basename(path)}.{uuid.uuid4().hex}.tmp')
+  os.makedirs(tmp)
   try:
     stored = {k: v for k, v in flat.items() if v.size}
     if stored:
-      ckptr = ocp.StandardCheckpointer()
-      ckptr.save(os.path.join(tmp, STATE_DIR), _unflatten(stored))
-      ckptr.wait_until_finished()
+      # Leaving the block closes the checkpointer's threads, also on error.
+      with _orbax().StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(tmp, STATE_DIR), _unflatten(stored))
+        ckptr.wait_until_finished()
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
       json.dump(manifest, f, indent=1)
     os.rename(tmp, path)
@@ -164,15 +207,21 @@ def load(path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     raise CheckpointError(f'{manifest_path}: format_version '
                           f'{manifest.get("format_version")!r}; this code '
                           f'reads {FORMAT_VERSION}.')
-  shapes = manifest.get('arrays', {})
-  stored = {k: jax.ShapeDtypeStruct(tuple(s), np.dtype(d))
-            for k, (s, d) in shapes.items() if int(np.prod(s))}
-  flat = {k: np.zeros(tuple(s), np.dtype(d)) for k, (s, d) in shapes.items()
+  try:
+    shapes = {k: (tuple(int(n) for n in s), np.dtype(d))
+              for k, (s, d) in manifest.get('arrays', {}).items()}
+  except (AttributeError, TypeError, ValueError) as e:
+    raise CheckpointError(f'{manifest_path}: unreadable array shapes '
+                          f'({e}); the checkpoint is damaged.') from None
+  stored = {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in shapes.items()
+            if int(np.prod(s))}
+  flat = {k: np.zeros(s, d) for k, (s, d) in shapes.items()
           if not int(np.prod(s))}
   if stored:
     try:
-      restored = ocp.StandardCheckpointer().restore(
-          os.path.join(path, STATE_DIR), _unflatten(stored))
+      with _orbax().StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(os.path.join(path, STATE_DIR),
+                                 _unflatten(stored))
     except Exception as e:  # orbax/tensorstore raise many types.
       raise CheckpointError(f'{os.path.join(path, STATE_DIR)}: cannot read '
                             f'the arrays ({type(e).__name__}); the checkpoint '
@@ -181,4 +230,4 @@ def load(path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
   if _digest(manifest, flat) != manifest.get('sha256'):
     raise CheckpointError(f'{manifest_path}: the content does not match its '
                           'sha256; the checkpoint was damaged or edited.')
-  return _unflatten(flat), manifest['meta']
+  return _unflatten(flat), manifest.get('meta')

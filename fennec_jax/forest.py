@@ -32,6 +32,9 @@ from typing import Any
 import numpy as np
 
 _LEAF = -1
+# The keys of `RandomForestRegressor.to_arrays`, offsets first, shape last.
+_ARRAY_KEYS = ('offsets', 'feature', 'threshold', 'left', 'right', 'value',
+               'shape')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -343,10 +346,19 @@ class RandomForestRegressor:
     out = np.mean([tree.predict(x) for tree in self.trees], axis=0)
     return out[:, 0] if self._squeeze else out
 
-  # -- persistence as flat arrays (for npz / orbax) ----------------------------
+  # -- persistence as flat arrays (for a fennec_jax.checkpoint) ----------------
 
   def to_arrays(self) -> dict[str, np.ndarray]:
-    """The trees concatenated into flat arrays plus per-tree node offsets."""
+    """The trees concatenated into flat arrays plus per-tree node offsets.
+
+    Returns:
+      `offsets` [trees + 1]; `feature`, `threshold`, `left`, `right`
+      [nodes]; `value` [nodes, outputs]; `shape` (num_features,
+      num_outputs, fit on 1-D targets).
+
+    Raises:
+      ValueError: if not fitted.
+    """
     if not self.trees:
       raise ValueError('the forest is not fitted: call fit() first.')
     sizes = np.asarray([t.num_nodes for t in self.trees], np.int64)
@@ -365,9 +377,35 @@ class RandomForestRegressor:
   def from_arrays(cls, arrays: dict[str, Any],
                   config: ForestConfig = ForestConfig()
                   ) -> 'RandomForestRegressor':
-    """Inverse of `to_arrays`."""
+    """Inverse of `to_arrays`.
+
+    Args:
+      arrays: what `to_arrays` returned.
+      config: the forest's configuration (not stored in the arrays).
+
+    Returns:
+      The fitted forest.
+
+    Raises:
+      ValueError: a key is missing or the node arrays disagree with the
+        offsets.
+    """
+    missing = sorted(set(_ARRAY_KEYS) - set(arrays))
+    if missing:
+      raise ValueError(f'forest arrays lack {missing}; expected the keys '
+                       f'{list(_ARRAY_KEYS)} of to_arrays().')
     out = cls(config)
     off = np.asarray(arrays['offsets'], np.int64)
+    if (off.ndim != 1 or off.size < 2 or off[0] != 0
+        or (np.diff(off) < 1).any()):
+      raise ValueError('forest arrays: offsets must rise from 0 by >= 1 node '
+                       f'per tree, got {off[:6].tolist()}.')
+    nodes = int(off[-1])
+    bad = {k: len(arrays[k]) for k in _ARRAY_KEYS[1:-1]
+           if len(arrays[k]) != nodes}
+    if bad:
+      raise ValueError(f'forest arrays: the offsets give {nodes} nodes, but '
+                       f'the lengths are {bad}.')
     for a, b in zip(off[:-1], off[1:]):
       out.trees.append(Tree(
           feature=np.asarray(arrays['feature'][a:b], np.int64),

@@ -4,15 +4,13 @@ Every improvement in `fennec_jax.recommender.Fennec` is measured against this
 baseline, so it follows the paper's released code (PAPER.md) step by step:
 
 1. Transfer phase. A performance matrix P (models x historical tasks), in the
-   paper the FDA score (`fda_matrix`: LDA on a model's penultimate features of
-   a 500-image class-balanced probe, PCA 32, mean true-class posterior; any
-   non-negative history works too) is factorized by unregularized
-   non-negative matrix factorization, k = 5: P ~ U V^T, U [M, k], V [T, k]
-   (`nmf`: Lee & Seung multiplicative updates for the squared error, in JAX;
-   sklearn's `NMF(solver='mu')` update rule and random init). Missing
-   entries: the paper's matrix is dense; here the updates are masked (only
-   observed entries enter the numerators and denominators), which is the
-   exact multiplicative-update rule of the masked squared error. A model or
+   paper the FDA score (`paper_features.fda_matrix`: LDA on a model's
+   penultimate features of a 500-image class-balanced probe, PCA 32, mean
+   true-class posterior; any non-negative history works too) is factorized
+   by unregularized non-negative matrix factorization, k = 5: P ~ U V^T,
+   U [M, k], V [T, k] (`fennec_jax.nmf`: Lee & Seung multiplicative
+   updates for the squared error, in JAX; sklearn's `NMF(solver='mu')`
+   update rule and random init, masked where P is unobserved). A model or
    task with no observation gets a zero vector (logged).
 2. Task vector. A random forest (25 trees, `fennec_jax.forest`) regresses
    each historical task's probe-image proxy embeddings onto that task's
@@ -20,9 +18,9 @@ baseline, so it follows the paper's released code (PAPER.md) step by step:
    predictions, and its transfer score is s^T_i = u_i . v*.
 3. Meta phase. archi2vec as in the paper: the traced architecture DAG ->
    Weisfeiler-Lehman labels (2 iterations) -> PV-DBOW graph2vec (128-d) ->
-   k-means clusters (`fennec_jax.archi2vec.wl.archi2vec_clusters`). A
-   linear least-squares regression on `[#params, #conv+linear layers,
-   cluster one-hot, #train images of the task, #classes]` fit on the
+   k-means clusters. A linear least-squares regression on `[#params,
+   #conv+linear layers, cluster one-hot, #train images of the task,
+   #classes]` (all gathered by `fennec_jax.paper_features`) fit on the
    observed historical (model, task) entries of P predicts the meta score
    s^M_i.
 4. Merge. s_i = 0.5 s^T_i + 0.5 s^M_i on the raw scores, as the paper does
@@ -43,34 +41,24 @@ determined) — clear errors or these documented fallbacks, never NaN scores.
 
 from collections.abc import Mapping, Sequence
 import dataclasses
-import functools
-import hashlib
-import json
-import os
 from typing import Any, NamedTuple
 
 from absl import logging
-import jax
-import jax.numpy as jnp
 import networkx as nx
 import numpy as np
 
+from fennec_jax import checkpoint
 from fennec_jax import forest as forest_lib
 from fennec_jax import history as history_lib
+from fennec_jax import nmf as nmf_lib
+from fennec_jax import paper_features
 
-_META_FILE = 'fennec_paper.json'
-_ARRAYS_FILE = 'arrays.npz'
-_FORMAT_VERSION = 1
-# Ops that are a conv or linear layer when they read parameters.
-LAYER_OPS = ('conv_general_dilated', 'dot_general')
-# Ops that only move or cast a parameter (a bf16 cast of a kernel, ...).
-_PARAM_PASS_OPS = frozenset({'convert_element_type', 'reshape', 'transpose',
-                             'broadcast_in_dim', 'squeeze', 'expand_dims',
-                             'copy', 'copy_p', 'slice'})
-TASK_KEYS = ('num_train', 'num_classes')
-_TASK_KEY_ALIASES = {'num_train': ('num_train', 'train_size',
-                                   'num_train_images'),
-                     'num_classes': ('num_classes',)}
+# The checkpoint kind of `FennecPaper.save`.
+_KIND = 'FennecPaper'
+# Re-exported: the paper's factorization and performance matrix, reached as
+# `paper.nmf` / `paper.fda_matrix` by scripts that run the recipe's steps.
+nmf = nmf_lib.nmf
+fda_matrix = paper_features.fda_matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,253 +134,6 @@ class PaperConfig:
     return dataclasses.asdict(self)
 
 
-# -- 1. transfer phase ---------------------------------------------------------
-
-
-def fda_matrix(features: Mapping[str, Mapping[str, Any]],
-               labels: Mapping[str, Any], *,
-               model_ids: Sequence[str] | None = None,
-               task_ids: Sequence[str] | None = None,
-               dim: int = 32, seed: int = 0) -> np.ndarray:
-  """The paper's performance matrix: FDA scores of every (model, task).
-
-  Args:
-    features: `{model_id: {task_id: [n, d_model]}}` penultimate features of
-      each task's probe images (the same images, in the same order, for every
-      model of a task).
-    labels: `{task_id: [n]}` class ids of those images.
-    model_ids: row order (default: the order of `features`).
-    task_ids: column order (default: the order of `labels`).
-    dim: FDA's PCA dimension (32 in the paper).
-    seed: FDA's seed.
-
-  Returns:
-    [M, T] float64 scores in [0, 1]; NaN where a model has no features of a
-    task. Each task is scored for all its models in one batched
-    `score_models('fda', ...)` call.
-
-  Raises:
-    ValueError: unknown ids, a task without labels, or what `score_models`
-      rejects (naming the task).
-  """
-  from fennec_jax import estimators  # pylint: disable=g-import-not-at-top
-  model_ids = list(features) if model_ids is None else list(model_ids)
-  task_ids = list(labels) if task_ids is None else list(task_ids)
-  unknown = [m for m in model_ids if m not in features]
-  if unknown:
-    raise ValueError(f'fda_matrix: no features for models {unknown[:10]}.')
-  out = np.full((len(model_ids), len(task_ids)), np.nan)
-  for j, task in enumerate(task_ids):
-    if task not in labels:
-      raise ValueError(f'fda_matrix: task {task!r} has no labels; tasks with '
-                       f'labels: {list(labels)[:10]}.')
-    rows = [i for i, m in enumerate(model_ids) if task in features[m]]
-    if not rows:
-      logging.info('fda_matrix: no model has features of task %r.', task)
-      continue
-    try:
-      out[rows, j] = estimators.score_models(
-          'fda', [np.asarray(features[model_ids[i]][task]) for i in rows],
-          np.asarray(labels[task]), dim=dim, seed=seed)
-    except ValueError as e:
-      raise ValueError(f'fda_matrix: task {task!r}: {e}') from e
-  return out
-
-
-@functools.partial(jax.jit, static_argnames=('num_iterations',))
-def _nmf_loop(x, mask, w, h, *, num_iterations):
-  eps = jnp.finfo(x.dtype).eps
-  mx = mask * x
-
-  def body(_, wh):
-    w, h = wh
-    w = w * (mx @ h) / ((mask * (w @ h.T)) @ h + eps)
-    h = h * (mx.T @ w) / ((mask * (w @ h.T)).T @ w + eps)
-    return w, h
-
-  w, h = jax.lax.fori_loop(0, num_iterations, body, (w, h))
-  resid = mask * (x - w @ h.T)
-  return w, h, jnp.sum(resid ** 2)
-
-
-class NMFResult(NamedTuple):
-  """P ~ model_factors @ task_factors.T (all entries >= 0).
-
-  Attributes:
-    model_factors: [M, k] u_i.
-    task_factors: [T, k] v_j.
-    loss: squared error over the observed entries.
-  """
-  model_factors: np.ndarray
-  task_factors: np.ndarray
-  loss: float
-
-
-def nmf_init(scores: np.ndarray, mask: np.ndarray, rank: int, seed: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-  """sklearn's 'random' NMF init: sqrt(mean / k) |N(0, 1)| (observed mean)."""
-  avg = np.sqrt(max(float(scores[mask].mean()), 0.0) / rank)
-  rng = np.random.default_rng(seed)
-  w = avg * np.abs(rng.standard_normal((scores.shape[0], rank)))
-  h = avg * np.abs(rng.standard_normal((scores.shape[1], rank)))
-  return w, h
-
-
-def nmf(scores: Any, mask: Any = None, *, rank: int = 5,
-        num_iterations: int = 1000, seed: int = 0,
-        init: tuple[Any, Any] | None = None) -> NMFResult:
-  """Masked non-negative matrix factorization by multiplicative updates.
-
-  Minimizes sum_observed (P_ij - u_i . v_j)^2 over U, V >= 0 with Lee &
-  Seung's updates, W first then H as sklearn's 'mu' solver (eps = machine
-  epsilon in the denominators):
-
-    U <- U * ((M*P) V) / ((M*(U V^T)) V + eps)
-    V <- V * ((M*P)^T U) / ((M*(U V^T))^T U + eps)
-
-  Args:
-    scores: [M, T] non-negative scores (NaN / anything where unobserved).
-    mask: [M, T] bool, True where observed (default: finite entries).
-    rank: k.
-    num_iterations: updates (a fixed count: one compiled loop).
-    seed: seeds the random init (`nmf_init`).
-    init: optional (U0 [M, k], V0 [T, k]) non-negative initial factors.
-
-  Returns:
-    An `NMFResult` (float32 factors as numpy arrays).
-
-  Raises:
-    ValueError: negative or non-finite observed entries, no observation,
-      bad shapes.
-  """
-  scores = np.asarray(scores, np.float64)
-  mask = np.isfinite(scores) if mask is None else np.asarray(mask, bool)
-  if scores.ndim != 2 or mask.shape != scores.shape:
-    raise ValueError(f'scores must be [M, T] with a mask of the same shape; '
-                     f'got {scores.shape} and {mask.shape}.')
-  if not mask.any():
-    raise ValueError('nmf: no observed entries.')
-  if not np.isfinite(scores[mask]).all():
-    raise ValueError('nmf: observed scores must be finite.')
-  if (scores[mask] < 0).any():
-    i, j = np.argwhere(mask & (scores < 0))[0]
-    raise ValueError(f'nmf: scores must be >= 0; entry ({i}, {j}) is '
-                     f'{scores[i, j]} (use PaperConfig(shift="min")).')
-  if init is None:
-    w, h = nmf_init(scores, mask, rank, seed)
-  else:
-    w, h = (np.asarray(a, np.float64) for a in init)
-    if (w.shape != (scores.shape[0], rank) or h.shape != (scores.shape[1],
-                                                          rank)
-        or (w < 0).any() or (h < 0).any()):
-      raise ValueError(f'nmf init must be non-negative [M, {rank}] and '
-                       f'[T, {rank}], got {w.shape}, {h.shape}.')
-  x = np.where(mask, scores, 0.0)
-  w, h, loss = _nmf_loop(jnp.asarray(x, jnp.float32),
-                         jnp.asarray(mask, jnp.float32),
-                         jnp.asarray(w, jnp.float32),
-                         jnp.asarray(h, jnp.float32),
-                         num_iterations=int(num_iterations))
-  return NMFResult(np.asarray(w), np.asarray(h), float(loss))
-
-
-# -- 3. meta phase: architecture features --------------------------------------
-
-
-def count_layers(graph: nx.DiGraph) -> int:
-  """Number of conv + linear layers of a traced architecture graph.
-
-  A node counts when its op is `conv_general_dilated` or `dot_general` and it
-  reads a parameter, directly (its `params` attribute) or through a chain of
-  ops that only move/cast parameters (e.g. a bf16 `convert_element_type` of
-  a kernel). Attention's q.k and p.v products read no parameter and do not
-  count. Control-flow nodes (a scanned block) that read parameters add the
-  layer ops of their body once (`body_ops`), not once per iteration.
-
-  Args:
-    graph: a DAG from `fennec_jax.archi2vec.trace`.
-
-  Returns:
-    The count.
-  """
-  param_only = {}
-  for n in nx.topological_sort(graph):
-    a = graph.nodes[n]
-    preds = list(graph.predecessors(n))
-    param_only[n] = (a.get('op') in _PARAM_PASS_OPS
-                     and bool(a.get('params') or preds)
-                     and all(param_only[p] for p in preds))
-  count = 0
-  for n, a in graph.nodes(data=True):
-    reads = bool(a.get('params')) or any(
-        param_only[p] for p in graph.predecessors(n))
-    if not reads:
-      continue
-    if a.get('op') in LAYER_OPS:
-      count += 1
-    elif a.get('body_ops'):
-      count += sum(int(a['body_ops'].get(op, 0)) for op in LAYER_OPS)
-  return count
-
-
-def count_params(graph: nx.DiGraph) -> int:
-  """Parameter count of a traced graph (`graph.graph['param_sizes']`)."""
-  sizes = graph.graph.get('param_sizes')
-  if sizes:
-    return int(sum(sizes.values()))
-  seen = {}
-  for _, a in graph.nodes(data=True):
-    for p in a.get('params') or ():
-      seen.setdefault(p, None)
-  if seen:
-    raise ValueError('the graph names parameters but has no '
-                     "graph['param_sizes']; give num_params in model_meta.")
-  return 0
-
-
-# Clusters by (graph2vec documents, config): leave-one-task-out refits see
-# the same architectures every time, and graph2vec costs ~20 CPU s for 30
-# graphs of a few hundred nodes. Bounded; the oldest entry goes first.
-_CLUSTER_CACHE: dict[str, np.ndarray] = {}
-_CLUSTER_CACHE_SIZE = 8
-
-
-def graph2vec_clusters(graphs: Sequence[nx.DiGraph], config: PaperConfig
-                       ) -> np.ndarray:
-  """archi2vec as in the paper: WL + PV-DBOW graph2vec + k-means.
-
-  The same computation as `wl.archi2vec_clusters` (WL documents of the
-  nodes' `op` labels, `wl.Graph2Vec`, `wl.kmeans`), memoized in-process by
-  the documents and the configuration (the result is deterministic).
-
-  Args:
-    graphs: traced architecture DAGs (nodes labelled by `op`).
-    config: gives `wl_iterations`, `graph2vec_dim`, `num_clusters` (clipped
-      to the number of graphs) and `seed`.
-
-  Returns:
-    [n] cluster ids.
-  """
-  from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
-  k = min(config.num_clusters, len(graphs))
-  docs = [wl.wl_document(g, config.wl_iterations) for g in graphs]
-  key = hashlib.blake2b(json.dumps(
-      [config.graph2vec_dim, config.wl_iterations, config.seed, k, docs]
-  ).encode(), digest_size=16).hexdigest()
-  if key not in _CLUSTER_CACHE:
-    model = wl.Graph2Vec(dim=config.graph2vec_dim,
-                         iterations=config.wl_iterations,
-                         seed=config.seed).fit_documents(docs)
-    _, clusters = wl.kmeans(model.embeddings, k, seed=config.seed)
-    while len(_CLUSTER_CACHE) >= _CLUSTER_CACHE_SIZE:
-      del _CLUSTER_CACHE[next(iter(_CLUSTER_CACHE))]
-    _CLUSTER_CACHE[key] = np.asarray(clusters, np.int64)
-  return _CLUSTER_CACHE[key].copy()
-
-
-# -- the recommender -----------------------------------------------------------
-
-
 class PaperScores(NamedTuple):
   """Scores of every model for B new tasks.
 
@@ -414,16 +155,6 @@ class PaperRecommendation(NamedTuple):
   indices: np.ndarray
   scores: np.ndarray
   all_scores: PaperScores
-
-
-def _as_float(value: Any, what: str) -> float:
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f'{what}: {value!r} is not a number.') from None
-  if not np.isfinite(v):
-    raise ValueError(f'{what}: {value!r} is not finite.')
-  return v
 
 
 class FennecPaper:
@@ -508,17 +239,20 @@ class FennecPaper:
     if empty:
       logging.info('FennecPaper: %d models have no observation; their '
                    'vectors are 0 (transfer score 0).', empty)
-    res = nmf(p, mask, rank=c.rank, num_iterations=c.nmf_iterations,
-              seed=c.seed)
+    res = nmf_lib.nmf(p, mask, rank=c.rank,
+                      num_iterations=c.nmf_iterations, seed=c.seed)
     self.model_factors = np.asarray(res.model_factors, np.float64)
     self.task_factors = np.asarray(res.task_factors, np.float64)
     self.nmf_loss = res.loss
     # Phase 2: the forest from image embeddings to task vectors.
     self._fit_forest(image_embeddings, mask.any(0))
     # Phase 3: meta regression.
-    self.model_features, self.clusters = self._model_features(
-        graphs, model_meta, history)
-    task_feats = self._history_task_features(task_meta, history)
+    self.model_features, self.clusters = paper_features.model_features(
+        self.model_ids, graphs, model_meta, history,
+        num_clusters=c.num_clusters, wl_iterations=c.wl_iterations,
+        graph2vec_dim=c.graph2vec_dim, seed=c.seed)
+    task_feats = paper_features.history_task_features(
+        self.task_ids, task_meta, history)
     self.use_task_features = task_feats is not None
     rows, cols = np.nonzero(mask)
     x = self._design(rows, task_feats[cols] if self.use_task_features
@@ -599,90 +333,6 @@ class FennecPaper:
   def _project(self, x: np.ndarray) -> np.ndarray:
     return (x - self.pca_mean) @ self.pca_basis
 
-  def _model_features(self, graphs, model_meta, history):
-    """[M, 2] (#params, #layers) and [M] clusters (or None)."""
-    m = len(self.model_ids)
-    model_meta = dict(model_meta or {})
-    unknown = sorted(set(model_meta) - set(self.model_ids))
-    if unknown:
-      raise ValueError(f'model_meta names models not in the history: '
-                       f'{unknown[:10]}.')
-    values = {k: [None] * m for k in ('num_params', 'num_layers', 'cluster')}
-    hist_meta = getattr(history, 'model_metadata', {}) or {}
-    for k in values:
-      if k in hist_meta:
-        for i, v in enumerate(hist_meta[k]):
-          if v is not None and not (isinstance(v, float) and np.isnan(v)):
-            values[k][i] = v
-    if graphs is not None:
-      missing = [mid for mid in self.model_ids if mid not in graphs]
-      if missing:
-        raise ValueError(f'graphs lack {len(missing)} history models: '
-                         f'{missing[:10]}.')
-      ordered = [graphs[mid] for mid in self.model_ids]
-      for i, g in enumerate(ordered):
-        try:
-          values['num_params'][i] = count_params(g)
-        except ValueError:
-          if values['num_params'][i] is None:  # Else: history metadata.
-            raise
-        values['num_layers'][i] = count_layers(g)
-      for i, cl in enumerate(graph2vec_clusters(ordered, self.config)):
-        values['cluster'][i] = int(cl)
-    for i, mid in enumerate(self.model_ids):
-      for k, v in model_meta.get(mid, {}).items():
-        if k not in values:
-          raise ValueError(f'model_meta[{mid!r}] key {k!r}; valid: '
-                           f'{list(values)}.')
-        values[k][i] = v
-    for k in ('num_params', 'num_layers'):
-      missing = [self.model_ids[i] for i in range(m) if values[k][i] is None]
-      if missing:
-        raise ValueError(f'{k} is unknown for models {missing[:10]}: give '
-                         'graphs or model_meta.')
-    feats = np.asarray([[_as_float(values[k][i], f'{k} of '
-                                   f'{self.model_ids[i]!r}')
-                         for k in ('num_params', 'num_layers')]
-                        for i in range(m)])
-    have = [v is not None for v in values['cluster']]
-    if not any(have):
-      logging.info('FennecPaper: no architecture clusters (no graphs or '
-                   "'cluster' metadata); the meta regression omits them.")
-      return feats, None
-    if not all(have):
-      missing = [self.model_ids[i] for i in range(m) if not have[i]]
-      raise ValueError(f'cluster is unknown for models {missing[:10]} '
-                       'while others have one.')
-    clusters = np.asarray([int(_as_float(v, 'cluster'))
-                           for v in values['cluster']])
-    return feats, clusters
-
-  def _history_task_features(self, task_meta, history):
-    task_meta = dict(task_meta or {})
-    unknown = sorted(set(task_meta) - set(self.task_ids))
-    if unknown:
-      raise ValueError(f'task_meta names tasks not in the history: '
-                       f'{unknown[:10]}.')
-    hist_meta = getattr(history, 'task_metadata', {}) or {}
-    out = np.full((len(self.task_ids), len(TASK_KEYS)), np.nan)
-    for col, key in enumerate(TASK_KEYS):
-      for alias in _TASK_KEY_ALIASES[key]:
-        if alias in hist_meta:
-          out[:, col] = np.asarray(hist_meta[alias], np.float64)
-          break
-      for j, task in enumerate(self.task_ids):
-        if key in task_meta.get(task, {}):
-          out[j, col] = _as_float(task_meta[task][key],
-                                  f'task_meta[{task!r}][{key!r}]')
-    if np.isnan(out).any():
-      missing = [self.task_ids[j] for j in np.flatnonzero(
-          np.isnan(out).any(1))]
-      logging.info('FennecPaper: %d tasks lack %s (e.g. %s); the meta '
-                   'regression omits the task columns.', len(missing),
-                   TASK_KEYS, missing[:5])
-      return None
-    return out
-
   def _design(self, rows: np.ndarray, task_feats: np.ndarray | None
               ) -> np.ndarray:
     """Meta design rows [#params, #layers, cluster one-hot, task cols]."""
@@ -699,21 +349,6 @@ class FennecPaper:
   def _check_fitted(self):
     if self.forest is None:
       raise ValueError('FennecPaper is not fitted: call fit() or load().')
-
-  def _task_feature_rows(self, task_meta, num_tasks):
-    if not self.use_task_features:
-      return None
-    if task_meta is None or len(task_meta) != num_tasks:
-      raise ValueError(f'this FennecPaper uses task metadata: give task_meta '
-                       f'as {num_tasks} dicts with keys {TASK_KEYS}.')
-    out = np.zeros((num_tasks, len(TASK_KEYS)))
-    for b, meta in enumerate(task_meta):
-      for col, key in enumerate(TASK_KEYS):
-        if key not in meta:
-          raise ValueError(f'task_meta[{b}] lacks {key!r} (has '
-                           f'{sorted(meta)}).')
-        out[b, col] = _as_float(meta[key], f'task_meta[{b}][{key!r}]')
-    return out
 
   def score_components(
       self, image_embeddings: Sequence[Any] | Mapping[str, Any],
@@ -759,7 +394,8 @@ class FennecPaper:
     v = np.stack([p.mean(0) for p in np.split(pred, ends[:-1])])
     transfer = v @ self.model_factors.T + self.offset
     m = len(self.model_ids)
-    tf = self._task_feature_rows(task_meta, len(v))
+    tf = (paper_features.new_task_features(task_meta, len(v))
+          if self.use_task_features else None)
     meta = np.empty_like(transfer)
     for b in range(len(v)):
       x = self._design(np.arange(m), None if tf is None
@@ -797,35 +433,31 @@ class FennecPaper:
   # -- persistence -------------------------------------------------------------
 
   def save(self, path: str) -> None:
-    """Writes `path/fennec_paper.json` + `path/arrays.npz`.
+    """Writes a `fennec_jax.checkpoint` of kind 'FennecPaper' at `path`.
+
+    The arrays are the factors, the PCA, the meta regression and the
+    forest's flat arrays; the manifest's meta holds the configuration, the
+    ids and the scalars.
 
     Raises:
       ValueError: if not fitted or `path` exists.
     """
     self._check_fitted()
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-      raise ValueError(f'{path} exists; choose a new checkpoint directory.')
-    os.makedirs(path)
     arrays = {'model_factors': self.model_factors,
               'task_factors': self.task_factors,
               'pca_mean': self.pca_mean, 'pca_basis': self.pca_basis,
               'model_features': self.model_features,
               'meta_mean': self.meta_mean, 'meta_scale': self.meta_scale,
-              'meta_coef': self.meta_coef}
+              'meta_coef': self.meta_coef,
+              'forest': self.forest.to_arrays()}
     if self.clusters is not None:
       arrays['clusters'] = self.clusters
-    arrays.update({f'forest_{k}': v
-                   for k, v in self.forest.to_arrays().items()})
-    np.savez(os.path.join(path, _ARRAYS_FILE), **arrays)
-    meta = {'format_version': _FORMAT_VERSION,
-            'config': self.config.to_json(),
+    meta = {'config': self.config.to_json(),
             'model_ids': list(self.model_ids),
             'task_ids': list(self.task_ids),
             'offset': self.offset, 'nmf_loss': self.nmf_loss,
             'use_task_features': self.use_task_features}
-    with open(os.path.join(path, _META_FILE), 'w') as f:
-      json.dump(meta, f, indent=1)
+    checkpoint.save(path, _KIND, arrays, meta)
 
   @classmethod
   def load(cls, path: str, config: PaperConfig | None = None
@@ -841,20 +473,11 @@ class FennecPaper:
       The fitted FennecPaper.
 
     Raises:
-      ValueError: not a FennecPaper checkpoint, another format version or
-        another configuration.
+      checkpoint.CheckpointError: not a FennecPaper checkpoint, another
+        format version, or damaged.
+      ValueError: another configuration.
     """
-    path = os.path.abspath(path)
-    meta_path = os.path.join(path, _META_FILE)
-    if not os.path.exists(meta_path):
-      raise ValueError(f'{path} is not a FennecPaper checkpoint (no '
-                       f'{_META_FILE}).')
-    with open(meta_path) as f:
-      meta = json.load(f)
-    if meta.get('format_version') != _FORMAT_VERSION:
-      raise ValueError(f'{meta_path}: format_version '
-                       f'{meta.get("format_version")!r}; this code reads '
-                       f'{_FORMAT_VERSION}.')
+    arrays, meta = checkpoint.load(path, _KIND)
     saved = meta['config']
     if config is not None and config.to_json() != saved:
       want = config.to_json()
@@ -864,8 +487,6 @@ class FennecPaper:
       raise ValueError(f'{path} was made with another PaperConfig; '
                        f'differences (expected vs saved): {diff}')
     out = cls(PaperConfig(**saved))
-    with np.load(os.path.join(path, _ARRAYS_FILE)) as data:
-      arrays = {k: data[k] for k in data.files}
     out.model_ids = tuple(meta['model_ids'])
     out.task_ids = tuple(meta['task_ids'])
     out.offset = float(meta['offset'])
@@ -876,8 +497,7 @@ class FennecPaper:
       setattr(out, k, arrays[k])
     out.clusters = arrays.get('clusters')
     out.forest = forest_lib.RandomForestRegressor.from_arrays(
-        {k[len('forest_'):]: v for k, v in arrays.items()
-         if k.startswith('forest_')}, out.config.forest_config())
+        arrays['forest'], out.config.forest_config())
     return out
 
 

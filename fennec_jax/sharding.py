@@ -21,25 +21,29 @@ MODELS_AXIS = 'models'
 
 def make_mesh(num_devices: int | None = None, axis: str = DATA_AXIS,
               devices: Sequence[Any] | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over the first `num_devices` devices (default: all, every host).
+  """A 1-D mesh over the first `num_devices` devices (default: all of them).
 
   Args:
     num_devices: how many of `devices` to use (None: all of them).
     axis: the mesh axis name.
-    devices: the devices (default `jax.devices()`, in every process).
+    devices: the devices, in mesh order (default `jax.devices()`: every
+      process's).
 
   Returns:
     The mesh, with an `Auto` axis type (shardings propagate through jit).
 
   Raises:
-    ValueError: `num_devices` is not positive or exceeds the devices given.
+    ValueError: `num_devices` is not an int in 1..len(devices).
   """
   devices = list(jax.devices() if devices is None else devices)
   if num_devices is None:
     num_devices = len(devices)
-  if not 0 < num_devices <= len(devices):
-    raise ValueError(f'num_devices={num_devices}, but {len(devices)} devices '
-                     'are visible; choose 1..{len(devices)}.')
+  if (isinstance(num_devices, bool)
+      or not isinstance(num_devices, (int, np.integer))
+      or not 0 < num_devices <= len(devices)):
+    raise ValueError(f'num_devices={num_devices!r}, but {len(devices)} '
+                     f'devices are visible; choose an int in '
+                     f'1..{len(devices)}.')
   return jax.make_mesh((num_devices,), (axis,),
                        axis_types=(jax.sharding.AxisType.Auto,),
                        devices=devices[:num_devices])
@@ -52,8 +56,15 @@ def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
 
 def split(mesh: jax.sharding.Mesh, axis: str | None = None
           ) -> jax.sharding.NamedSharding:
-  """The sharding that splits the leading dimension over `axis` (default: the
-  mesh's only axis)."""
+  """The sharding that splits the leading dimension over a mesh axis.
+
+  Args:
+    mesh: the mesh.
+    axis: the axis to split over (default: the mesh's first axis).
+
+  Returns:
+    A `NamedSharding` with `PartitionSpec(axis)`.
+  """
   axis = axis if axis is not None else mesh.axis_names[0]
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
 
@@ -68,7 +79,21 @@ def num_shards(sharding: jax.sharding.NamedSharding) -> int:
 
 
 def padded_length(n: int, multiple: int) -> int:
-  """`n` rounded up to a positive multiple of `multiple`."""
+  """`n` rounded up to a positive multiple of `multiple`.
+
+  Args:
+    n: a length >= 0 (0 gives `multiple`: shapes are never empty).
+    multiple: e.g. the number of shards of the leading dimension.
+
+  Returns:
+    The smallest multiple of `multiple` that is >= max(n, 1).
+
+  Raises:
+    ValueError: `n` < 0 or `multiple` < 1.
+  """
+  if n < 0 or multiple < 1:
+    raise ValueError(f'padded_length needs n >= 0 and multiple >= 1, got '
+                     f'n={n}, multiple={multiple}.')
   return max(multiple, -(-n // multiple) * multiple)
 
 
@@ -85,15 +110,25 @@ def global_array(local: Any, sharding: jax.sharding.NamedSharding,
 
   Returns:
     A global `jax.Array`.
+
+  Raises:
+    ValueError: the leading dimension does not divide into the shards
+      (pad it to `padded_length(n, num_shards(sharding))`).
   """
   local = np.asarray(local)
   if jax.process_count() == 1 and global_shape is None:
     global_shape = local.shape
+  shards = num_shards(sharding)
+  if global_shape is not None and shards > 1 and (
+      not global_shape or global_shape[0] % shards):
+    raise ValueError(f'global_array: shape {tuple(global_shape)} cannot be '
+                     f'split into {shards} shards along its first dimension; '
+                     'pad it to padded_length(n, num_shards(sharding)) rows.')
   return jax.make_array_from_process_local_data(sharding, local, global_shape)
 
 
 def put(tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
-  """`global_array` of every leaf of a pytree (jax arrays pass through host)."""
+  """`global_array` of every leaf of a pytree (jax arrays go through host)."""
   return jax.tree.map(lambda a: global_array(np.asarray(a), sharding), tree)
 
 
@@ -103,8 +138,17 @@ def put_replicated(tree: Any, mesh: jax.sharding.Mesh) -> Any:
 
 
 def process_rows(n: int) -> slice:
-  """The contiguous slice of n rows this process reads (equal parts, the last
-  ones shorter only when n does not divide; callers pad to equal parts)."""
+  """The contiguous slice of `n` rows this process reads.
+
+  The processes take equal parts in process order, the last ones shorter
+  only when `n` does not divide (callers pad to equal parts).
+
+  Args:
+    n: the number of rows of the global array.
+
+  Returns:
+    This process's slice (all of `range(n)` in a single process).
+  """
   per = -(-n // jax.process_count())
   start = min(n, jax.process_index() * per)
   return slice(start, min(n, start + per))

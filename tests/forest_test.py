@@ -113,8 +113,18 @@ class ForestTest(parameterized.TestCase):
     x, y = rng.normal(size=(50, 3)), rng.normal(size=(50, 2))
     f = forest.RandomForestRegressor(forest.ForestConfig(num_trees=3)).fit(
         x, y)
-    g = forest.RandomForestRegressor.from_arrays(f.to_arrays())
+    arrays = f.to_arrays()
+    g = forest.RandomForestRegressor.from_arrays(arrays)
     np.testing.assert_array_equal(f.predict(x), g.predict(x))
+    with self.assertRaisesRegex(ValueError, r"lack \['value'\]"):
+      forest.RandomForestRegressor.from_arrays(
+          {k: v for k, v in arrays.items() if k != 'value'})
+    with self.assertRaisesRegex(ValueError, r"give \d+ nodes.*'threshold'"):
+      forest.RandomForestRegressor.from_arrays(
+          dict(arrays, threshold=arrays['threshold'][:-1]))
+    with self.assertRaisesRegex(ValueError, 'offsets must rise from 0'):
+      forest.RandomForestRegressor.from_arrays(
+          dict(arrays, offsets=arrays['offsets'][::-1]))
 
   def test_bad_input(self):
     f = forest.RandomForestRegressor(forest.ForestConfig(num_trees=1))

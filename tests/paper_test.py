@@ -1,20 +1,26 @@
-"""Tests of the paper-faithful Fennec: NMF, forest task vectors, meta, merge."""
+"""Tests of the paper-faithful Fennec: NMF, features, forest, meta, merge."""
 
 import dataclasses
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 from absl.testing import parameterized
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
+from fennec_jax import checkpoint
 from fennec_jax import estimators
 from fennec_jax import history as history_lib
+from fennec_jax import nmf as nmf_lib
 from fennec_jax import paper
+from fennec_jax import paper_features
 from fennec_jax.archi2vec import trace as trace_lib
+from fennec_jax.archi2vec import wl
 
 
 def _nmf_reference(x, mask, w, h, iterations):
@@ -89,8 +95,8 @@ class NMFTest(absltest.TestCase):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(7, 5))
     mask = rng.uniform(size=x.shape) < 0.7
-    w0, h0 = paper.nmf_init(x, mask, 3, seed=1)
-    res = paper.nmf(np.where(mask, x, np.nan), mask, rank=3,
+    w0, h0 = nmf_lib.nmf_init(x, mask, 3, seed=1)
+    res = nmf_lib.nmf(np.where(mask, x, np.nan), mask, rank=3,
                     num_iterations=40, init=(w0, h0))
     w, h = _nmf_reference(x, mask.astype(float), w0, h0, 40)
     np.testing.assert_allclose(res.model_factors, w, rtol=2e-3, atol=1e-5)
@@ -100,8 +106,8 @@ class NMFTest(absltest.TestCase):
 
   def test_default_init_is_seeded_and_nonnegative(self):
     x = np.random.default_rng(1).uniform(size=(6, 4))
-    a = paper.nmf(x, rank=2, num_iterations=20, seed=3)
-    b = paper.nmf(x, rank=2, num_iterations=20, seed=3)
+    a = nmf_lib.nmf(x, rank=2, num_iterations=20, seed=3)
+    b = nmf_lib.nmf(x, rank=2, num_iterations=20, seed=3)
     np.testing.assert_array_equal(a.model_factors, b.model_factors)
     self.assertTrue((a.model_factors >= 0).all())
     self.assertTrue((a.task_factors >= 0).all())
@@ -109,15 +115,35 @@ class NMFTest(absltest.TestCase):
   def test_recovers_an_exact_nonnegative_matrix(self):
     rng = np.random.default_rng(2)
     x = rng.uniform(size=(10, 2)) @ rng.uniform(size=(2, 8))
-    res = paper.nmf(x, rank=2, num_iterations=3000)
+    res = nmf_lib.nmf(x, rank=2, num_iterations=3000)
     rel = np.linalg.norm(res.model_factors @ res.task_factors.T - x)
     self.assertLess(rel / np.linalg.norm(x), 1e-2)
 
+  def test_one_trace_per_matrix_shape(self):
+    traces = []
+    fori_loop = jax.lax.fori_loop
+
+    def counting_fori_loop(*args, **kwargs):
+      traces.append(1)  # Runs only while `nmf` traces its loop.
+      return fori_loop(*args, **kwargs)
+
+    rng = np.random.default_rng(7)
+    with mock.patch.object(jax.lax, 'fori_loop', counting_fori_loop):
+      for seed in range(3):  # New values, masks and seeds; shape (9, 11).
+        x = rng.uniform(size=(9, 11))
+        nmf_lib.nmf(np.where(rng.uniform(size=x.shape) < 0.8, x, np.nan),
+                    rank=2, num_iterations=17, seed=seed)
+    self.assertLen(traces, 1)
+
+  def test_paper_reexports_the_recipe_steps(self):
+    self.assertIs(paper.nmf, nmf_lib.nmf)
+    self.assertIs(paper.fda_matrix, paper_features.fda_matrix)
+
   def test_bad_input(self):
     with self.assertRaisesRegex(ValueError, r'>= 0.*\(0, 1\)'):
-      paper.nmf(np.array([[1.0, -1.0]]))
+      nmf_lib.nmf(np.array([[1.0, -1.0]]))
     with self.assertRaisesRegex(ValueError, 'no observed'):
-      paper.nmf(np.full((2, 2), np.nan))
+      nmf_lib.nmf(np.full((2, 2), np.nan))
 
 
 class ArchitectureTest(absltest.TestCase):
@@ -137,9 +163,9 @@ class ArchitectureTest(absltest.TestCase):
         return x
 
     g = trace_lib.trace(Net(), (2, 6, 6, 1))
-    self.assertEqual(paper.count_layers(g), 3)
+    self.assertEqual(paper_features.count_layers(g), 3)
     want = (9 * 4 + 4) + (9 * 4 * 4 + 4) + (6 * 6 * 4 * 3 + 3)
-    self.assertEqual(paper.count_params(g), want)
+    self.assertEqual(paper_features.count_params(g), want)
 
 
 class FDAMatrixTest(absltest.TestCase):
@@ -151,7 +177,7 @@ class FDAMatrixTest(absltest.TestCase):
                     'b': rng.normal(size=(36, 8))},
              'm1': {'a': rng.normal(size=(36, 5))}}
     feats['m0']['a'][:, 0] += 3 * labels['a']
-    p = paper.fda_matrix(feats, labels, dim=4)
+    p = paper_features.fda_matrix(feats, labels, dim=4)
     fda = estimators.get_estimator('fda')
     self.assertAlmostEqual(p[0, 0], fda(feats['m0']['a'], labels['a'],
                                         dim=4), places=6)
@@ -162,7 +188,7 @@ class FDAMatrixTest(absltest.TestCase):
     self.assertTrue(np.isnan(p[1, 1]))
     self.assertGreater(p[0, 0], p[1, 0])  # Informative vs noise features.
     with self.assertRaisesRegex(ValueError, "task 'c' has no labels"):
-      paper.fda_matrix(feats, labels, task_ids=['c'])
+      paper_features.fda_matrix(feats, labels, task_ids=['c'])
 
 
 class FennecPaperTest(parameterized.TestCase):
@@ -213,11 +239,9 @@ class FennecPaperTest(parameterized.TestCase):
     np.testing.assert_array_equal(fit.model_features,
                                   [[params[0], 2], [params[1], 3],
                                    [params[2], 2], [params[3], 3]])
-    from fennec_jax.archi2vec import wl  # pylint: disable=g-import-not-at-top
     want = wl.archi2vec_clusters([graphs[m] for m in model_ids], 2, seed=0,
                                  dim=16, iterations=2)[1]
     np.testing.assert_array_equal(fit.clusters, want)
-    self.assertIn(fit.clusters[0], (0, 1))
     out = fit.predict([emb['t0']], [task_meta['t0']])
     self.assertTrue(np.isfinite(out).all())
     del graphs['m2']
@@ -261,6 +285,12 @@ class FennecPaperTest(parameterized.TestCase):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'ckpt')
       fit.save(path)
+      manifest = checkpoint.read_manifest(path)
+      self.assertEqual(manifest['kind'], 'FennecPaper')
+      self.assertEqual(manifest['meta']['config'], config.to_json())
+      for k, v in fit.forest.to_arrays().items():
+        self.assertEqual(manifest['arrays'][f'forest/{k}'],
+                         [list(v.shape), str(v.dtype)])
       loaded = paper.FennecPaper.load(path, config)
       for a, b in zip(fit.score_components(new, meta),
                       loaded.score_components(new, meta)):
@@ -271,12 +301,21 @@ class FennecPaperTest(parameterized.TestCase):
       rec = loaded.recommend(new, meta, top=3)
       self.assertEqual(rec.model_ids[0][0],
                        model_ids[int(np.argmax(rec.all_scores.merged[0]))])
-      with self.assertRaisesRegex(ValueError, 'num_trees'):
-        paper.FennecPaper.load(path, paper.PaperConfig(num_trees=4))
+      with self.assertRaisesRegex(
+          ValueError, r"another PaperConfig.*'num_trees': \(4, 3\)"):
+        paper.FennecPaper.load(path, dataclasses.replace(config,
+                                                         num_trees=4))
       with self.assertRaisesRegex(ValueError, 'exists'):
         fit.save(path)
-      with self.assertRaisesRegex(ValueError, 'not a FennecPaper'):
+      with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                  'not a fennec_jax checkpoint'):
         paper.FennecPaper.load(tmp)
+      other = os.path.join(tmp, 'other')
+      checkpoint.save(other, 'Fennec', {'x': np.zeros(2)}, {})
+      with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                  "'Fennec' checkpoint; expected "
+                                  "'FennecPaper'"):
+        paper.FennecPaper.load(other)
 
   def test_sparse_history_and_fallbacks_give_finite_scores(self):
     scores, emb, model_ids, task_ids, model_meta, _ = _world(seed=3)
