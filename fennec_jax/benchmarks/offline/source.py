@@ -68,11 +68,14 @@ class OfflineSource(ImageSource):
   run. The pass returns the pooled features and the source head's
   probabilities over the source task's classes together (for `source_probs`:
   LEEP, NCE), cached per (model, images) so a forward pass is charged once.
+
+  Attributes:
+    trace_counts: `{model_id: times its pass was traced}` (1 per run, unless
+      JAX's caches are cleared).
   """
 
   def __init__(self, data_dir: str | None = None, chunk: int = 128,
-               mesh: jax.sharding.Mesh | None = None,
-               max_traces: int | None = None):
+               mesh: jax.sharding.Mesh | None = None):
     """Reads nothing yet; each model is loaded on its first pass.
 
     Args:
@@ -80,14 +83,12 @@ class OfflineSource(ImageSource):
       chunk: images per compiled call, rounded up to a multiple of the mesh
         size; a probe of n images costs `ceil(n / chunk)` calls.
       mesh: a mesh with a `'data'` axis (default: every device).
-      max_traces: if set, `chex.assert_max_traces` on each model's pass
-        (tests: compiles once).
     """
     self._data_dir = data_dir
     self._mesh = mesh if mesh is not None else sharding.make_mesh()
     self._chunk = sharding.padded_length(
         chunk, self._mesh.shape[sharding.DATA_AXIS])
-    self._max_traces = max_traces
+    self.trace_counts: dict[str, int] = {}
     # model -> (its pass, the feature dimension).
     self._passes: dict[str, tuple[extract.FeatureExtractor, int]] = {}
     # model -> (the images array last passed, its outputs); holding the
@@ -105,6 +106,8 @@ class OfflineSource(ImageSource):
       num_src = int(meta['source_classes'])
 
       def features_and_probs(v, x):
+        # Runs only while tracing: counts compilations.
+        self.trace_counts[model_id] = self.trace_counts.get(model_id, 0) + 1
         feats = backbone.apply(
             {k: c['backbone'] for k, c in v.items()}, x, train=False)
         head = v['params']['head']
@@ -114,8 +117,7 @@ class OfflineSource(ImageSource):
 
       extractor = extract.FeatureExtractor(
           features_and_probs, variables, ZOO_PREPROCESSING,
-          batch_size=self._chunk, mesh=self._mesh,
-          max_traces=self._max_traces)
+          batch_size=self._chunk, mesh=self._mesh)
       num_features = variables['params']['head']['kernel'].shape[0]
       self._passes[model_id] = (extractor, num_features)
     return self._passes[model_id]
