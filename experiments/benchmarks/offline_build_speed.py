@@ -2,9 +2,9 @@ r"""Speed of the offline builder's fine-tune step: vmapped group vs one by one.
 
 Measures, per zoo architecture, the wall time of fine-tuning a group of
 `--group` models on one target with the builder's own jitted function
-(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over the group
-and once model by model, after a warm-up call (compile excluded). Writes
-`<out>/offline_build_speed.json` and `.md`.
+(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over
+the group and once model by model, after a warm-up call (compile excluded).
+Writes `<out>/offline_build_speed.json` and `.md`.
 
   python experiments/benchmarks/offline_build_speed.py --out=runs/speed \
       --steps=50

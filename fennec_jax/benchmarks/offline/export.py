@@ -159,11 +159,10 @@ def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
     # renderer (PIL / FreeType) that draws differently.
     extra = ({'images': x[idx]} if tasks_lib.get_task(name).needs_system_data
              else {})
+    digest = hashlib.sha256(np.ascontiguousarray(x[idx]).tobytes())
     np.savez_compressed(os.path.join(out_dir, 'probes', f'{name}.npz'),
                         labels=y[idx], indices=idx,
-                        sha256=np.array(hashlib.sha256(
-                            np.ascontiguousarray(x[idx]).tobytes()).hexdigest()),
-                        **extra)
+                        sha256=np.array(digest.hexdigest()), **extra)
     data.drop(name)
   with open(os.path.join(out_dir, 'results.csv'), 'w') as f:
     f.write('model,task,score\n')
