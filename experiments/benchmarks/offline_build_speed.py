@@ -2,9 +2,9 @@ r"""Speed of the offline builder's fine-tune step: vmapped group vs one by one.
 
 Measures, per zoo architecture, the wall time of fine-tuning a group of
 `--group` models on one target with the builder's own jitted function
-(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over the group
-and once model by model, after a warm-up call (compile excluded). Writes
-`<out>/offline_build_speed.json` and `.md`.
+(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over
+the group and once model by model, after a warm-up call (compile excluded).
+Writes `<out>/offline_build_speed.json` and `.md`.
 
   python experiments/benchmarks/offline_build_speed.py --out=runs/speed \
       --steps=50
@@ -23,7 +23,9 @@ from absl import flags
 import jax
 import numpy as np
 
+from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import build
+from fennec_jax.benchmarks.offline import zoo
 
 _OUT = flags.DEFINE_string('out', 'runs/offline_build_speed', 'Output dir.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Fine-tune steps per call.')
@@ -43,7 +45,7 @@ def main(argv):
   del argv
   config = build.default_config()
   config.finetune.steps = _STEPS.value
-  mesh = build._mesh(1)  # pylint: disable=protected-access
+  mesh = sharding.make_mesh(1)
   rng = np.random.default_rng(0)
   n, nt = config.finetune.max_train, 500
   args = (rng.integers(0, 255, (n, 28, 28, 3), dtype=np.uint8),
@@ -54,7 +56,7 @@ def main(argv):
   rows = []
   archs = _ARCHS.value or [a[0] for a in config.archs]
   for arch in archs:
-    module = build.make_classifier(arch, config.finetune.max_classes)
+    module = zoo.make_classifier(arch, config.finetune.max_classes)
     x = np.zeros((1, 28, 28, 3), np.float32)
     backbones = []
     for i in range(_GROUP.value):

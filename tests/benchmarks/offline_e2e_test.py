@@ -20,16 +20,19 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 from PIL import Image
+import pytest
 from scipy import stats
 
-from fennec_jax import recommender
-from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks import offline
+from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks.offline import demo as offline_demo
+from fennec_jax.benchmarks.offline import export
 from fennec_jax.benchmarks.offline import source as offline_source
 from fennec_jax.data import sources
 from fennec_jax.estimators import registry
+
+pytestmark = pytest.mark.slow  # A real build, then every command on it.
 
 _TARGETS = ('shape_color', 'shape_kind', 'texture_kind', 'count_dots')
 _ESTIMATORS = ('logme', 'leep', 'nce')
@@ -46,7 +49,7 @@ def setUpModule():
   work = os.path.join(_TMP, 'work')
   build.build(config, work)
   _ART = os.path.join(_TMP, 'artifacts')
-  build.export_artifacts(config, work, _ART, graphs=True)
+  export.export_artifacts(config, work, _ART, graphs=True)
 
 
 def tearDownModule():
@@ -77,7 +80,7 @@ class ImagesProtocolTest(absltest.TestCase):
         cls.out, data_dir=_ART, k_shots=(0, 1), num_seeds=1,
         estimators=_ESTIMATORS)
 
-  def test_every_method_and_target_with_positive_times(self):
+  def test_every_method_and_target(self):
     with open(self.paths['csv']) as f:
       reader = csv.DictReader(f)
       rows = list(reader)
@@ -92,8 +95,6 @@ class ImagesProtocolTest(absltest.TestCase):
         got = {r['target'] for r in rows
                if r['method'] == method and r['k_shot'] == k}
         self.assertEqual(got, set(_TARGETS) | {'MEAN'}, (method, k))
-    for r in rows:
-      self.assertGreater(float(r['seconds_per_target']), 0.0, r)
     for name in ('md', 'png', 'time_png', 'pred_png'):
       self.assertGreater(os.path.getsize(self.paths[name]), 0, name)
 
@@ -141,7 +142,7 @@ class ImagesProtocolTest(absltest.TestCase):
 
 class DemoAndRecommendTest(absltest.TestCase):
 
-  def test_demo_shows_actual_accuracies_and_times(self):
+  def test_demo_shows_actual_accuracies(self):
     history = offline.load(_ART)
     out = offline_demo.demo(task='texture_kind', top=5, data_dir=_ART)
     j = history.task_index('texture_kind')
@@ -152,8 +153,6 @@ class DemoAndRecommendTest(absltest.TestCase):
       self.assertEqual(actual, history.scores[history.model_index(model_id),
                                               j])
       self.assertTrue(np.isfinite(pred) and std > 0)
-    self.assertGreater(out.fennec_seconds, 0)
-    self.assertGreater(out.logme_seconds, 0)
     self.assertIn('texture_kind', offline_demo.format_demo(out))
 
   def test_recommend_from_image_folder_equals_array_path(self):

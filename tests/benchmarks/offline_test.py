@@ -3,19 +3,53 @@
 The ground truth is re-read with the csv module and compared with the
 `History`; parameter counts are checked against the model registry; the
 "worth ranking on" properties (spread, no single winner) are recomputed with
-NumPy from the raw CSV; probes regenerate bit-exactly (SHA-256).
+NumPy from the raw CSV; probes regenerate bit-exactly (SHA-256). Reading
+the artifacts needs no optimizer: the loader's imports are checked in a fresh
+interpreter.
 """
 
 import csv
+import json
 import os
+import subprocess
+import sys
 import tempfile
+import textwrap
 
 from absl.testing import absltest
 import networkx as nx
 import numpy as np
+import pytest
 
 from fennec_jax import models
 from fennec_jax.benchmarks import offline
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def _modules_after_import(module: str, bare_root: bool) -> set[str]:
+  """`sys.modules` of a fresh interpreter after `import module`.
+
+  With `bare_root`, the `fennec_jax` package is registered without running
+  its `__init__` (whose re-exports pull in the recommender and optax), so
+  only `module`'s own imports count.
+  """
+  code = textwrap.dedent(f'''
+      import importlib.util, json, sys, types
+      if {bare_root!r}:
+        spec = importlib.util.find_spec('fennec_jax')
+        root = types.ModuleType('fennec_jax')
+        root.__path__ = list(spec.submodule_search_locations)
+        sys.modules['fennec_jax'] = root
+      import {module}
+      print(json.dumps(sorted(sys.modules)))
+      ''')
+  out = subprocess.run([sys.executable, '-c', code], cwd=_ROOT, check=True,
+                       capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  return set(json.loads(out.stdout.splitlines()[-1]))
 
 
 def _csv(name):
@@ -136,6 +170,21 @@ class WeightsProbesGraphsTest(absltest.TestCase):
     for r in offline.task_table():
       if r['role'] == 'target':
         self.assertIn(r['task'], card)
+
+
+class ImportTest(absltest.TestCase):
+
+  @pytest.mark.slow
+  def test_loader_imports_neither_the_builder_nor_an_optimizer(self):
+    loader = 'fennec_jax.benchmarks.offline.loader'
+    build = 'fennec_jax.benchmarks.offline.build'
+    own = _modules_after_import(loader, bare_root=True)
+    self.assertIn(loader, own)
+    self.assertNotIn(build, own)
+    self.assertNotIn('optax', own)
+    self.assertNotIn('tensorflow_datasets', own)
+    # Through the real package root too, the builder stays out.
+    self.assertNotIn(build, _modules_after_import(loader, bare_root=False))
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@
   re-exported here (`offline.load()`, `offline.load_model(...)`).
 * `zoo`: architectures, source assignment, the classifier, input scaling.
 * `build`: pretrain the zoo and fine-tune it on every target (resumable).
+* `export`: the committed artifacts and data card from a build's workdir.
 * `source`: the images protocol's `ImageSource` over the committed artifacts.
 * `demo`: `fennec demo` and recommending from a user's images.
 """

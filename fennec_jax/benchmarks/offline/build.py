@@ -17,12 +17,10 @@ Stages (each resumable; all state lives in one work directory):
 Static shapes everywhere: heads are padded to `max_classes` with masked
 logits, train sets are padded to a fixed length with a valid count, so each
 architecture compiles once per stage. Each training step is one jitted
-(vmapped) call with donated buffers.
+(vmapped) call with donated buffers, on a `fennec_jax.sharding` mesh.
+`export` turns the work directory into the committed artifacts.
 """
 
-import dataclasses
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -30,17 +28,18 @@ import time
 from typing import Any
 
 from absl import logging
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tensorflow_datasets as tfds
 
-from fennec_jax import models as models_lib
+from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import zoo as zoo_lib
 from fennec_jax.data import tasks as tasks_lib
+from fennec_jax.data.builders import offline_tasks
 
 RESULTS_FILE = 'results.csv'
 RESULTS_HEADER = 'model,task,score,seconds'
@@ -94,16 +93,6 @@ def tiny_config() -> ml_collections.ConfigDict:
   return c
 
 
-def _mesh(num_devices: int) -> jax.sharding.Mesh:
-  devices = jax.devices()
-  if num_devices > len(devices):
-    raise ValueError(f'num_devices={num_devices} but only {len(devices)} '
-                     'devices are visible.')
-  return jax.make_mesh((num_devices,), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices[:num_devices])
-
-
 def _apply(module, variables, x, train):
   """Returns (logits, new non-param collections) for any set of collections."""
   others = [k for k in variables if k != 'params']
@@ -139,11 +128,12 @@ def _make_trainer(module, steps, batch_size, lr, weight_decay, warmup, mesh,
   """
   schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, steps)
   tx = optax.adamw(schedule, weight_decay=weight_decay)
-  batch_sharding = jax.sharding.NamedSharding(mesh, jax.P('data'))
+  batch_sharding = sharding.split(mesh)
 
   def step(params, state, opt, x, y, n, class_mask, key, i):
     idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
-    xb = jax.lax.with_sharding_constraint(zoo_lib.preprocess(x[idx]), batch_sharding)
+    xb = jax.lax.with_sharding_constraint(zoo_lib.preprocess(x[idx]),
+                                          batch_sharding)
     yb = y[idx]
 
     def loss_fn(p):
@@ -165,11 +155,12 @@ def _make_trainer(module, steps, batch_size, lr, weight_decay, warmup, mesh,
   init_opt = jax.jit(init_opt)
 
   def train(variables, x, y, n, class_mask, key):
-    # Copies: the step donates its buffers, the caller's arrays stay valid.
-    variables = jax.tree.map(jnp.array, variables)
+    # Fresh copies on the mesh: the step donates its buffers, the caller's
+    # arrays stay valid.
+    variables = sharding.put_replicated(variables, mesh)
     params = variables['params']
     state = {k: v for k, v in variables.items() if k != 'params'}
-    x, y, n, class_mask = (jnp.asarray(a) for a in (x, y, n, class_mask))
+    x, y, n, class_mask = sharding.put_replicated((x, y, n, class_mask), mesh)
     with jax.set_mesh(mesh):
       opt = init_opt(params)
       losses = []
@@ -231,7 +222,7 @@ def _class_mask(num_classes: int, max_classes: int) -> np.ndarray:
 # ------------------------------------------------------------------- the data
 
 
-class _Data:
+class TaskData:
   """Loads task splits (tfds or direct) with the config's sizes, cached."""
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
@@ -250,7 +241,6 @@ class _Data:
     if key not in self._cache:
       train, test = self.sizes(task)
       if self.config.data == 'tfds':
-        from fennec_jax.data.builders import offline_tasks  # pylint: disable=g-import-not-at-top
         self._cache[key] = offline_tasks.load_arrays(task, split,
                                                      self.tfds_dir, train, test)
       elif self.config.data == 'direct':
@@ -269,11 +259,17 @@ class _Data:
 # ------------------------------------------------------------ work directory
 
 
-def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = json.loads(json.dumps(config.to_dict(), sort_keys=True))
-  # How it runs (launcher, vmap or not, devices) does not change the work.
-  for key in ('runner', 'vmap', 'num_devices'):
-    d.pop(key, None)
+def work_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The JSON form of `config` that decides the work (and its results)."""
+  return _drop_runtime_keys(json.loads(json.dumps(config.to_dict(),
+                                                  sort_keys=True)))
+
+
+def _drop_runtime_keys(d: Any) -> Any:
+  """How it runs (launcher, vmap or not, devices) does not change the work."""
+  if isinstance(d, dict):
+    for key in ('runner', 'vmap', 'num_devices'):
+      d.pop(key, None)
   return d
 
 
@@ -294,7 +290,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
-  want = _config_dict(config)
+  want = work_config(config)
   if not os.path.exists(path):
     _atomic_write(path, json.dumps(want, indent=1, sort_keys=True))
     return
@@ -304,9 +300,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e}); this work directory is '
                      'damaged: use a fresh --workdir.') from None
-  if isinstance(have, dict):
-    for key in ('runner', 'vmap', 'num_devices'):
-      have.pop(key, None)
+  have = _drop_runtime_keys(have)
   if have != want:
     keys = sorted(k for k in set(have) | set(want)
                   if have.get(k) != want.get(k))
@@ -412,14 +406,15 @@ def _abstract_variables(arch: str, num_outputs: int) -> Any:
   return jax.eval_shape(module.init, jax.random.key(0), x)
 
 
-def _model_paths(workdir: str, model_id: str) -> tuple[str, str]:
+def model_paths(workdir: str, model_id: str) -> tuple[str, str]:
+  """(orbax checkpoint dir, metadata JSON written last) of a zoo model."""
   return (os.path.join(workdir, 'zoo', model_id),
           os.path.join(workdir, 'zoo', model_id + '.json'))
 
 
 def load_pretrained(workdir: str, model_id: str) -> tuple[Any, dict[str, Any]]:
   """Restores a pretrained model's variables (orbax) and its metadata."""
-  ckpt, meta_path = _model_paths(workdir, model_id)
+  ckpt, meta_path = model_paths(workdir, model_id)
   if not os.path.exists(meta_path):
     raise ValueError(f'{model_id} is not pretrained in {workdir} yet '
                      f'({meta_path} missing); run the build first.')
@@ -434,7 +429,7 @@ def load_pretrained(workdir: str, model_id: str) -> tuple[Any, dict[str, Any]]:
 
 def _save_pretrained(workdir: str, model_id: str, variables: Any,
                      meta: dict[str, Any]) -> None:
-  ckpt, meta_path = _model_paths(workdir, model_id)
+  ckpt, meta_path = model_paths(workdir, model_id)
   if os.path.exists(ckpt):  # From a run killed between the two writes.
     shutil.rmtree(ckpt)
   ckptr = ocp.StandardCheckpointer()
@@ -454,7 +449,7 @@ def _unstack(tree, n):
   return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
 
 
-def _source_data(data: _Data, sources: list[str]):
+def _source_data(data: TaskData, sources: list[str]):
   """Train/test arrays of a source or of a list of sources (a mixture)."""
   xs, ys, xt, yt, offset = [], [], [], [], 0
   for s in sources:
@@ -509,7 +504,7 @@ def _pretrain_group(config, mesh, arch, members, sources_of, data, key):
 
 
 def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
-                 data: _Data | None = None,
+                 data: TaskData | None = None,
                  which: str = 'all') -> list[zoo_lib.ZooModel]:
   """Stages 2 and 3: pretrains the zoo models and/or the proxy not yet done.
 
@@ -522,8 +517,8 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
   Returns:
     The zoo plan.
   """
-  data = data or _Data(config, workdir)
-  mesh = _mesh(config.num_devices)
+  data = data or TaskData(config, workdir)
+  mesh = sharding.make_mesh(config.num_devices)
   root = jax.random.key(config.seed)
   plan = zoo_lib.zoo_plan(config)
   archs = list(dict.fromkeys(m.arch for m in plan))
@@ -534,14 +529,14 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
   if which not in ('zoo', 'proxy', 'all'):
     raise ValueError(f"which={which!r}; valid: 'zoo', 'proxy', 'all'.")
   total = len(plan) + 1
-  done = sum(os.path.exists(_model_paths(workdir, m.model_id)[1])
+  done = sum(os.path.exists(model_paths(workdir, m.model_id)[1])
              for m in plan + [proxy])
   progress = _Progress('pretrain', total, done)
   for g, (arch, members, sources) in enumerate(groups):
     if (which == 'zoo' and sources) or (which == 'proxy' and not sources):
       continue
     todo = [m for m in members
-            if not os.path.exists(_model_paths(workdir, m.model_id)[1])]
+            if not os.path.exists(model_paths(workdir, m.model_id)[1])]
     if not todo:
       continue
     t0 = time.time()
@@ -551,31 +546,28 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
     seconds = (time.time() - t0) / len(todo)
     for m, v, loss, acc in zip(todo, variables, losses, accs):
       head = (config.pretrain if sources is None else config.proxy).max_classes
-      srcs = sources or [m.source]
+      specs = [tasks_lib.get_task(s) for s in sources or [m.source]]
       meta = dict(model_id=m.model_id, arch=m.arch, family=m.family,
                   size=m.size, source=m.source, head_classes=head,
-                  source_classes=sum(tasks_lib.get_task(s).num_classes
-                                     for s in srcs),
-                  source_domains=sorted({d for s in srcs
-                                         for d in tasks_lib.get_task(s)
-                                         .domains}),
+                  source_classes=sum(s.num_classes for s in specs),
+                  source_domains=sorted({d for s in specs for d in s.domains}),
                   source_accuracy=float(acc),
                   final_loss=float(np.mean(loss[-10:])),
                   num_params=int(sum(np.size(p) for p in jax.tree.leaves(
                       v['params']['backbone']))),
                   seconds=seconds)
       _save_pretrained(workdir, m.model_id, v, meta)
-      logging.info('pretrained %s on %s: source acc %.3f, loss %.3f', m.model_id,
-                   m.source[:60], acc, meta['final_loss'])
+      logging.info('pretrained %s on %s: source acc %.3f, loss %.3f',
+                   m.model_id, m.source[:60], acc, meta['final_loss'])
       progress.update()
   return plan
 
 
 def finetune_all(config: ml_collections.ConfigDict, workdir: str,
-                 data: _Data | None = None) -> dict[tuple[str, str], float]:
+                 data: TaskData | None = None) -> dict[tuple[str, str], float]:
   """Stage 4: fine-tunes every (zoo model, target) pair not yet recorded."""
-  data = data or _Data(config, workdir)
-  mesh = _mesh(config.num_devices)
+  data = data or TaskData(config, workdir)
+  mesh = sharding.make_mesh(config.num_devices)
   fc = config.finetune
   plan = zoo_lib.zoo_plan(config)
   path = os.path.join(workdir, RESULTS_FILE)
@@ -591,13 +583,7 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
   archs = list(dict.fromkeys(m.arch for m in plan))
   fns: dict[tuple[str, int], Any] = {}
   # Domains interleaved, so a partial build already covers every domain.
-  by_domain: dict[str, list[str]] = {}
-  for task in config.targets:
-    by_domain.setdefault(tasks_lib.get_task(task).domain, []).append(task)
-  lists, order = list(by_domain.values()), []
-  while any(lists):
-    order += [lst.pop(0) for lst in lists if lst]
-  for task in order:
+  for task in zoo_lib.interleave_domains(config.targets):
     t = list(config.targets).index(task)
     spec = tasks_lib.get_task(task)
     todo_all = [m for m in plan if (m.model_id, task) not in results]
@@ -694,10 +680,9 @@ def build(config: ml_collections.ConfigDict,
                        f'targets: {tasks_lib.list_tasks(role="target")}')
   zoo_lib.zoo_plan(config)
   check_workdir(config, workdir)
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
   t0 = time.time()
-  data = _Data(config, workdir)
+  data = TaskData(config, workdir)
   # The proxy last: the ground truth (zoo x targets) does not need it.
   pretrain_zoo(config, workdir, data, which='zoo')
   t1 = time.time()
@@ -710,340 +695,3 @@ def build(config: ml_collections.ConfigDict,
     f.write(json.dumps(dict(pretrain_s=t1 - t0, finetune_s=time.time() - t1,
                             finished=time.time())) + '\n')
   return results
-
-
-# ------------------------------------------------------------------- export
-
-
-def benchmark_stats(results: dict[tuple[str, str], float],
-                    models: list[dict[str, Any]],
-                    targets: list[str]) -> dict[str, Any]:
-  """Is the benchmark worth ranking on? Spread, relatedness, architecture.
-
-  Args:
-    results: `{(model, task): accuracy}`.
-    models: model metadata rows (`model`, `family`, `size`,
-      `source_domains` as a list).
-    targets: target task names.
-
-  Returns:
-    A dict with a `per_target` list and summary numbers.
-  """
-  by_id = {m['model']: m for m in models}
-  per_target, wins = [], {}
-  same_all, other_all = [], []
-  for t in targets:
-    dom = tasks_lib.get_task(t).domain
-    acc = {m: s for (m, tt), s in results.items() if tt == t and m in by_id}
-    if not acc:
-      continue
-    vals = np.array(list(acc.values()))
-    best = max(acc, key=acc.get)
-    wins[best] = wins.get(best, 0) + 1
-    same = [s for m, s in acc.items() if dom in by_id[m]['source_domains']]
-    other = [s for m, s in acc.items()
-             if dom not in by_id[m]['source_domains']]
-    same_all += [s - vals.mean() for s in same]
-    other_all += [s - vals.mean() for s in other]
-    per_target.append(dict(
-        task=t, domain=dom, models=len(acc), min=float(vals.min()),
-        max=float(vals.max()), mean=float(vals.mean()),
-        spread=float(vals.max() - vals.min()), best=best,
-        same_domain_mean=float(np.mean(same)) if same else float('nan'),
-        other_domain_mean=float(np.mean(other)) if other else float('nan')))
-  fam = {}
-  for (m, t), s in results.items():
-    if m in by_id and t in targets:
-      key = f"{by_id[m]['family']}_{by_id[m]['size']}"
-      fam.setdefault(key, []).append(s)
-  return dict(
-      per_target=per_target,
-      targets_with_spread_ge_10=sum(r['spread'] >= 0.10 for r in per_target),
-      num_targets=len(per_target),
-      wins=dict(sorted(wins.items(), key=lambda kv: -kv[1])),
-      same_minus_target_mean=float(np.mean(same_all)) if same_all else None,
-      other_minus_target_mean=float(np.mean(other_all)) if other_all
-      else None,
-      arch_mean={k: float(np.mean(v)) for k, v in sorted(fam.items())})
-
-
-def _to_float16(variables: Any) -> Any:
-  """Params to float16 (halves the artifact size); BatchNorm stats stay f32."""
-  out = {}
-  for col, tree in jax.device_get(variables).items():
-    dtype = np.float16 if col == 'params' else np.float32
-    out[col] = jax.tree.map(lambda a, d=dtype: np.asarray(a, d), tree)
-  return out
-
-
-def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
-                     out_dir: str, probe_size: int = 500,
-                     graphs: bool = True) -> dict[str, Any]:
-  """Writes the committed artifacts from a (finished or partial) build.
-
-  Files: results.csv (model,task,score), models.csv, tasks.csv,
-  weights/<model>.msgpack (float16 params), probes/<task>.npz (class-balanced
-  train probe), graphs/<arch>.json + index.json (archi2vec traces),
-  stats.json, build_info.json.
-
-  Args:
-    config: the build config.
-    workdir: the build's work directory.
-    out_dir: where to write the artifacts.
-    probe_size: images per target probe.
-    graphs: whether to export architecture graphs.
-
-  Returns:
-    `benchmark_stats` of the exported results.
-  """
-  from flax import serialization  # pylint: disable=g-import-not-at-top
-  from fennec_jax.data import probe  # pylint: disable=g-import-not-at-top
-  workdir = os.path.abspath(workdir)
-  check_workdir(config, workdir)
-  os.makedirs(os.path.join(out_dir, 'weights'), exist_ok=True)
-  os.makedirs(os.path.join(out_dir, 'probes'), exist_ok=True)
-  results = read_results(os.path.join(workdir, RESULTS_FILE), repair=False)
-  plan = zoo_lib.zoo_plan(config)
-  ids = [m.model_id for m in plan] + ['proxy']
-  metas = []
-  for model_id in ids:
-    if not os.path.exists(_model_paths(workdir, model_id)[1]):
-      logging.warning('export: %s is not pretrained yet; skipped.', model_id)
-      continue
-    variables, meta = load_pretrained(workdir, model_id)
-    with open(os.path.join(out_dir, 'weights', f'{model_id}.msgpack'),
-              'wb') as f:
-      f.write(serialization.msgpack_serialize(_to_float16(variables)))
-    metas.append(meta)
-  cols = ('model', 'family', 'size', 'arch', 'num_params', 'source',
-          'source_domains', 'source_classes', 'source_accuracy',
-          'head_classes')
-  with open(os.path.join(out_dir, 'models.csv'), 'w') as f:
-    f.write(','.join(cols) + '\n')
-    for m in metas:
-      row = dict(m, model=m['model_id'],
-                 source_domains=';'.join(m['source_domains']),
-                 source_accuracy=f"{m['source_accuracy']:.4f}",
-                 source=m['source'] if m['model_id'] != 'proxy'
-                 else 'all single-domain sources')
-      f.write(','.join(str(row[c]) for c in cols) + '\n')
-  data = _Data(config, workdir)
-  tcols = ('task', 'role', 'domain', 'domains', 'num_classes', 'train_size',
-           'test_size', 'seed', 'needs_system_data', 'description')
-  with open(os.path.join(out_dir, 'tasks.csv'), 'w') as f:
-    f.write(','.join(tcols) + '\n')
-    for name in list(config.targets) + list(config.sources):
-      spec = tasks_lib.get_task(name)
-      train, test = data.sizes(name)
-      row = dict(task=name, role=spec.role, domain=spec.domain,
-                 domains=';'.join(spec.domains), num_classes=spec.num_classes,
-                 train_size=train, test_size=test, seed=spec.seed,
-                 needs_system_data=spec.needs_system_data,
-                 description=spec.description.replace(',', ';'))
-      f.write(','.join(str(row[c]) for c in tcols) + '\n')
-  for name in config.targets:
-    x, y = data.get(name, 'train')
-    idx = probe.class_balanced_indices(y, probe_size, seed=config.seed)
-    # Procedural probes are regenerated (noisy images compress badly); only
-    # tasks made from system data ship their pixels. The hash catches a
-    # renderer (PIL / FreeType) that draws differently.
-    extra = ({'images': x[idx]} if tasks_lib.get_task(name).needs_system_data
-             else {})
-    np.savez_compressed(os.path.join(out_dir, 'probes', f'{name}.npz'),
-                        labels=y[idx], indices=idx,
-                        sha256=np.array(hashlib.sha256(
-                            np.ascontiguousarray(x[idx]).tobytes()).hexdigest()),
-                        **extra)
-    data.drop(name)
-  with open(os.path.join(out_dir, 'results.csv'), 'w') as f:
-    f.write('model,task,score\n')
-    for (m, t), s in sorted(results.items()):
-      f.write(f'{m},{t},{s:.6f}\n')
-  if graphs:
-    from fennec_jax.archi2vec import graphs as graphs_lib  # pylint: disable=g-import-not-at-top
-    from fennec_jax.archi2vec import trace as trace_lib  # pylint: disable=g-import-not-at-top
-    os.makedirs(os.path.join(out_dir, 'graphs'), exist_ok=True)
-    index = {}
-    for arch in dict.fromkeys([m['arch'] for m in metas]):
-      g = trace_lib.trace(arch)
-      graphs_lib.write_graph(g, os.path.join(out_dir, 'graphs',
-                                              f'{arch}.json'))
-      index[arch] = f'{arch}.json'
-    with open(os.path.join(out_dir, 'graphs', 'index.json'), 'w') as f:
-      json.dump(index, f, indent=1, sort_keys=True)
-  models = [dict(model=m['model_id'], family=m['family'], size=m['size'],
-                 source_domains=m['source_domains']) for m in metas]
-  stats = benchmark_stats(results, models, list(config.targets))
-  with open(os.path.join(out_dir, 'stats.json'), 'w') as f:
-    json.dump(stats, f, indent=1)
-  timing = []
-  if os.path.exists(os.path.join(workdir, 'timing.jsonl')):
-    with open(os.path.join(workdir, 'timing.jsonl')) as f:
-      timing = [json.loads(line) for line in f if line.strip()]
-  info = dict(config=_config_dict(config), runs=timing,
-              pairs_done=len(results),
-              pairs_total=len(plan) * len(config.targets),
-              jax=jax.__version__, devices=str(jax.devices()[0].device_kind))
-  with open(os.path.join(out_dir, 'build_info.json'), 'w') as f:
-    json.dump(info, f, indent=1, sort_keys=True)
-  write_data_card(out_dir)
-  return stats
-
-
-def write_data_card(out_dir: str) -> str:
-  """Writes `<out_dir>/README.md` from the exported files (numbers included).
-
-  Args:
-    out_dir: a directory written by `export_artifacts`.
-
-  Returns:
-    The path of the data card.
-  """
-  import csv  # pylint: disable=g-import-not-at-top
-
-  def rows(name):
-    with open(os.path.join(out_dir, name), newline='') as f:
-      return list(csv.DictReader(f))
-
-  with open(os.path.join(out_dir, 'stats.json')) as f:
-    stats = json.load(f)
-  with open(os.path.join(out_dir, 'build_info.json')) as f:
-    info = json.load(f)
-  models, task_rows = rows('models.csv'), rows('tasks.csv')
-  cfg = info['config']
-  wall = sum(r.get('pretrain_s', 0) + r.get('finetune_s', 0)
-             for r in info['runs'])
-  fam_counts = {}
-  for m in models:
-    if m['model'] != 'proxy':
-      fam_counts[m['family']] = fam_counts.get(m['family'], 0) + 1
-  size = sum(os.path.getsize(os.path.join(dp, f))
-             for dp, _, fs in os.walk(out_dir) for f in fs)
-  out = [
-      '# Offline benchmark: data card',
-      '',
-      'A models x tasks table of measured fine-tuning accuracy, built end to '
-      'end on offline data by `fennec_jax.benchmarks.build` (issue 6). '
-      'Everything here is generated; nothing was downloaded.',
-      '',
-      f"* **{stats['num_targets']} target tasks** over "
-      f"{len({t['domain'] for t in task_rows if t['role'] == 'target'})} "
-      f"visual domains; **{len(models) - 1} zoo models** "
-      f"({', '.join(f'{k}: {v}' for k, v in sorted(fam_counts.items()))}) "
-      'at two sizes (s, l), each pretrained on its own source task or '
-      'mixture; one proxy '
-      f"(`{next(m['arch'] for m in models if m['model'] == 'proxy')}`) "
-      'pretrained on all single-domain sources.',
-      f"* Pairs measured: {info['pairs_done']} / {info['pairs_total']}.",
-      f'* Build wall time of the run(s) that completed: {wall / 60:.1f} min '
-      '(2-core CPU shared with other jobs; runs killed and resumed before '
-      'are not counted); per-run timings in build_info.json.',
-      f'* Size on disk: {size / 2**20:.1f} MiB.',
-      '',
-      '## Build command',
-      '',
-      '```',
-      'fennec build-benchmark --workdir=runs/offline_build \\',
-      '    --export_dir=fennec_jax/benchmarks/offline_data',
-      '```',
-      '',
-      'Resumable: kill it at any moment and rerun the same command. Fashion '
-      'tasks need the Debian package `dataset-fashion-mnist`.',
-      '',
-      '## Recipe (one for every pair)',
-      '',
-      f"* Pretraining: {cfg['pretrain']['steps']} AdamW steps, batch "
-      f"{cfg['pretrain']['batch_size']}, lr {cfg['pretrain']['lr']} "
-      f"(warmup-cosine), weight decay {cfg['pretrain']['weight_decay']}, "
-      f"{cfg['source_sizes'][0]} train / {cfg['source_sizes'][1]} held-out "
-      'images per source. With `vmap` on, the models of one architecture '
-      'train together (off on CPU, where it measured slower). Proxy: '
-      f"{cfg['proxy']['steps']} steps, batch "
-      f"{cfg['proxy']['batch_size']}.",
-      f"* Fine-tuning: full fine-tune, new linear head (padded to "
-      f"{cfg['finetune']['max_classes']} outputs, masked), "
-      f"{cfg['finetune']['steps']} AdamW steps, batch "
-      f"{cfg['finetune']['batch_size']}, lr {cfg['finetune']['lr']} "
-      f"(warmup-cosine), weight decay {cfg['finetune']['weight_decay']}; "
-      'the same batches and head initialization for every model. Score: '
-      'accuracy on the target test split.',
-      '* Images: 28x28x3 uint8, scaled to [-1, 1] (`offline.preprocess`).',
-      '',
-      '## Is it worth ranking on?',
-      '',
-      f"* Targets whose accuracy spread across models is >= 10 points: "
-      f"**{stats['targets_with_spread_ge_10']} / {stats['num_targets']}**.",
-      f"* Best-model counts (model: targets won): "
-      + ', '.join(f'{k}: {v}' for k, v in list(stats['wins'].items())[:8])
-      + '.',
-      '* Source-target relatedness: mean accuracy minus the target mean, '
-      'for models whose source shares the target domain: '
-      f"**{100 * (stats['same_minus_target_mean'] or 0):+.1f} points**; "
-      'other-domain sources: '
-      f"**{100 * (stats['other_minus_target_mean'] or 0):+.1f} points**.",
-      '* Mean accuracy by architecture: '
-      + ', '.join(f'{k} {100 * v:.1f}' for k, v in stats['arch_mean'].items())
-      + '.',
-      '',
-      '| target | domain | classes | train | min | mean | max | spread | '
-      'same-domain mean | other-domain mean | best model |',
-      '|---|---|---|---|---|---|---|---|---|---|---|',
-  ]
-  tmeta = {t['task']: t for t in task_rows}
-  for r in stats['per_target']:
-    t = tmeta[r['task']]
-    out.append(
-        f"| {r['task']} | {r['domain']} | {t['num_classes']} | "
-        f"{t['train_size']} | {100 * r['min']:.1f} | {100 * r['mean']:.1f} | "
-        f"{100 * r['max']:.1f} | {100 * r['spread']:.1f} | "
-        f"{100 * r['same_domain_mean']:.1f} | "
-        f"{100 * r['other_domain_mean']:.1f} | {r['best']} |")
-  out += ['', '## Tasks', '',
-          'Targets come from the Fashion-MNIST *test* file (split 6000/4000 '
-          'into train/test pools), DejaVu glyphs (the fonts bundled with '
-          'matplotlib), and procedural shapes, textures and counting scenes. '
-          'Sources use the Fashion-MNIST *train* file, other character sets '
-          '(lowercase, symbols, fonts), other shape/texture/counting '
-          'definitions, and mixtures of two or three sources; no source sees '
-          "a target's test split. Every task is deterministic from its seed "
-          '(crc32 of the name).', '',
-          '| task | role | domain | classes | train | test | description |',
-          '|---|---|---|---|---|---|---|']
-  for t in task_rows:
-    out.append(f"| {t['task']} | {t['role']} | {t['domains']} | "
-               f"{t['num_classes']} | {t['train_size']} | {t['test_size']} | "
-               f"{t['description']} |")
-  out += ['', '## Models', '',
-          '| model | family | size | params | source | source domains | '
-          'source acc |', '|---|---|---|---|---|---|---|']
-  for m in models:
-    out.append(f"| {m['model']} | {m['family']} | {m['size']} | "
-               f"{int(m['num_params']):,} | {m['source']} | "
-               f"{m['source_domains']} | "
-               f"{100 * float(m['source_accuracy']):.1f} |")
-  out += ['', '## Files', '',
-          '* `results.csv`: `model,task,score` (test accuracy), long format; '
-          '`fennec_jax.benchmarks.offline.load()` returns it as a `History` '
-          'with model and task metadata.',
-          '* `models.csv`, `tasks.csv`: metadata (family, size, #params, '
-          'source, source accuracy; domain, classes, split sizes, seed).',
-          '* `weights/<model>.msgpack`: flax msgpack, params float16 (+ '
-          'BatchNorm stats float32) of backbone and padded source head; '
-          '`offline.load_model(id)` returns `(module, variables)`.',
-          '* `probes/<task>.npz`: class-balanced 500-image probe of each '
-          "target's train split: indices, labels, SHA-256; Fashion probes "
-          'also carry pixels, the others are regenerated '
-          '(`offline.load_probe`).',
-          '* `graphs/<arch>.json`: archi2vec traces (`offline.load_graph`).',
-          '* `stats.json`, `build_info.json`: the numbers above, the config.',
-          '', '## Limitations', '',
-          '* Tiny images (28x28), tiny models (19k-700k params) and short '
-          'fine-tunes: a world for testing recommenders end to end, not a '
-          'substitute for public benchmarks.',
-          '* One seed per pair; differences of a point or two are noise.',
-          '* Glyph rendering depends on PIL/FreeType; `load_probe` checks '
-          'the SHA-256 and logs a warning if pixels differ.', '']
-  path = os.path.join(out_dir, 'README.md')
-  with open(path, 'w') as f:
-    f.write('\n'.join(out))
-  return path

@@ -74,7 +74,7 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   """
 
   if history is None:
-      history = loader.load(data_dir)
+    history = loader.load(data_dir)
   source = source or source_lib.OfflineSource(data_dir)
   if task is None:
     task = history.task_ids[int(np.random.default_rng(seed).integers(
@@ -83,8 +83,9 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   top = min(top, history.num_models)
   train = history.subset(tasks=np.arange(history.num_tasks) != j)
   feats, _ = source_lib.proxy_task_features(source, train.task_ids,
-                                          num_proxy_images, seed)
-  config = config or recommender.FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+                                            num_proxy_images, seed)
+  config = config or recommender.FennecConfig(
+      space=space_lib.SpaceConfig(seed=seed))
   fennec = recommender.Fennec(config).fit(train, task_embeddings=feats)
 
   # The probe is read once, outside both timings (reading or regenerating
@@ -154,7 +155,8 @@ def format_demo(result: DemoResult) -> str:
 
 def fit_offline(history: Any = None, source: Any = None,
                 num_proxy_images: int = 100, seed: int = 0,
-                config: recommender.FennecConfig | None = None) -> recommender.Fennec:
+                config: recommender.FennecConfig | None = None
+                ) -> recommender.Fennec:
   """Fennec fit on the offline benchmark's scores and its tasks' embeddings.
 
   Args:
@@ -168,11 +170,12 @@ def fit_offline(history: Any = None, source: Any = None,
     The fitted Fennec (it accepts `task_embeddings` from the same proxy).
   """
   if history is None:
-      history = loader.load()
+    history = loader.load()
   source = source or source_lib.OfflineSource()
   feats, _ = source_lib.proxy_task_features(source, history.task_ids,
-                                          num_proxy_images, seed)
-  config = config or recommender.FennecConfig(space=space_lib.SpaceConfig(seed=seed))
+                                            num_proxy_images, seed)
+  config = config or recommender.FennecConfig(
+      space=space_lib.SpaceConfig(seed=seed))
   return recommender.Fennec(config).fit(history, task_embeddings=feats)
 
 
@@ -225,13 +228,15 @@ def recommend_offline(images: Any, top: int = 5,
                       observed: Mapping[str, float] | None = None,
                       labels: Any = None, data_dir: str | None = None,
                       num_proxy_images: int = 100,
-                      seed: int = 0) -> tuple[recommender.Recommendation, recommender.Fennec]:
+                      seed: int = 0) -> tuple[recommender.Recommendation,
+                                              recommender.Fennec]:
   """Ranks the offline zoo for a new task given by its images (any size).
 
   Fennec is fit on every task of the offline benchmark (scores + their
   proxy features); the images go through the same proxy (resized to the
-  benchmark's image shape) and the task map (`recommender.FennecConfig.task_map`) to a
-  prior; observed scores, if any, are folded in on top.
+  benchmark's image shape) and the task map
+  (`recommender.FennecConfig.task_map`) to a prior; observed scores, if
+  any, are folded in on top.
 
   Args:
     images: uint8 images, a sequence or a `fennec_jax.data.sources` source.

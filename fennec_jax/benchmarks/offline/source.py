@@ -9,10 +9,20 @@ import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import loader
+from fennec_jax.data import tasks as tasks_lib
 from fennec_jax.proxy import embed
+from fennec_jax.proxy import extract
+
+# `zoo.preprocess` (uint8 -> [-1, 1]) as the extractor's on-device step:
+# (x / 255 - 0.5) / 0.5 at the zoo's own image size (no resize, no crop).
+ZOO_PREPROCESSING = extract.Preprocessing(
+    size=tasks_lib.IMAGE_SHAPE[:2], mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+    interpolation='bilinear', crop_fraction=1.0)
 
 
 class ImageSource:
@@ -52,68 +62,81 @@ class ImageSource:
 class OfflineSource(ImageSource):
   """The committed offline benchmark (`fennec_jax.benchmarks.offline`).
 
-  Each model's pass is one jitted function over fixed-size chunks (the last
-  one zero-padded; `chunk`, or the next power of two for fewer images), so
-  probes of any size reuse a few compilations. The pass
-  returns the pooled features and the source head's logits together; the
-  logits of the source task's classes give `source_probs` (LEEP, NCE) at
-  the cost of one small matmul, and are cached per (model, images) so a
-  forward pass is charged once.
+  Each model's pass is a `fennec_jax.proxy.extract.FeatureExtractor`
+  (mesh-sharded, jitted, zero-padded fixed-size chunks): every probe, of any
+  size, goes through chunks of one size, so each model compiles once per
+  run. The pass returns the pooled features and the source head's
+  probabilities over the source task's classes together (for `source_probs`:
+  LEEP, NCE), cached per (model, images) so a forward pass is charged once.
+
+  Attributes:
+    trace_counts: `{model_id: times its pass was traced}` (1 per run, unless
+      JAX's caches are cleared).
   """
 
-  def __init__(self, data_dir: str | None = None, chunk: int = 250):
-    self._offline = loader
+  def __init__(self, data_dir: str | None = None, chunk: int = 128,
+               mesh: jax.sharding.Mesh | None = None):
+    """Reads nothing yet; each model is loaded on its first pass.
+
+    Args:
+      data_dir: the artifacts directory (default: the committed ones).
+      chunk: images per compiled call, rounded up to a multiple of the mesh
+        size; a probe of n images costs `ceil(n / chunk)` calls.
+      mesh: a mesh with a `'data'` axis (default: every device).
+    """
     self._data_dir = data_dir
-    self._chunk = chunk
-    self._fns: dict[str, Any] = {}
+    self._mesh = mesh if mesh is not None else sharding.make_mesh()
+    self._chunk = sharding.padded_length(
+        chunk, self._mesh.shape[sharding.DATA_AXIS])
+    self.trace_counts: dict[str, int] = {}
+    # model -> (its pass, the feature dimension).
+    self._passes: dict[str, tuple[extract.FeatureExtractor, int]] = {}
     # model -> (the images array last passed, its outputs); holding the
     # array keeps identity checks sound.
     self._last: dict[str, tuple[np.ndarray, Any]] = {}
 
-  def _load(self, model_id: str):
-    if model_id not in self._fns:
-      module, variables = self._offline.load_model(model_id, self._data_dir,
-                                                   head=True)
+  def _pass(self, model_id: str) -> tuple[extract.FeatureExtractor, int]:
+    """A model's pass: images -> `[n, d + c_src]` (features, then probs)."""
+    if model_id not in self._passes:
+      module, variables = loader.load_model(model_id, self._data_dir,
+                                            head=True)
       backbone = module.backbone
-      meta = {r['model']: r for r in self._offline.model_table(
+      meta = {r['model']: r for r in loader.model_table(
           self._data_dir, include_proxy=True)}[model_id]
       num_src = int(meta['source_classes'])
 
-      @jax.jit
-      def apply(v, images):
-        x = self._offline.preprocess(images)
+      def features_and_probs(v, x):
+        # Runs only while tracing: counts compilations.
+        self.trace_counts[model_id] = self.trace_counts.get(model_id, 0) + 1
         feats = backbone.apply(
             {k: c['backbone'] for k, c in v.items()}, x, train=False)
         head = v['params']['head']
         logits = feats @ head['kernel'].astype(feats.dtype) + head['bias']
-        return feats, jax.nn.softmax(logits[:, :num_src], axis=-1)
+        probs = jax.nn.softmax(logits[:, :num_src], axis=-1)
+        return jnp.concatenate([feats, probs.astype(feats.dtype)], axis=-1)
 
-      self._fns[model_id] = (apply, variables)
-    return self._fns[model_id]
+      extractor = extract.FeatureExtractor(
+          features_and_probs, variables, ZOO_PREPROCESSING,
+          batch_size=self._chunk, mesh=self._mesh)
+      num_features = variables['params']['head']['kernel'].shape[0]
+      self._passes[model_id] = (extractor, num_features)
+    return self._passes[model_id]
 
   def _outputs(self, model_id: str,
                images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if model_id in self._last and self._last[model_id][0] is images:
       return self._last[model_id][1]
-    apply, variables = self._load(model_id)
-    n, c = len(images), self._chunk_size(len(images))
-    padded = np.zeros((-(-n // c) * c,) + images.shape[1:], np.uint8)
-    padded[:n] = images
-    outs = [apply(variables, padded[i:i + c]) for i in range(0, n, c)]
-    feats = np.concatenate([np.asarray(f, np.float32) for f, _ in outs])[:n]
-    probs = np.concatenate([np.asarray(p, np.float32) for _, p in outs])[:n]
+    extractor, num_features = self._pass(model_id)
+    out = np.asarray(extractor(images), np.float32)
+    feats, probs = out[:, :num_features], out[:, num_features:]
     self._last[model_id] = (images, (feats, probs))
     return feats, probs
 
-  def _chunk_size(self, n: int) -> int:
-    """`chunk`, or the power of two >= n if smaller (few compiled shapes)."""
-    return min(self._chunk, 1 << max(n - 1, 0).bit_length())
-
   def probe(self, task: str) -> tuple[np.ndarray, np.ndarray]:
-    return self._offline.load_probe(task, self._data_dir)
+    return loader.load_probe(task, self._data_dir)
 
   def proxy_features(self, images: np.ndarray) -> np.ndarray:
-    return self._outputs(self._offline.PROXY_ID, images)[0]
+    return self._outputs(loader.PROXY_ID, images)[0]
 
   def model_features(self, model_id: str, images: np.ndarray) -> np.ndarray:
     return self._outputs(model_id, images)[0]
@@ -122,13 +145,11 @@ class OfflineSource(ImageSource):
     return self._outputs(model_id, images)[1]
 
   def warm(self, model_id: str | None, images: np.ndarray) -> None:
-    model_id = model_id or self._offline.PROXY_ID
-    apply, variables = self._load(model_id)
-    jax.block_until_ready(apply(variables, np.zeros(
-        (self._chunk_size(len(images)),) + images.shape[1:], np.uint8)))
+    # One chunk compiles the pass that every probe size reuses.
+    self._pass(model_id or loader.PROXY_ID)[0](images[:1])
 
   def graphs(self, model_ids: Sequence[str]) -> dict[str, Any]:
-    return {m: self._offline.load_graph(m, self._data_dir) for m in model_ids}
+    return {m: loader.load_graph(m, self._data_dir) for m in model_ids}
 
 
 def timed(fn, *args):

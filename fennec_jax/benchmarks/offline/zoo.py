@@ -26,7 +26,6 @@ ARCHS = (
 )
 
 
-
 @dataclasses.dataclass(frozen=True)
 class ZooModel:
   """One zoo member: an architecture pretrained on one source."""
@@ -35,6 +34,17 @@ class ZooModel:
   family: str
   size: str
   source: str
+
+
+def interleave_domains(task_names: list[str]) -> list[str]:
+  """The tasks round robin over their domains (first-seen domain order)."""
+  by_domain: dict[str, list[str]] = {}
+  for name in task_names:
+    by_domain.setdefault(tasks_lib.get_task(name).domain, []).append(name)
+  order, lists = [], list(by_domain.values())
+  while any(lists):
+    order += [lst.pop(0) for lst in lists if lst]
+  return order
 
 
 def zoo_plan(config: ml_collections.ConfigDict) -> list[ZooModel]:
@@ -58,14 +68,7 @@ def zoo_plan(config: ml_collections.ConfigDict) -> list[ZooModel]:
     raise ValueError(f'config.sources has {len(config.sources)} tasks; '
                      f'{len(archs)} archs x {config.models_per_arch} models '
                      f'need exactly {need}.')
-  by_domain: dict[str, list[str]] = {}
-  for s in config.sources:
-    by_domain.setdefault(tasks_lib.get_task(s).domain, []).append(s)
-  order, lists = [], list(by_domain.values())
-  while any(lists):
-    for lst in lists:
-      if lst:
-        order.append(lst.pop(0))
+  order = interleave_domains(config.sources)
   for arch, _, _ in archs:
     models_lib.get_spec(arch)  # Raises on unknown names.
   out = []
@@ -97,4 +100,5 @@ def preprocess(images: jax.Array) -> jax.Array:
 
 
 def make_classifier(arch: str, num_outputs: int) -> Classifier:
+  """The registry's `arch` backbone with a new `num_outputs`-way head."""
   return Classifier(models_lib.get_model(arch, num_classes=0), num_outputs)

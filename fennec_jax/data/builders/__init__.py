@@ -1,1 +1,1 @@
-"""tfds builders of the offline task suite (array_record, Tensor features, no TF)."""
+"""tfds builders of the offline task suite (array_record, no TF)."""

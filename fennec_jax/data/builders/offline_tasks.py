@@ -53,7 +53,8 @@ class OfflineTasks(tfds.core.GeneratorBasedBuilder):
             'label': tfds.features.ClassLabel(num_classes=spec.num_classes),
         }),
         supervised_keys=('image', 'label'),
-        disable_shuffling=True,  # Keep generation order: probes are reproducible.
+        # Keep generation order: probes are reproducible.
+        disable_shuffling=True,
         homepage='https://github.com/fennec-jax',
     )
 
