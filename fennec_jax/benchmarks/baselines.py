@@ -49,8 +49,8 @@ class Timed:
   seconds: float
 
 
-# (train history, target task id, observed [B, M]) -> predicted [B, M], or
-# them `Timed`.
+# (train history, target task id, observed [B, M]) -> predicted [B, M]
+# (plain or `Timed`).
 Predict = Callable[[Any, str, np.ndarray], np.ndarray | Timed]
 
 
@@ -132,7 +132,7 @@ def popularity_scores(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def popularity(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
-  """`Predict`: rank by popularity on the training tasks (ignores `observed`)."""
+  """`Predict`: popularity on the training tasks (ignores `observed`)."""
   del target
   pop = popularity_scores(train.scores, train.mask)
   return np.broadcast_to(pop, np.shape(observed)).copy()

@@ -352,7 +352,7 @@ def evaluate(
       if not got:
         continue
       vals = {t: {m: nanmean(per_seed[(name, k, t)][m],
-                              f'{name} K={k} {t} {m} over seeds')
+                             f'{name} K={k} {t} {m} over seeds')
                   for m in METRICS} for t in got}
       nan = float('nan')
       rows.extend(Row(name, k, t, **vals[t],
@@ -361,7 +361,7 @@ def evaluate(
       secs = [seconds[(name, t)] for t in got if (name, t) in seconds]
       rows.append(Row(name, k, MEAN, **{
           m: nanmean([vals[t][m] for t in got],
-                      f'{name} K={k} {m} over targets') for m in METRICS},
+                     f'{name} K={k} {m} over targets') for m in METRICS},
                       seconds_per_target=(float(np.mean(secs)) if secs
                                           else nan)))
   return Results(rows=rows, per_seed=per_seed, targets=targets,
