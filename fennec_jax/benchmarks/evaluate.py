@@ -54,21 +54,29 @@ def run(
   start = time.perf_counter()
   history, baseline_scores = protocol.load_history(benchmark, history_path)
   logging.info('evaluating %r', history)
-  method_fns = methods_lib.build_methods(history, methods, baseline_scores,
-                                         space_config, seed)
+  ranking_methods = methods_lib.build_methods(
+      history, methods, baseline_scores, space_config, seed)
   if not targets:
     targets = protocol.default_targets(history, all_targets)
-  results = protocol.evaluate(history, method_fns, k_shots=k_shots,
+  results = protocol.evaluate(history, ranking_methods, k_shots=k_shots,
                               num_seeds=num_seeds, targets=targets, seed=seed)
   paths = report.write_all(results, out_dir)
   logging.info('evaluate: %d targets, %d methods in %.1fs', len(targets),
-               len(method_fns), time.perf_counter() - start)
+               len(ranking_methods), time.perf_counter() - start)
   return results, paths
 
 
 def run_from_config(config: Any, workdir: str
                     ) -> tuple[protocol.Results, dict[str, str]]:
-  """`run` driven by an `experiments/configs/evaluate.py` ConfigDict."""
+  """`run` driven by an `experiments/configs/evaluate.py` ConfigDict.
+
+  Args:
+    config: the ConfigDict (written to `workdir/config.json`).
+    workdir: output directory (created).
+
+  Returns:
+    `run`'s `(results, paths)`.
+  """
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
