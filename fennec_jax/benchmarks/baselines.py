@@ -7,33 +7,76 @@ pitfalls"), so every result of the transfer space is shown beside them:
 * `imagenet_acc`: the model's ImageNet accuracy from the model metadata,
 * one method per raw estimator score a benchmark ships (LogME, ...).
 
-Each baseline is a `Method`: a callable
-`method(train, target, observed) -> predicted`, where `train` is the history
-with the target's column removed, `target` is the target's task id (only
-methods whose scores are computed from the target's *data*, such as estimator
-scores, may use it) and `observed` is a `[B, M]` array of the target scores of
-the K models drawn in each of B draws (NaN elsewhere). It returns `[B, M]`
-predicted scores; only their order and linear trend matter to the metrics.
+Each baseline is a `Method`: a `predict(train, target, observed)` callable
+with what the protocol must know about it. `train` is the history with the
+target's column removed, `target` is the target's task id (only methods whose
+scores are computed from the target's *data*, such as estimator scores, may
+use it) and `observed` is a `[B, M]` array of the target scores of the K
+models drawn in each of B draws (NaN elsewhere). `predict` returns `[B, M]`
+predicted scores (only their order and linear trend matter to the metrics),
+or a `Timed` holding them with the wall time a user would spend on them.
 
 Metadata and estimator baselines cover only some models (TransferGraph ships
 LogME for ~80% of its models, ImageNet accuracy for ~20%). They return NaN for
-the models they cannot score and carry `partial = True`; the protocol then
-scores them on the models they cover (as the published tables do) and logs
-the coverage. Filling the gaps with a constant would create large ties and
-misstate the estimator.
+the models they cannot score and are `partial`; the protocol then scores them
+on the models they cover (as the published tables do) and logs the coverage.
+Filling the gaps with a constant would create large ties and misstate the
+estimator. An estimator also covers only the tasks it has scores on
+(`Method.tasks`).
 """
 
 from collections.abc import Callable, Mapping
+import dataclasses
 from typing import Any
 
 from absl import logging
 import numpy as np
 
-# (train history, target task id, observed [B, M]) -> predicted [B, M].
-Method = Callable[[Any, str, np.ndarray], np.ndarray]
-
 # Model-metadata key holding ImageNet top-1 accuracy (History convention).
 IMAGENET_ACC_KEY = 'imagenet_acc'
+
+
+@dataclasses.dataclass(frozen=True)
+class Timed:
+  """A prediction with the wall time a user would spend on it for one task.
+
+  Attributes:
+    predicted: `[B, M]` predicted scores.
+    seconds: the per-target time (e.g. a proxy pass plus the prediction; not
+      the protocol's leave-one-out refits).
+  """
+  predicted: np.ndarray
+  seconds: float
+
+
+# (train history, target task id, observed [B, M]) -> predicted [B, M]
+# (plain or `Timed`).
+Predict = Callable[[Any, str, np.ndarray], np.ndarray | Timed]
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A ranking method of the protocol.
+
+  Attributes:
+    predict: `(train, target, observed) -> [B, M]` (or `Timed`).
+    tasks: the targets it can score; None: every target.
+    partial: it may return NaN for models it cannot score (it is then scored
+      on the models it covers); otherwise NaN is an error.
+  """
+  predict: Predict
+  tasks: frozenset[str] | None = None
+  partial: bool = False
+
+  def covers(self, target: str) -> bool:
+    """Whether it can score `target` (estimators cover some tasks only)."""
+    return self.tasks is None or target in self.tasks
+
+
+def as_method(method: Method | Predict) -> Method:
+  """`method`, or a plain `predict` callable as a `Method` (every target, no
+  NaN)."""
+  return method if isinstance(method, Method) else Method(method)
 
 
 def zscore_columns(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -89,7 +132,7 @@ def popularity_scores(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def popularity(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
-  """`Method`: rank by popularity on the training tasks (ignores `observed`)."""
+  """`Predict`: popularity on the training tasks (ignores `observed`)."""
   del target
   pop = popularity_scores(train.scores, train.mask)
   return np.broadcast_to(pop, np.shape(observed)).copy()
@@ -127,12 +170,11 @@ def imagenet_acc_method(model_metadata: Mapping[str, np.ndarray]) -> Method:
   acc = _coverage(
       np.asarray(model_metadata[IMAGENET_ACC_KEY], np.float64), 'imagenet_acc')
 
-  def method(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+  def predict(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
     del train, target
     return np.broadcast_to(acc, np.shape(observed)).copy()
 
-  method.partial = True
-  return method
+  return Method(predict, partial=True)
 
 
 def estimator_method(name: str, estimator_history: Any,
@@ -149,9 +191,9 @@ def estimator_method(name: str, estimator_history: Any,
     model_ids: the evaluated history's model ids, in order.
 
   Returns:
-    The method (`partial`). It raises `KeyError` for a target the estimator
-    has no scores on (see `has_target`) and returns NaN for models without a
-    score (logged).
+    The method (`partial`, covering the estimator's tasks). Its `predict`
+    raises `KeyError` for a target the estimator has no scores on and returns
+    NaN for models without a score (logged).
   """
   est_models = {m: i for i, m in enumerate(estimator_history.model_ids)}
   est_tasks = {t: j for j, t in enumerate(estimator_history.task_ids)}
@@ -159,7 +201,7 @@ def estimator_method(name: str, estimator_history: Any,
   scores = np.asarray(estimator_history.scores, np.float64)
   mask = np.asarray(estimator_history.mask, bool)
 
-  def method(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+  def predict(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
     del train
     if target not in est_tasks:
       raise KeyError(f'{name} has no scores for task {target!r}.')
@@ -170,20 +212,7 @@ def estimator_method(name: str, estimator_history: Any,
     col = _coverage(col, f'{name} on {target}')
     return np.broadcast_to(col, np.shape(observed)).copy()
 
-  method.tasks = frozenset(est_tasks)
-  method.partial = True
-  return method
-
-
-def has_target(method: Method, target: str) -> bool:
-  """Whether `method` can score `target` (estimators cover some tasks only)."""
-  tasks = getattr(method, 'tasks', None)
-  return tasks is None or target in tasks
-
-
-def is_partial(method: Method) -> bool:
-  """Whether `method` may return NaN for models it cannot score."""
-  return bool(getattr(method, 'partial', False))
+  return Method(predict, tasks=frozenset(est_tasks), partial=True)
 
 
 def baseline_methods(
@@ -201,7 +230,7 @@ def baseline_methods(
     `{'popularity': ..., 'imagenet_acc': ... (if the metadata has a finite
     value), <estimator>: ...}`.
   """
-  methods: dict[str, Method] = {'popularity': popularity}
+  methods: dict[str, Method] = {'popularity': Method(popularity)}
   meta = getattr(history, 'model_metadata', None) or {}
   if IMAGENET_ACC_KEY in meta and np.isfinite(
       np.asarray(meta[IMAGENET_ACC_KEY], np.float64)).any():

@@ -61,10 +61,10 @@ class MetadataAndEstimatorTest(absltest.TestCase):
   def test_imagenet_acc_leaves_missing_unscored(self):
     method = baselines.imagenet_acc_method(
         {'imagenet_acc': np.array([0.7, np.nan, 0.9])})
-    out = method(None, 't', np.zeros((2, 3)))
+    out = method.predict(None, 't', np.zeros((2, 3)))
     np.testing.assert_allclose(out, [[0.7, np.nan, 0.9]] * 2)
-    self.assertTrue(baselines.is_partial(method))
-    self.assertFalse(baselines.is_partial(baselines.popularity))
+    self.assertTrue(method.partial)
+    self.assertFalse(baselines.as_method(baselines.popularity).partial)
 
   def test_imagenet_acc_missing_key_is_clear_error(self):
     with self.assertRaisesRegex(ValueError, 'imagenet_acc.*keys'):
@@ -75,11 +75,13 @@ class MetadataAndEstimatorTest(absltest.TestCase):
         np.array([[5.0, np.nan], [1.0, 2.0], [3.0, np.nan]]),
         model_ids=['c', 'a', 'b'], task_ids=['t1', 't2'])
     method = baselines.estimator_method('logme', est, ['a', 'b', 'c', 'd'])
-    out = method(None, 't1', np.zeros((1, 4)))
+    out = method.predict(None, 't1', np.zeros((1, 4)))
     np.testing.assert_allclose(out, [[1.0, 3.0, 5.0, np.nan]])
-    self.assertTrue(baselines.has_target(method, 't2'))
-    self.assertFalse(baselines.has_target(method, 't3'))
-    self.assertTrue(baselines.has_target(baselines.popularity, 't3'))
+    self.assertTrue(method.covers('t2'))
+    self.assertFalse(method.covers('t3'))
+    with self.assertRaisesRegex(KeyError, "logme has no scores for task 't3'"):
+      method.predict(None, 't3', np.zeros((1, 4)))
+    self.assertTrue(baselines.as_method(baselines.popularity).covers('t3'))
 
   def test_baseline_methods_lists_what_applies(self):
     h = history_lib.History.from_matrix(

@@ -1,0 +1,87 @@
+"""The methods of the history protocol, by name (`fennec evaluate --methods`).
+
+A history's methods are its baselines (`popularity`, `imagenet_acc` where
+the metadata has it, one per raw estimator score the benchmark ships), then
+the transfer space `fennec_space` and the paper's transfer phase
+`paper_nmf`, both folded in the same way. The images protocol's methods,
+which also see the target's images, are in `fennec_jax.benchmarks.images`.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fennec_jax import recommender
+from fennec_jax import space as space_lib
+from fennec_jax.benchmarks import baselines
+
+# The transfer space fit on the training tasks, the draws folded in.
+FENNEC_SPACE = 'fennec_space'
+# The paper's transfer phase (NMF, k = 5, raw scores) with the same fold-in.
+PAPER_NMF = 'paper_nmf'
+
+
+def space_method(space_config: Mapping[str, Any] | None = None,
+                 seed: int = 0) -> baselines.Method:
+  """`Method` `fennec_space`: the transfer space fit on the training tasks.
+
+  The space is fit once per call (i.e. once per target, as it depends on
+  neither K nor the draw); all draws are folded in as one batch, K = 0
+  giving the prior.
+
+  Args:
+    space_config: overrides of `fennec_jax.space.SpaceConfig` fields.
+    seed: the space's seed.
+
+  Returns:
+    The method.
+  """
+  overrides = dict(space_config or {})
+  overrides.setdefault('seed', seed)
+  config = space_lib.SpaceConfig(**overrides)
+
+  def predict(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
+    del target
+    fitted = space_lib.fit(train.scores, train.mask, config)
+    obs_mask = ~np.isnan(observed)
+    fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
+    return np.asarray(fold.predicted, np.float64)
+
+  return baselines.Method(predict)
+
+
+def build_methods(
+    history: Any,
+    names: Sequence[str] | None = None,
+    baseline_scores: Mapping[str, Any] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, baselines.Method]:
+  """The protocol's methods for `history`, optionally restricted to `names`.
+
+  Args:
+    history: the evaluated History.
+    names: method names to keep, in this order (default: all that apply).
+    baseline_scores: raw estimator scores by method name.
+    space_config: `SpaceConfig` overrides for `fennec_space`.
+    seed: seed of the transfer space.
+
+  Returns:
+    Name -> method: baselines, then `fennec_space` and `paper_nmf` (the
+    paper's NMF transfer space, k = 5, folded in the same way).
+
+  Raises:
+    ValueError: a requested name that does not apply, listing the valid ones.
+  """
+  methods = baselines.baseline_methods(history, baseline_scores)
+  methods[FENNEC_SPACE] = space_method(space_config, seed)
+  methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
+  if names:
+    unknown = [n for n in names if n not in methods]
+    if unknown:
+      raise ValueError(f'unknown or inapplicable methods {unknown} for '
+                       f'{getattr(history, "name", "")!r}; valid: '
+                       f'{list(methods)}')
+    methods = {n: methods[n] for n in names}
+  return methods

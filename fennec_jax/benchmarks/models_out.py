@@ -1,0 +1,206 @@
+"""Leave one model out (`fennec evaluate --protocol=models`): cold-start
+models placed from their metadata.
+
+Each held-out model's row is hidden; methods place it from its metadata
+features (`metadata_embeddings`) and predict its scores on the tasks it was
+observed on. Metrics per model: Pearson, weighted tau and `rank_error`.
+"""
+
+from collections.abc import Mapping, Sequence
+import csv
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+from scipy import stats
+
+from fennec_jax import recommender
+from fennec_jax import space as space_lib
+from fennec_jax.benchmarks import protocol
+
+# The methods, in output order.
+FENNEC_COLD = 'fennec_cold'
+MEAN_MODEL = 'mean_model'
+NEAREST_MODEL = 'nearest_model'
+
+MODELS_OUT_COLUMNS = ('method', 'model', 'pearson', 'weighted_tau',
+                      'rank_error')
+
+
+def metadata_embeddings(history: Any, max_categories: int = 50
+                        ) -> tuple[np.ndarray, list[str]]:
+  """Model features from the history's model metadata (for cold start).
+
+  Numeric columns enter as is (`num_params`: log10), with missing values set
+  to the column mean plus a missing-indicator column; text columns are one-hot
+  (columns with one value or more than `max_categories` are left out, as is
+  any column unique per model; each drop is logged).
+
+  Args:
+    history: the History.
+    max_categories: most categories of a one-hot column.
+
+  Returns:
+    (`[M, E]` features, their names).
+
+  Raises:
+    ValueError: if no metadata column is usable.
+  """
+  cols, names = [], []
+  for key in sorted(history.model_metadata):
+    v = np.asarray(history.model_metadata[key])
+    if v.dtype.kind == 'f':
+      x = np.log10(np.maximum(v, 1.0)) if key == 'num_params' else v
+      miss = np.isnan(x)
+      if miss.all() or np.nanstd(x) == 0:
+        logging.info('metadata_embeddings: %s is constant/empty; left out.',
+                     key)
+        continue
+      cols.append(np.where(miss, np.nanmean(x), x))
+      names.append(key)
+      if miss.any():
+        cols.append(miss.astype(np.float64))
+        names.append(f'{key}:missing')
+      continue
+    cats = sorted({str(c) for c in v if c is not None})
+    if not 1 < len(cats) <= min(max_categories, len(v) - 1):
+      logging.info('metadata_embeddings: %s has %d categories; left out.',
+                   key, len(cats))
+      continue
+    for c in cats:
+      cols.append(np.array([str(x) == c for x in v], np.float64))
+      names.append(f'{key}={c}')
+  if not cols:
+    raise ValueError(f'no usable model metadata in {history.name!r} '
+                     f'(columns: {sorted(history.model_metadata)}).')
+  return np.stack(cols, 1), names
+
+
+def percentile_rank(value: float, others: np.ndarray) -> float:
+  """Fraction of `others` below `value` (ties count half)."""
+  return float(((others < value).sum() + 0.5 * (others == value).sum())
+               / len(others))
+
+
+def evaluate_models_out(
+    history: Any,
+    model_embeddings: np.ndarray,
+    models: Sequence[str] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+  """Leave one model out: place an unseen model from its embedding.
+
+  For each held-out model m (default: every model observed on >= 3 tasks)
+  the methods see the history without m's row and m's embedding, and
+  predict m's score on each task m was observed on. Metrics per model, over
+  its tasks: Pearson and weighted tau of predicted vs true scores, and
+  `rank_error`, the mean over tasks of |predicted - true| percentile of m
+  among the task's other models (both against their true scores).
+
+  Methods: `fennec_cold` (`Fennec.fit(model_embeddings=...)` +
+  `add_models`), `mean_model` (the task's mean score: no model knowledge),
+  `nearest_model` (the scores of the nearest model in standardized
+  embedding space, the task mean where it has none).
+
+  Args:
+    history: the History.
+    model_embeddings: `[M, E]` features of every model.
+    models: held-out models (default as above).
+    space_config: `SpaceConfig` overrides.
+    seed: seed of the space.
+
+  Returns:
+    Rows `{method, model, pearson, weighted_tau, rank_error}` plus one
+    `model=protocol.MEAN` row per method (NaN values left out of the mean).
+
+  Raises:
+    ValueError: embeddings of the wrong shape or an unknown model.
+  """
+  emb = np.asarray(model_embeddings, np.float64)
+  if emb.ndim != 2 or emb.shape[0] != history.num_models:
+    raise ValueError(f'model_embeddings must be [{history.num_models}, E], '
+                     f'got {emb.shape}.')
+  counts = history.mask.sum(1)
+  if models is None:
+    models = [m for i, m in enumerate(history.model_ids) if counts[i] >= 3]
+  overrides = dict(space_config or {})
+  overrides.setdefault('seed', seed)
+  config = recommender.FennecConfig(space=space_lib.SpaceConfig(**overrides))
+  z = (emb - emb.mean(0)) / np.where(emb.std(0) > 0, emb.std(0), 1.0)
+  rows = []
+  for model in models:
+    i = history.model_index(model)
+    keep = np.arange(history.num_models) != i
+    train = history.subset(models=keep)
+    tasks = np.flatnonzero(history.mask[i])
+    true = history.scores[i, tasks]
+    fennec = recommender.Fennec(config).fit(train, model_embeddings=emb[keep])
+    grown = fennec.add_models([f'{model}::cold'], emb[i:i + 1])
+    task_means = np.array([history.scores[keep & history.mask[:, t], t].mean()
+                           for t in tasks])
+    nearest = np.flatnonzero(keep)[np.argmin(
+        ((z[keep] - z[i]) ** 2).sum(1))]
+    preds = {
+        FENNEC_COLD: np.asarray(grown.space.predict(), np.float64)[-1,
+                                                                     tasks],
+        MEAN_MODEL: task_means,
+        NEAREST_MODEL: np.where(history.mask[nearest, tasks],
+                                  history.scores[nearest, tasks], task_means),
+    }
+    for name, pred in preds.items():
+      errs = []
+      for p, y, t in zip(pred, true, tasks):
+        others = history.scores[keep & history.mask[:, t], t]
+        errs.append(abs(percentile_rank(p, others) -
+                        percentile_rank(y, others)))
+      defined = len(tasks) >= 2 and np.std(pred) > 0 and np.std(true) > 0
+      rows.append({
+          'method': name, 'model': model,
+          'pearson': (float(stats.pearsonr(pred, true)[0]) if defined
+                      else float('nan')),
+          'weighted_tau': (float(stats.weightedtau(pred, true)[0]) if defined
+                           else float('nan')),
+          'rank_error': float(np.mean(errs))})
+    logging.info('models out: %s (%d tasks) done', model, len(tasks))
+  for name in (FENNEC_COLD, MEAN_MODEL, NEAREST_MODEL):
+    mine = [r for r in rows if r['method'] == name]
+    rows.append({'method': name, 'model': protocol.MEAN, **{
+        k: protocol.nanmean([r[k] for r in mine], f'{name} {k} over models')
+        for k in ('pearson', 'weighted_tau', 'rank_error')}})
+  return rows
+
+
+def run_models_out(out_dir: str, benchmark: str | None = None,
+                   history_path: str | None = None,
+                   space_config: Mapping[str, Any] | None = None,
+                   seed: int = 0) -> tuple[list[dict[str, Any]], str]:
+  """`fennec evaluate --protocol=models`: cold-start models from metadata.
+
+  Writes `out_dir/models_out.csv` (`MODELS_OUT_COLUMNS`).
+
+  Args:
+    out_dir: output directory (created).
+    benchmark: bundled benchmark name (exclusive with `history_path`).
+    history_path: long-format CSV file.
+    space_config: `SpaceConfig` overrides.
+    seed: seed of the space.
+
+  Returns:
+    (rows of `evaluate_models_out`, csv path).
+  """
+  history, _ = protocol.load_history(benchmark, history_path)
+  emb, names = metadata_embeddings(history)
+  logging.info('models out: %d metadata features: %s', len(names), names)
+  rows = evaluate_models_out(history, emb, space_config=space_config,
+                             seed=seed)
+  os.makedirs(out_dir, exist_ok=True)
+  path = os.path.join(out_dir, 'models_out.csv')
+  with open(path, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=MODELS_OUT_COLUMNS)
+    w.writeheader()
+    for r in rows:
+      w.writerow({k: (f'{v:.6f}' if isinstance(v, float) else v)
+                  for k, v in r.items()})
+  return rows, path

@@ -1,0 +1,54 @@
+"""Tests of the history protocol's method registry."""
+
+from absl.testing import absltest
+import numpy as np
+
+from fennec_jax import history as history_lib
+from fennec_jax.benchmarks import methods
+
+
+def _history():
+  rng = np.random.default_rng(0)
+  scores = 0.6 + 0.1 * rng.normal(size=(8, 1)) + 0.02 * rng.normal(
+      size=(8, 4))
+  return history_lib.History.from_matrix(
+      scores, model_metadata={'imagenet_acc': np.linspace(70.0, 80.0, 8)},
+      name='toy')
+
+
+class BuildMethodsTest(absltest.TestCase):
+
+  def test_every_method_that_applies_in_order(self):
+    h = _history()
+    est = history_lib.History.from_matrix(np.ones((8, 2)),
+                                          model_ids=h.model_ids)
+    got = methods.build_methods(h, baseline_scores={'logme': est})
+    self.assertEqual(list(got), ['popularity', 'imagenet_acc', 'logme',
+                                 methods.FENNEC_SPACE, methods.PAPER_NMF])
+    self.assertEqual(got['logme'].tasks, frozenset(est.task_ids))
+
+  def test_selected_names_keep_the_requested_order(self):
+    got = methods.build_methods(_history(), ['fennec_space', 'popularity'])
+    self.assertEqual(list(got), ['fennec_space', 'popularity'])
+
+  def test_unknown_name_lists_the_valid_ones(self):
+    with self.assertRaisesRegex(
+        ValueError, r"unknown or inapplicable methods \['logme'\] for "
+        r"'toy'; valid: \['popularity', 'imagenet_acc', 'fennec_space', "
+        r"'paper_nmf'\]"):
+      methods.build_methods(_history(), ['popularity', 'logme'])
+
+  def test_space_method_folds_in_the_observed_scores(self):
+    h = _history()
+    train = h.subset(tasks=np.arange(h.num_tasks) != 3)
+    observed = np.full((2, h.num_models), np.nan)
+    observed[1, :4] = h.scores[:4, 3]
+    method = methods.space_method({'rank': 1, 'max_steps': 100})
+    pred = method.predict(train, 't3', observed)
+    self.assertEqual(pred.shape, (2, h.num_models))
+    # K = 0 is the prior; revealed scores move the prediction.
+    self.assertFalse(np.allclose(pred[0], pred[1]))
+
+
+if __name__ == '__main__':
+  absltest.main()

@@ -1,0 +1,53 @@
+"""Tests of leave one model out (cold-start models from metadata)."""
+
+from absl.testing import absltest
+import numpy as np
+from scipy import stats
+
+from fennec_jax import history as history_lib
+from fennec_jax.benchmarks import models_out
+
+
+class ModelsOutTest(absltest.TestCase):
+
+  def test_percentile_matches_scipy(self):
+    others = np.array([0.1, 0.5, 0.5, 0.9, 0.3])
+    for v in (0.0, 0.5, 0.3, 1.0, 0.7):
+      self.assertAlmostEqual(
+          models_out.percentile_rank(v, others),
+          stats.percentileofscore(others, v, kind='mean') / 100)
+
+  def test_metadata_embeddings(self):
+    h = history_lib.History.from_matrix(
+        np.ones((4, 2)), model_metadata={
+            'num_params': np.array([10.0, 1000.0, np.nan, 100.0]),
+            'family': np.array(['a', 'b', 'a', 'a'], object),
+            'name': np.array(['w', 'x', 'y', 'z'], object),
+            'flat': np.ones(4)})
+    emb, names = models_out.metadata_embeddings(h)
+    self.assertEqual(names, ['family=a', 'family=b', 'num_params',
+                             'num_params:missing'])
+    np.testing.assert_allclose(emb[:, 2], [1.0, 3.0, 2.0, 2.0])
+    np.testing.assert_allclose(emb[:, 3], [0, 0, 1, 0])
+    np.testing.assert_allclose(emb[:, 0], [1, 0, 1, 1])
+
+  def test_cold_model_placed_better_than_the_mean_model(self):
+    rng = np.random.default_rng(11)
+    m, t = 24, 8
+    u, v = rng.normal(size=(m, 2)), rng.normal(size=(t, 2))
+    h = history_lib.History.from_matrix(
+        0.7 + 0.1 * u @ v.T + 0.003 * rng.normal(size=(m, t)))
+    emb = u @ rng.normal(size=(2, 4))
+    rows = models_out.evaluate_models_out(h, emb, models=['m0', 'm5', 'm9'],
+                                          space_config={'rank': 2,
+                                                        'max_steps': 300})
+    mean = {r['method']: r for r in rows if r['model'] == 'MEAN'}
+    self.assertLen(rows, 3 * 3 + 3)
+    self.assertLess(mean['fennec_cold']['rank_error'],
+                    mean['mean_model']['rank_error'] - 0.1)
+    with self.assertRaisesRegex(ValueError, 'model_embeddings must be'):
+      models_out.evaluate_models_out(h, emb[:3])
+
+
+if __name__ == '__main__':
+  absltest.main()
