@@ -8,7 +8,7 @@ true fine-tuning accuracy with `scipy.stats.weightedtau(predicted, true)` and
 Pearson. The baseline `popularity` is each model's mean per-task z-score on
 the other tasks (it ignores the K scores). Every configuration in --grid
 (a JSON list of SpaceConfig overrides) sees the same draws, drawn exactly as
-`fennec evaluate` draws them (`benchmarks.evaluate.draw_observed`).
+`fennec evaluate` draws them (`benchmarks.protocol.draw_observed`).
 
 Command (about 1-3 minutes per configuration on the 2-core CPU):
 
@@ -32,7 +32,7 @@ import numpy as np
 import scipy.stats
 
 from fennec_jax import space as space_lib
-from fennec_jax.benchmarks import evaluate as evaluate_lib
+from fennec_jax.benchmarks import protocol
 
 _CSV = flags.DEFINE_string(
     'csv', None, 'TransferGraph image records.csv (model, finetuned_dataset, '
@@ -96,7 +96,7 @@ def popularity(train):
 
 def draws(true, k, seeds, target):
   """[seeds, M] observed masks: the same draws as `fennec evaluate`."""
-  return evaluate_lib.draw_observed(np.isfinite(true), k, seeds, target,
+  return protocol.draw_observed(np.isfinite(true), k, seeds, target,
                                     seed=_DRAW_SEED.value)
 
 
