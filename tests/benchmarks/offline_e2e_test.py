@@ -23,7 +23,7 @@ from PIL import Image
 import pytest
 from scipy import stats
 
-from fennec_jax.benchmarks import images
+from fennec_jax.benchmarks import images as images_protocol
 from fennec_jax.benchmarks import offline
 from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks.offline import demo as offline_demo
@@ -76,7 +76,7 @@ class ImagesProtocolTest(absltest.TestCase):
     super().setUpClass()
     cls.out = os.path.join(_TMP, 'eval')
     cls.history = offline.load(_ART)
-    cls.results, cls.paths = images.run_images(
+    cls.results, cls.paths = images_protocol.run_images(
         cls.out, data_dir=_ART, k_shots=(0, 1), num_seeds=1,
         estimators=_ESTIMATORS)
 
