@@ -126,98 +126,6 @@ class Recommendation(NamedTuple):
   vectors: np.ndarray
 
 
-def _mapped_rows(embeddings: Mapping[str, Any], ids: Sequence[str],
-                 kind: str) -> tuple[list[int], list[np.ndarray]]:
-  """(rows, float64 entries) of the ids that `embeddings` maps.
-
-  Ids without an embedding are left out (counted in a log line); unknown
-  ids are an error.
-  """
-  unknown = sorted(set(embeddings) - set(ids))
-  if unknown:
-    raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
-                     f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
-  rows = [j for j, t in enumerate(ids) if t in embeddings]
-  if len(rows) < len(ids):
-    logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
-                 'on the others.', len(ids) - len(rows), len(ids), kind)
-  if not rows:
-    raise ValueError(f'{kind}_embeddings is empty.')
-  return rows, [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
-
-
-def _align(embeddings: Any, ids: Sequence[str], kind: str
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """(rows, [n, D] embeddings) from `{id: [D]}` or an `[len(ids), D]` array."""
-  if isinstance(embeddings, Mapping):
-    rows, entries = _mapped_rows(embeddings, ids, kind)
-    emb = np.stack(entries)
-  else:
-    emb = np.asarray(embeddings, np.float64)
-    if emb.ndim != 2 or emb.shape[0] != len(ids):
-      raise ValueError(f'{kind}_embeddings must be [{len(ids)}, D] in '
-                       f'{kind} order, got shape {emb.shape}.')
-    rows = list(range(len(ids)))
-  if emb.ndim != 2 or not np.isfinite(emb).all():
-    raise ValueError(f'{kind}_embeddings must be finite vectors of one '
-                     f'length; got an array of shape {emb.shape}.')
-  return np.asarray(rows), emb
-
-
-def _check_entries(entries: Sequence[np.ndarray], names: Sequence[str]
-                   ) -> None:
-  """Each entry a finite [D] vector or non-empty [n, D] set, one width."""
-  for name, e in zip(names, entries):
-    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
-      finite = '' if np.isfinite(e).all() else ' with non-finite values'
-      raise ValueError(f'task_embeddings[{name}] must be a finite [D] vector '
-                       f'or [n, D] set, got shape {e.shape}{finite}.')
-  widths = {e.shape[-1] for e in entries}
-  if len(widths) > 1:
-    raise ValueError(f'task_embeddings have different widths '
-                     f'{sorted(widths)}.')
-
-
-def _align_sets(embeddings: Any, ids: Sequence[str]
-                ) -> tuple[np.ndarray, list[np.ndarray]]:
-  """(rows, per-row embeddings) of the history's tasks.
-
-  `embeddings` is `{task_id: [D] or [n, D]}` or a `[T, D]` / `[T, n, D]`
-  array in task order; entries come back as given (float64, checked
-  finite). Tasks without an entry are left out (counted in a log line).
-  """
-  if isinstance(embeddings, Mapping):
-    rows, entries = _mapped_rows(embeddings, ids, 'task')
-  else:
-    arr = np.asarray(embeddings, np.float64)
-    if arr.ndim not in (2, 3) or arr.shape[0] != len(ids):
-      raise ValueError(f'task_embeddings must be [{len(ids)}, D] or '
-                       f'[{len(ids)}, n, D] in task order, got shape '
-                       f'{arr.shape}.')
-    rows = list(range(len(ids)))
-    entries = list(arr)
-  _check_entries(entries, [repr(ids[j]) for j in rows])
-  return np.asarray(rows), entries
-
-
-
-def _new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
-  """B new tasks' embeddings as a list of [D] vectors or [n, D] sets."""
-  if isinstance(task_embeddings, np.ndarray | jax.Array):
-    arr = np.asarray(task_embeddings, np.float64)
-    if arr.ndim not in (2, 3) or arr.shape[0] == 0:
-      raise ValueError(f'task_embeddings must be [B, D], [B, n, D] or a list '
-                       f'of B [n_b, D] sets, got shape {arr.shape}.')
-    entries = list(arr)
-  else:
-    entries = [np.asarray(e, np.float64) for e in task_embeddings]
-    if not entries:
-      raise ValueError('task_embeddings is empty.')
-  _check_entries(entries, [str(b) for b in range(len(entries))])
-  return entries
-
-
-
 class Fennec:
   """The recommender: transfer space + optional embedding maps.
 
@@ -323,7 +231,7 @@ class Fennec:
     if model_embeddings is not None:
       self._fit_model_map(model_embeddings)
     if task_embeddings is not None:
-      rows, sets = _align_sets(task_embeddings, self.task_ids)
+      rows, sets = task_maps_lib.align_sets(task_embeddings, self.task_ids)
       # A task with fewer than 3 observed scores has no usable ranking or
       # scale (one score gets scale 1 in raw units), and its weight vector
       # would blow up the map's error covariance: it stays out of the map.
@@ -342,7 +250,7 @@ class Fennec:
 
   def _fit_model_map(self, model_embeddings) -> None:
     """Ridge map model embedding -> [U_m, model_bias_m] (LOO-tuned)."""
-    rows, emb = _align(model_embeddings, self.model_ids, 'model')
+    rows, emb = task_maps_lib.align_embeddings(model_embeddings, self.model_ids, 'model')
     target = np.concatenate([
         np.asarray(self.space.model_factors, np.float64),
         np.asarray(self.space.model_bias, np.float64)[:, None]], 1)[rows]
@@ -496,7 +404,7 @@ class Fennec:
       if self.task_map is None:
         raise ValueError('this Fennec was fit without task embeddings; fit '
                          'with task_embeddings=... to use them.')
-      sets = _new_task_sets(task_embeddings)
+      sets = task_maps_lib.new_task_sets(task_embeddings)
       dim = self.task_map.input_dim
       if sets[0].shape[-1] != dim:
         raise ValueError(f'task_embeddings have width {sets[0].shape[-1]}; '

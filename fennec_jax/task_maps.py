@@ -19,7 +19,11 @@ K-shot fold-in.
 * 'ridge' (`RidgeMap`): a ridge regression from the task's mean embedding
   direction to w.
 
-A new map is one `TaskMap` subclass registered in `_REGISTRY`.
+A new map is one `TaskMap` subclass registered in `_REGISTRY`. The module
+also checks and aligns the embeddings the recommender is given
+(`align_sets`, `new_task_sets`, `align_embeddings`) and holds the ridge
+regression (`fit_ridge`) that the 'ridge' map and the recommender's
+model-embedding map share.
 """
 
 import abc
@@ -27,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from absl import logging
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
@@ -34,6 +39,129 @@ import scipy.sparse
 from fennec_jax import neighbors as neighbors_lib
 from fennec_jax import space as space_lib
 from fennec_jax.proxy import embed
+
+
+def _mapped_rows(embeddings: Mapping[str, Any], ids: Sequence[str],
+                 kind: str) -> tuple[list[int], list[np.ndarray]]:
+  """(rows, float64 entries) of the ids that `embeddings` maps.
+
+  Ids without an embedding are left out (counted in a log line); unknown
+  ids are an error.
+  """
+  unknown = sorted(set(embeddings) - set(ids))
+  if unknown:
+    raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
+                     f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
+  rows = [j for j, t in enumerate(ids) if t in embeddings]
+  if len(rows) < len(ids):
+    logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
+                 'on the others.', len(ids) - len(rows), len(ids), kind)
+  if not rows:
+    raise ValueError(f'{kind}_embeddings is empty.')
+  return rows, [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
+
+
+def align_embeddings(embeddings: Any, ids: Sequence[str], kind: str
+                     ) -> tuple[np.ndarray, np.ndarray]:
+  """One embedding vector per id, for a ridge map over the history's ids.
+
+  Args:
+    embeddings: `{id: [D]}` (ids without one are left out, counted in a log
+      line) or an `[len(ids), D]` array in id order.
+    ids: the history's ids.
+    kind: 'task' or 'model' (names the input in errors).
+
+  Returns:
+    (rows [n] into `ids`, [n, D] float64 embeddings).
+
+  Raises:
+    ValueError: unknown ids, a wrong shape or non-finite values.
+  """
+  if isinstance(embeddings, Mapping):
+    rows, entries = _mapped_rows(embeddings, ids, kind)
+    emb = np.stack(entries)
+  else:
+    emb = np.asarray(embeddings, np.float64)
+    if emb.ndim != 2 or emb.shape[0] != len(ids):
+      raise ValueError(f'{kind}_embeddings must be [{len(ids)}, D] in '
+                       f'{kind} order, got shape {emb.shape}.')
+    rows = list(range(len(ids)))
+  if emb.ndim != 2 or not np.isfinite(emb).all():
+    raise ValueError(f'{kind}_embeddings must be finite vectors of one '
+                     f'length; got an array of shape {emb.shape}.')
+  return np.asarray(rows), emb
+
+
+def _check_entries(entries: Sequence[np.ndarray], names: Sequence[str]
+                   ) -> None:
+  """Each entry a finite [D] vector or non-empty [n, D] set, one width."""
+  for name, e in zip(names, entries):
+    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
+      finite = '' if np.isfinite(e).all() else ' with non-finite values'
+      raise ValueError(f'task_embeddings[{name}] must be a finite [D] vector '
+                       f'or [n, D] set, got shape {e.shape}{finite}.')
+  widths = {e.shape[-1] for e in entries}
+  if len(widths) > 1:
+    raise ValueError(f'task_embeddings have different widths '
+                     f'{sorted(widths)}.')
+
+
+def align_sets(embeddings: Any, ids: Sequence[str]
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+  """The history's tasks' embeddings (vectors or image sets), checked.
+
+  Args:
+    embeddings: `{task_id: [D] or [n, D]}` (tasks without an entry are left
+      out, counted in a log line) or a `[T, D]` / `[T, n, D]` array in task
+      order.
+    ids: the history's task ids.
+
+  Returns:
+    (rows [n] into `ids`, per row its float64 entry as given).
+
+  Raises:
+    ValueError: unknown ids, a wrong shape, non-finite values or entries of
+      different widths.
+  """
+  if isinstance(embeddings, Mapping):
+    rows, entries = _mapped_rows(embeddings, ids, 'task')
+  else:
+    arr = np.asarray(embeddings, np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[0] != len(ids):
+      raise ValueError(f'task_embeddings must be [{len(ids)}, D] or '
+                       f'[{len(ids)}, n, D] in task order, got shape '
+                       f'{arr.shape}.')
+    rows = list(range(len(ids)))
+    entries = list(arr)
+  _check_entries(entries, [repr(ids[j]) for j in rows])
+  return np.asarray(rows), entries
+
+
+def new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
+  """B new tasks' embeddings as a list of float64 [D] vectors or [n, D] sets.
+
+  Args:
+    task_embeddings: a [B, D] or [B, n, D] array, or a list of B entries.
+
+  Returns:
+    The B entries, checked finite, non-empty and of one width.
+
+  Raises:
+    ValueError: naming the bad entry.
+  """
+  if isinstance(task_embeddings, np.ndarray | jax.Array):
+    arr = np.asarray(task_embeddings, np.float64)
+    if arr.ndim not in (2, 3) or arr.shape[0] == 0:
+      raise ValueError(f'task_embeddings must be [B, D], [B, n, D] or a list '
+                       f'of B [n_b, D] sets, got shape {arr.shape}.')
+    entries = list(arr)
+  else:
+    entries = [np.asarray(e, np.float64) for e in task_embeddings]
+    if not entries:
+      raise ValueError('task_embeddings is empty.')
+  _check_entries(entries, [str(b) for b in range(len(entries))])
+  return entries
+
 
 
 def fit_ridge(x: np.ndarray, y: np.ndarray, grid: Sequence[float]
