@@ -21,7 +21,8 @@ votes reach 0.637-0.641 over four probe draws
 is predicted from the others' votes, and the pair with the lowest mean
 squared error on the observed normalized scores wins. The top-k search runs
 in JAX, chunked over query images, so a history of 100k images fits on one
-device.
+device; queries and pool are padded to powers of two (masked), so folds and
+batches of similar size share one compilation.
 """
 
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fennec_jax import posterior
 
 # (k nearest historical images, smoothing) candidates; the smoothing is the
 # vote fraction added to every candidate task before renormalizing.
@@ -122,7 +125,7 @@ def _bucket(n: int) -> int:
   Pools of leave-one-task-out folds or histories of slightly different sizes,
   and batches of new tasks, then share one compilation per bucket.
   """
-  return max(8, 1 << max(int(n) - 1, 0).bit_length())
+  return max(8, posterior.batch_bucket(n))
 
 
 def pad_pool(pool: np.ndarray, owner: np.ndarray

@@ -13,8 +13,8 @@ column of phi) for that task: task b sees phi_b[m] = phi[m] + shift[b, m]
 e_last. The neighbour task map uses it for its averaged residuals; None is a
 separate compilation that does no shift work.
 
-Pure jax.numpy (no package imports): the transfer space's fold-in and the
-recommender both use these functions.
+Pure jax.numpy with no package imports, so any learned module (the
+recommender; the transfer space's fold-in) can build on it.
 """
 
 import functools

@@ -60,10 +60,10 @@ class FennecConfig:
 
   Attributes:
     space: the transfer space's configuration.
-    task_map: how task embeddings give a new task's prior: 'neighbors'
-      (votes of its images for the nearest historical tasks,
-      `fennec_jax.neighbors`) or 'ridge' (a ridge map from its mean
-      embedding; see the module docstring).
+    task_map: how task embeddings give a new task's prior, a name in
+      `TASK_MAPS` (`fennec_jax.task_maps`): 'neighbors' (votes of its images
+      for the nearest historical tasks) or 'ridge' (a ridge map from its
+      mean embedding direction).
     ridge_grid: candidate ridge penalties of the embedding -> task-vector
       map (standardized embeddings; also the model-embedding map of cold-
       start models); the one with the lowest leave-one-out error is used.
@@ -88,6 +88,7 @@ class FennecConfig:
     return cls(space=space_lib.SpaceConfig(**PAPER_SPACE))
 
   def to_json(self) -> dict[str, Any]:
+    """The configuration as JSON-serializable data (checkpoint meta)."""
     return {'space': dataclasses.asdict(self.space),
             'task_map': self.task_map,
             'ridge_grid': list(self.ridge_grid),
@@ -96,13 +97,13 @@ class FennecConfig:
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> 'FennecConfig':
+    """Inverse of `to_json`."""
     return cls(space=space_lib.SpaceConfig(**data['space']),
                task_map=data['task_map'],
                ridge_grid=tuple(data['ridge_grid']),
                neighbor_grid=tuple(
                    (int(k), float(a)) for k, a in data['neighbor_grid']),
                prior_shrinkage=data['prior_shrinkage'])
-
 
 
 class Recommendation(NamedTuple):
@@ -250,7 +251,8 @@ class Fennec:
 
   def _fit_model_map(self, model_embeddings) -> None:
     """Ridge map model embedding -> [U_m, model_bias_m] (LOO-tuned)."""
-    rows, emb = task_maps_lib.align_embeddings(model_embeddings, self.model_ids, 'model')
+    rows, emb = task_maps_lib.align_embeddings(model_embeddings,
+                                               self.model_ids, 'model')
     target = np.concatenate([
         np.asarray(self.space.model_factors, np.float64),
         np.asarray(self.space.model_bias, np.float64)[:, None]], 1)[rows]
