@@ -438,7 +438,9 @@ class Fennec:
 
     mean = np.broadcast_to(mean, (num_tasks, self.space.dim))
     if shift is not None:
-      shift = pad(shift, np.float32)
+      # Models added after the map was fit (cold start) have no residuals.
+      cold = len(self.model_ids) - shift.shape[1]
+      shift = pad(np.pad(shift, ((0, 0), (0, cold))), np.float32)
     w, cov = posterior_lib.posterior(
         self._phi, chol, noise_var, pad(mean, np.float32),
         pad(idx, np.int32), pad(scores, np.float32), pad(valid, bool), shift)

@@ -275,7 +275,16 @@ class TaskMap(abc.ABC):
   @abc.abstractmethod
   def prior(self, sets: Sequence[np.ndarray]
             ) -> tuple[np.ndarray, np.ndarray | None]:
-    """(mean [B, d] raw weight vectors, bias shift [B, M] or None)."""
+    """The prior of B new tasks given by their embeddings.
+
+    Args:
+      sets: per task a [D] vector or an [n, D] set (`new_task_sets`).
+
+    Returns:
+      (mean [B, d] raw weight vectors, per-model bias shift [B, M] or None).
+      The shift covers the M models the map was fit with; models added
+      later (cold start) have no shift.
+    """
 
   @abc.abstractmethod
   def to_arrays(self) -> dict[str, np.ndarray]:

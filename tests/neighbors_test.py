@@ -228,6 +228,28 @@ class FennecNeighborsTest(absltest.TestCase):
       recommender.Fennec.load(path, recommender.FennecConfig(
           space=self.config.space, task_map='ridge'))
 
+  def test_cold_models_get_no_bias_shift(self):
+    # Models added after the fit have no residuals: the map's shift covers
+    # the fitted models only, and the added ones are predicted as phi w.
+    rng = np.random.default_rng(6)
+    emb = rng.normal(size=(24, 3))
+    base = recommender.Fennec(self.config).fit(
+        history_lib.History.from_matrix(self.scores[:, 1:]),
+        task_embeddings=self.sets[1:], model_embeddings=emb)
+    grown = base.add_models(['new0', 'new1'], emb[:2] + 0.1)
+    new = [self.sets[0], self.sets[6][:4]]
+    pred, std, w = grown.predict(task_embeddings=new)
+    ref = base.predict(task_embeddings=new)
+    np.testing.assert_allclose(pred[:, :24], ref[0], atol=1e-6)
+    np.testing.assert_allclose(std[:, :24], ref[1], atol=1e-6)
+    phi = np.asarray(grown.space.model_features())[24:]
+    np.testing.assert_allclose(pred[:, 24:], w @ phi.T, rtol=1e-5, atol=1e-6)
+    rec = grown.recommend(task_embeddings=new, observed=[{'new0': 0.6}, {}],
+                          top=26)
+    self.assertTrue(np.isfinite(rec.all_predicted).all())
+    np.testing.assert_allclose(rec.predicted[0],
+                               rec.all_predicted[0][rec.indices[0]], atol=1e-5)
+
   def test_history_task_with_one_observed_model_gives_finite_rankings(self):
     scores = self.scores[:, 1:].copy()
     scores[1:, 4] = np.nan  # Task 4 keeps one model's score.
