@@ -21,7 +21,8 @@ votes reach 0.637-0.641 over four probe draws
 is predicted from the others' votes, and the pair with the lowest mean
 squared error on the observed normalized scores wins. The top-k search runs
 in JAX, chunked over query images, so a history of 100k images fits on one
-device.
+device; queries and pool are padded to powers of two (masked), so folds and
+batches of similar size share one compilation.
 """
 
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from fennec_jax import posterior
 
 # (k nearest historical images, smoothing) candidates; the smoothing is the
 # vote fraction added to every candidate task before renormalizing.
@@ -48,9 +51,10 @@ class NeighborMap(NamedTuple):
   """The fitted map.
 
   Attributes:
-    pool: [N, D] unit-norm image embeddings of the historical tasks (f32).
+    pool: [N, D] unit-norm image embeddings of the historical tasks (f32);
+      `fit` pads N to a power of two with zero rows (`pad_pool`).
     owner: [N] int32 column of the task each pool image belongs to (0..T-1,
-      in the order of the tasks given to `fit`).
+      in the order of the tasks given to `fit`), -1 on padding rows.
     num_tasks: T.
     k: neighbours per query image.
     smoothing: vote fraction added to every task.
@@ -115,30 +119,76 @@ def pad_sets(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
   return x, valid
 
 
+def _bucket(n: int) -> int:
+  """n rounded up to a power of two (>= 8): the padded size of a query or pool.
+
+  Pools of leave-one-task-out folds or histories of slightly different sizes,
+  and batches of new tasks, then share one compilation per bucket.
+  """
+  return max(8, posterior.batch_bucket(n))
+
+
+def pad_pool(pool: np.ndarray, owner: np.ndarray
+             ) -> tuple[jax.Array, jax.Array]:
+  """(pool, owner) padded to `_bucket` rows; padding rows have owner -1."""
+  pool = np.asarray(pool, np.float32)
+  pad = _bucket(len(pool)) - len(pool)
+  return (jnp.asarray(np.pad(pool, ((0, pad), (0, 0)))),
+          jnp.asarray(np.pad(np.asarray(owner, np.int32), (0, pad),
+                             constant_values=-1)))
+
+
 @functools.partial(jax.jit, static_argnames=('k', 'exclude'))
 def _neighbor_owners(queries, query_task, pool, owner, *, k, exclude):
   """[Q, k] tasks owning each query's k nearest pool images.
 
-  With `exclude`, pool images of the query's own task (`query_task`) are
-  left out: this is what makes the fit-time votes leave-one-task-out. New
-  tasks skip that pass.
+  Pool rows with owner -1 are padding and never chosen. With `exclude`,
+  pool images of the query's own task (`query_task`) are left out: this is
+  what makes the fit-time votes leave-one-task-out. New tasks skip that
+  pass. Q is a multiple of the chunk size (`neighbor_owners` pads it).
   """
 
   def chunk(args):
     q, t = args
-    sims = q @ pool.T
+    sims = jnp.where(owner[None, :] >= 0, q @ pool.T, -jnp.inf)
     if exclude:
       sims = jnp.where(owner[None, :] == t[:, None], -jnp.inf, sims)
     _, idx = jax.lax.top_k(sims, k)
     return owner[idx]
 
-  q = queries.shape[0]
-  size = min(_CHUNK, q)  # A small batch is one chunk, without padding.
-  pad = -q % size
-  qs = jnp.pad(queries, ((0, pad), (0, 0))).reshape(-1, size,
-                                                    queries.shape[1])
-  ts = jnp.pad(query_task, (0, pad), constant_values=-1).reshape(-1, size)
-  return jax.lax.map(chunk, (qs, ts)).reshape(-1, k)[:q]
+  size = min(_CHUNK, queries.shape[0])
+  qs = queries.reshape(-1, size, queries.shape[1])
+  ts = query_task.reshape(-1, size)
+  return jax.lax.map(chunk, (qs, ts)).reshape(-1, k)
+
+
+def neighbor_owners(queries: np.ndarray, query_task: np.ndarray,
+                    pool: jax.Array, owner: jax.Array, *, k: int,
+                    exclude: bool) -> jax.Array:
+  """[Q, k] tasks owning each query's k nearest pool images (see `fit`).
+
+  The queries are padded to `_bucket` rows (a power of two, so a multiple of
+  the chunk size once past it), so any Q up to a bucket reuses one
+  compilation for a given pool shape.
+
+  Args:
+    queries: [Q, D] unit-norm query embeddings.
+    query_task: [Q] int32 task of each query (-1: none; used by `exclude`).
+    pool: [N, D] unit-norm pool embeddings (padded rows allowed).
+    owner: [N] int32 task of each pool row, -1 on padding rows.
+    k: neighbours per query.
+    exclude: leave out pool rows of the query's own task.
+
+  Returns:
+    The [Q, k] owners.
+  """
+  q = len(queries)
+  pad = _bucket(q) - q
+  queries = np.pad(np.asarray(queries, np.float32), ((0, pad), (0, 0)))
+  query_task = np.pad(np.asarray(query_task, np.int32), (0, pad),
+                      constant_values=-1)
+  return _neighbor_owners(jnp.asarray(queries), jnp.asarray(query_task),
+                          pool, owner, k=k, exclude=exclude)[:q]
 
 
 def _votes(owners: jax.Array, valid: jax.Array, k: int,
@@ -191,16 +241,15 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
   if columns.shape != mask.shape or columns.shape[1] != t:
     raise ValueError(f'columns {columns.shape} and mask {mask.shape} must be '
                      f'[M, {t}] (one column per task set).')
-  pool = jnp.asarray(np.concatenate(sets))
-  owner = jnp.asarray(np.repeat(np.arange(t), [len(s) for s in sets]),
-                      jnp.int32)
+  num_images = sum(len(s) for s in sets)
+  pool, owner = pad_pool(np.concatenate(sets),
+                         np.repeat(np.arange(t), [len(s) for s in sets]))
   # A task's own images are excluded, so at most N - n_j neighbours exist.
   kmax = min(max(int(k) for k, _ in grid),
-             int(pool.shape[0]) - max(len(s) for s in sets))
+             num_images - max(len(s) for s in sets))
   x, valid = pad_sets(sets)
-  owners = _neighbor_owners(
-      jnp.asarray(x.reshape(-1, x.shape[-1])),
-      jnp.asarray(np.repeat(np.arange(t), x.shape[1]), jnp.int32),
+  owners = neighbor_owners(
+      x.reshape(-1, x.shape[-1]), np.repeat(np.arange(t), x.shape[1]),
       pool, owner, k=kmax, exclude=True).reshape(t, x.shape[1], kmax)
   allowed = 1.0 - jnp.eye(t)
   best = None
@@ -214,7 +263,7 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
       best = (err, k, float(s), a)
   err, k, s, a = best
   logging.info('neighbour map: %d tasks, %d images; k=%d, smoothing %.3g '
-               '(leave-one-task-out MSE %.4f).', t, pool.shape[0], k, s, err)
+               '(leave-one-task-out MSE %.4f).', t, num_images, k, s, err)
   return NeighborMap(pool, owner, t, k, s, err), a
 
 
@@ -230,9 +279,9 @@ def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
                      'proxy?).')
   x, valid = pad_sets(sets)
   b, n, d = x.shape
-  owners = _neighbor_owners(
-      jnp.asarray(x.reshape(-1, d)), jnp.full((b * n,), -1, jnp.int32),
-      nmap.pool, nmap.owner, k=nmap.k, exclude=False).reshape(b, n, nmap.k)
+  owners = neighbor_owners(
+      x.reshape(-1, d), np.full((b * n,), -1, np.int32), nmap.pool,
+      nmap.owner, k=nmap.k, exclude=False).reshape(b, n, nmap.k)
   return _votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks)
 
 

@@ -3,16 +3,8 @@
 `Fennec.fit(history, task_embeddings=...)` fits the transfer space
 (`fennec_jax.space`: raw score of model m on task t = phi[m] . w_t) and, when
 task embeddings (proxy image embeddings) of the historical tasks are given,
-a task map from embeddings to a new task's prior (`FennecConfig.task_map`):
-
-* 'neighbors' (default, `fennec_jax.neighbors`): the new task's images vote
-  for the historical tasks whose images are nearest; with the affinities a,
-  the prior mean is the affinity-weighted mean of the historical tasks'
-  normalized weight vectors, and each model also gets the weighted mean of
-  the historical tasks' residuals (observed minus fitted normalized score),
-  so at K = 0 the prediction is the weighted mean of the completed
-  historical score columns, not only of their low-rank part;
-* 'ridge': a ridge regression from the task's mean embedding to w.
+a task map from embeddings to a new task's prior (`FennecConfig.task_map`,
+`fennec_jax.task_maps`: 'neighbors', the default, or 'ridge').
 
 A new task is then described by
 
@@ -25,20 +17,20 @@ A new task is then described by
 * neither: the population prior (documented fallback: roughly popularity).
 
 `recommend` does this for many tasks at once: one batched posterior and one
-`[B, d] @ [d, M]` matmul give every model's predicted score and its
-uncertainty; the top models are returned ranked.
+`[B, d] @ [d, M]` matmul (`fennec_jax.posterior`) give every model's
+predicted score and its uncertainty; the top models are returned ranked. The
+task batch and K are padded to powers of two, so the kernels compile once
+per bucket.
 
-`save`/`load` use orbax (`ocp.StandardCheckpointer`) for the arrays plus a
-JSON file with the configuration and ids; loading with another configuration
-is a clear error.
+`save`/`load` write and read a `fennec_jax.checkpoint` of kind 'Fennec';
+loading with another configuration is a clear error.
 """
 
 from collections.abc import Mapping, Sequence
+import csv
 import dataclasses
-import functools
 import json
 import os
-import time
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -46,18 +38,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import checkpoint
 from fennec_jax import neighbors as neighbors_lib
+from fennec_jax import posterior as posterior_lib
 from fennec_jax import space as space_lib
+from fennec_jax import task_maps as task_maps_lib
 
 # The paper's transfer phase (released code): unregularized non-negative MF
 # of the raw score matrix with k = 5, no biases, no normalization.
 PAPER_SPACE = dict(rank=5, nonneg=True, use_bias=False, prior_precision=0.0,
                    bias_prior_precision=0.0, normalization='none')
 
-_META_FILE = 'fennec.json'
-_STATE_DIR = 'state'
-_FORMAT_VERSION = 1
-TASK_MAPS = ('neighbors', 'ridge')
+_CHECKPOINT_KIND = 'Fennec'
+TASK_MAPS = task_maps_lib.TASK_MAPS
 _MIN_MAP_SCORES = 3
 
 
@@ -67,10 +60,10 @@ class FennecConfig:
 
   Attributes:
     space: the transfer space's configuration.
-    task_map: how task embeddings give a new task's prior: 'neighbors'
-      (votes of its images for the nearest historical tasks,
-      `fennec_jax.neighbors`) or 'ridge' (a ridge map from its mean
-      embedding; see the module docstring).
+    task_map: how task embeddings give a new task's prior, a name in
+      `TASK_MAPS` (`fennec_jax.task_maps`): 'neighbors' (votes of its images
+      for the nearest historical tasks) or 'ridge' (a ridge map from its
+      mean embedding direction).
     ridge_grid: candidate ridge penalties of the embedding -> task-vector
       map (standardized embeddings; also the model-embedding map of cold-
       start models); the one with the lowest leave-one-out error is used.
@@ -95,6 +88,7 @@ class FennecConfig:
     return cls(space=space_lib.SpaceConfig(**PAPER_SPACE))
 
   def to_json(self) -> dict[str, Any]:
+    """The configuration as JSON-serializable data (checkpoint meta)."""
     return {'space': dataclasses.asdict(self.space),
             'task_map': self.task_map,
             'ridge_grid': list(self.ridge_grid),
@@ -103,13 +97,12 @@ class FennecConfig:
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> 'FennecConfig':
-    # Checkpoints written before the neighbour map had only the ridge map.
+    """Inverse of `to_json`."""
     return cls(space=space_lib.SpaceConfig(**data['space']),
-               task_map=data.get('task_map', 'ridge'),
+               task_map=data['task_map'],
                ridge_grid=tuple(data['ridge_grid']),
                neighbor_grid=tuple(
-                   (int(k), float(a)) for k, a in data.get(
-                       'neighbor_grid', neighbors_lib.DEFAULT_GRID)),
+                   (int(k), float(a)) for k, a in data['neighbor_grid']),
                prior_shrinkage=data['prior_shrinkage'])
 
 
@@ -134,275 +127,18 @@ class Recommendation(NamedTuple):
   vectors: np.ndarray
 
 
-@jax.jit
-def _posterior(phi, chol, noise_var, mean, idx, scores, valid, shift):
-  """Per-task Gaussian prior N(mean[b], chol chol^T) updated by K scores.
-
-  Args:
-    phi: [M, d] model features.
-    chol: [d, d] lower Cholesky factor of the prior covariance.
-    noise_var: [] noise variance of a score.
-    mean: [B, d] prior means.
-    idx: [B, K] observed models (any index where not valid).
-    scores: [B, K] their scores.
-    valid: [B, K] bool; False entries are padding.
-    shift: [B, M] per-task shift of the models' bias feature (the
-      neighbour map's averaged residuals), or None (no shift, a separate
-      compilation): task b sees phi_b = [u, 1, model_bias + shift[b]].
-
-  Returns:
-    (w [B, d] posterior means, cov [B, d, d] posterior covariances). The
-    cost is O(B K d^2): independent of the number of models.
-  """
-  v = valid.astype(phi.dtype)
-  sel = _shifted(phi[idx], shift, idx)
-  x = (sel @ chol) * v[..., None]
-  resid = (scores - jnp.einsum('bkd,bd->bk', sel, mean)) * v
-  gram = jnp.einsum('bki,bkj->bij', x, x)
-  z, chol_a = space_lib.fold_in_posterior(
-      gram, jnp.einsum('bki,bk->bi', x, resid), noise_var)
-  w = mean + z @ chol.T
-  # cov_w = chol A^-1 chol^T = G^T G with G = chol_a^-1 chol^T.
-  g = jax.scipy.linalg.solve_triangular(
-      chol_a, jnp.broadcast_to(chol.T, chol_a.shape), lower=True)
-  return w, jnp.einsum('bki,bkj->bij', g, g)
-
-
-def _shifted(sel, shift, idx):
-  """[B, K, d] features of models idx [B, K], bias column (last) shifted."""
-  if shift is None:
-    return sel
-  return sel.at[..., -1].add(jnp.take_along_axis(shift, idx, axis=1))
-
-
-def _cold_var(w, cov, sigma_phi):
-  """[B] extra variance of a cold-start model: w'S w + tr(S cov_w)."""
-  return (jnp.einsum('bi,ij,bj->b', w, sigma_phi, w)
-          + jnp.einsum('ij,bji->b', sigma_phi, cov))
-
-
-@jax.jit
-def _predict_all(phi, w, cov, noise_var, link, cold, sigma_phi, shift):
-  """[B, M] predictive means and standard deviations (one batched matmul).
-
-  `shift` [B, M] (or None) moves each task's bias feature (see
-  `_posterior`); means go through the space's population link
-  (`space.apply_link`: same ranking, mean and spread; identity unless
-  normalization='rank').
-  """
-  linear = w @ phi.T
-  var = (jnp.einsum('md,bde,me->bm', phi, cov, phi) + noise_var
-         + _cold_var(w, cov, sigma_phi)[:, None] * cold[None, :])
-  if shift is not None:
-    linear = linear + w[:, -1:] * shift
-    var = (var + 2 * shift * jnp.einsum('md,bd->bm', phi, cov[:, :, -1])
-           + shift ** 2 * cov[:, -1, -1][:, None])
-  return space_lib.apply_link(linear, link), jnp.sqrt(var)
-
-
-@functools.partial(jax.jit, static_argnames=('k',))
-def _top(phi, w, cov, noise_var, link, cold, sigma_phi, shift, *, k):
-  """Top-k models per task, their predictive mean and std, without [B, M] sort.
-
-  The linked value of the r-th best model only depends on its rank, the
-  row's mean and std and the link, so `apply_link` of the full row is not
-  needed: identical to `_predict_all` on the top k.
-  """
-  linear = w @ phi.T
-  if shift is not None:
-    linear = linear + w[:, -1:] * shift
-  values, idx = jax.lax.top_k(linear, k)
-  if link.shape[0]:
-    m = linear.shape[-1]
-    grid = (jnp.arange(link.shape[0]) + 0.5) / link.shape[0]
-    shaped_all = jnp.interp((jnp.arange(m) + 0.5) / m, grid, link)
-    q_top = (m - 1 - jnp.arange(k) + 0.5) / m
-    shaped = (jnp.interp(q_top, grid, link) - shaped_all.mean()) / jnp.maximum(
-        shaped_all.std(), 1e-12)
-    values = (linear.mean(-1, keepdims=True)
-              + linear.std(-1, keepdims=True) * shaped[None, :])
-  sel = _shifted(phi[idx], shift, idx)
-  var = (jnp.einsum('bkd,bde,bke->bk', sel, cov, sel) + noise_var
-         + _cold_var(w, cov, sigma_phi)[:, None] * cold[idx])
-  return values, jnp.sqrt(var), idx
-
-
-def _chol(cov: np.ndarray) -> np.ndarray:
-  d = cov.shape[0]
-  jitter = 1e-6 * max(np.trace(cov) / d, 1e-12)
-  return np.linalg.cholesky(cov + jitter * np.eye(d))
-
-
-def fit_ridge(x: np.ndarray, y: np.ndarray, grid: Sequence[float]
-              ) -> tuple[dict[str, np.ndarray], float, np.ndarray]:
-  """Ridge regression y ~ x with the penalty chosen by exact LOO error.
-
-  Inputs are standardized with the training mean and std; the intercept is
-  the mean of y (not penalized). Solved in the dual (T x T), as there are
-  few tasks and many embedding dimensions.
-
-  Args:
-    x: [T, D] embeddings.
-    y: [T, d] targets (task weight vectors).
-    grid: candidate penalties.
-
-  Returns:
-    (params {'x_mean', 'x_scale', 'y_mean', 'coef' [D, d]}, the chosen
-    penalty, [T, d] leave-one-out residuals at that penalty).
-
-  Raises:
-    ValueError: on fewer than 3 tasks or an empty grid.
-  """
-  x = np.asarray(x, np.float64)
-  y = np.asarray(y, np.float64)
-  t = x.shape[0]
-  if t < 3:
-    raise ValueError(f'need embeddings of at least 3 historical tasks to fit '
-                     f'the embedding map, got {t}.')
-  if not grid:
-    raise ValueError('ridge_grid is empty.')
-  x_mean = x.mean(0)
-  x_scale = x.std(0)
-  x_scale = np.where(x_scale > 0, x_scale, 1.0)
-  xs = (x - x_mean) / x_scale
-  y_mean = y.mean(0)
-  yc = y - y_mean
-  kernel = xs @ xs.T
-  best = None
-  for lam in grid:
-    # Exact hat matrix: the centered ridge plus the unpenalized intercept
-    # (leverage 1/T; the centered kernel annihilates the constant).
-    hat = kernel @ np.linalg.inv(kernel + lam * np.eye(t))
-    resid = yc - hat @ yc
-    lev = np.clip(np.diag(hat) + 1.0 / t, 0.0, 1.0 - 1e-9)
-    loo = resid / (1.0 - lev)[:, None]
-    err = float(np.mean(loo ** 2 / np.maximum(y.var(0), 1e-12)))
-    if best is None or err < best[0]:
-      best = (err, lam, loo)
-  _, lam, loo = best
-  coef = xs.T @ np.linalg.solve(kernel + lam * np.eye(t), yc)
-  params = {'x_mean': x_mean, 'x_scale': x_scale, 'y_mean': y_mean,
-            'coef': coef}
-  return params, float(lam), loo
-
-
-def _ridge_predict(params: Mapping[str, np.ndarray], x: np.ndarray
-                   ) -> np.ndarray:
-  xs = (np.asarray(x, np.float64) - params['x_mean']) / params['x_scale']
-  return params['y_mean'] + xs @ params['coef']
-
-
-def _mapped_rows(embeddings: Mapping[str, Any], ids: Sequence[str],
-                 kind: str) -> tuple[list[int], list[np.ndarray]]:
-  """(rows, float64 entries) of the ids that `embeddings` maps.
-
-  Ids without an embedding are left out (counted in a log line); unknown
-  ids are an error.
-  """
-  unknown = sorted(set(embeddings) - set(ids))
-  if unknown:
-    raise ValueError(f'{kind}_embeddings name {kind}s not in the history: '
-                     f'{unknown[:10]}; {kind}s: {list(ids)[:20]}')
-  rows = [j for j, t in enumerate(ids) if t in embeddings]
-  if len(rows) < len(ids):
-    logging.info('Fennec: %d of %d %ss have no embedding; the map is fit '
-                 'on the others.', len(ids) - len(rows), len(ids), kind)
-  if not rows:
-    raise ValueError(f'{kind}_embeddings is empty.')
-  return rows, [np.asarray(embeddings[ids[j]], np.float64) for j in rows]
-
-
-def _align(embeddings: Any, ids: Sequence[str], kind: str
-           ) -> tuple[np.ndarray, np.ndarray]:
-  """(rows, [n, D] embeddings) from `{id: [D]}` or an `[len(ids), D]` array."""
-  if isinstance(embeddings, Mapping):
-    rows, entries = _mapped_rows(embeddings, ids, kind)
-    emb = np.stack(entries)
-  else:
-    emb = np.asarray(embeddings, np.float64)
-    if emb.ndim != 2 or emb.shape[0] != len(ids):
-      raise ValueError(f'{kind}_embeddings must be [{len(ids)}, D] in '
-                       f'{kind} order, got shape {emb.shape}.')
-    rows = list(range(len(ids)))
-  if emb.ndim != 2 or not np.isfinite(emb).all():
-    raise ValueError(f'{kind}_embeddings must be finite vectors of one '
-                     f'length; got an array of shape {emb.shape}.')
-  return np.asarray(rows), emb
-
-
-def _check_entries(entries: Sequence[np.ndarray], names: Sequence[str]
-                   ) -> None:
-  """Each entry a finite [D] vector or non-empty [n, D] set, one width."""
-  for name, e in zip(names, entries):
-    if e.ndim not in (1, 2) or e.size == 0 or not np.isfinite(e).all():
-      finite = '' if np.isfinite(e).all() else ' with non-finite values'
-      raise ValueError(f'task_embeddings[{name}] must be a finite [D] vector '
-                       f'or [n, D] set, got shape {e.shape}{finite}.')
-  widths = {e.shape[-1] for e in entries}
-  if len(widths) > 1:
-    raise ValueError(f'task_embeddings have different widths '
-                     f'{sorted(widths)}.')
-
-
-def _align_sets(embeddings: Any, ids: Sequence[str]
-                ) -> tuple[np.ndarray, list[np.ndarray]]:
-  """(rows, per-row embeddings) of the history's tasks.
-
-  `embeddings` is `{task_id: [D] or [n, D]}` or a `[T, D]` / `[T, n, D]`
-  array in task order; entries come back as given (float64, checked
-  finite). Tasks without an entry are left out (counted in a log line).
-  """
-  if isinstance(embeddings, Mapping):
-    rows, entries = _mapped_rows(embeddings, ids, 'task')
-  else:
-    arr = np.asarray(embeddings, np.float64)
-    if arr.ndim not in (2, 3) or arr.shape[0] != len(ids):
-      raise ValueError(f'task_embeddings must be [{len(ids)}, D] or '
-                       f'[{len(ids)}, n, D] in task order, got shape '
-                       f'{arr.shape}.')
-    rows = list(range(len(ids)))
-    entries = list(arr)
-  _check_entries(entries, [repr(ids[j]) for j in rows])
-  return np.asarray(rows), entries
-
-
-def _mean_direction(e: np.ndarray) -> np.ndarray:
-  """The ridge map's input: a [D] vector as is; a set's mean unit row."""
-  from fennec_jax.proxy import embed  # pylint: disable=g-import-not-at-top
-  return e if e.ndim == 1 else embed.l2_normalize(e).mean(0)
-
-
-def _new_task_sets(task_embeddings: Any) -> list[np.ndarray]:
-  """B new tasks' embeddings as a list of [D] vectors or [n, D] sets."""
-  if isinstance(task_embeddings, np.ndarray | jax.Array):
-    arr = np.asarray(task_embeddings, np.float64)
-    if arr.ndim not in (2, 3) or arr.shape[0] == 0:
-      raise ValueError(f'task_embeddings must be [B, D], [B, n, D] or a list '
-                       f'of B [n_b, D] sets, got shape {arr.shape}.')
-    entries = list(arr)
-  else:
-    entries = [np.asarray(e, np.float64) for e in task_embeddings]
-    if not entries:
-      raise ValueError('task_embeddings is empty.')
-  _check_entries(entries, [str(b) for b in range(len(entries))])
-  return entries
-
-
-def _neighbor_mean(state: Mapping[str, np.ndarray], aff: np.ndarray,
-                   const: int) -> np.ndarray:
-  """[B, d] raw weight vectors of the affinity-weighted normalized tasks.
-
-  The normalized vectors are averaged, then mapped back with the weighted
-  loc and scale: raw = loc + scale * normalized, as for a fitted task.
-  """
-  aff = np.asarray(aff, np.float64)
-  mean = (aff @ state['scale'])[:, None] * (aff @ state['w_norm'])
-  mean[:, const] += aff @ state['loc']
-  return mean
-
-
 class Fennec:
-  """The recommender: transfer space + optional embedding map.
+  """The recommender: transfer space + optional embedding maps.
+
+  Attributes:
+    config: the `FennecConfig`.
+    space: the fitted `space.TransferSpace` (None until fit/load).
+    model_ids, task_ids: the history's ids, in the space's order.
+    task_map: the fitted `task_maps.TaskMap` (None without task embeddings).
+    model_ridge: the model-embedding ridge map (`task_maps.fit_ridge`
+      params) to [U_m, model_bias_m], or None.
+    model_cov: its leave-one-out error covariance, or None.
+    cold: [M] bool, models placed by the model map (`add_models`).
 
   Example:
     fennec = Fennec().fit(history, task_embeddings=embeddings)
@@ -416,14 +152,7 @@ class Fennec:
     self.space: space_lib.TransferSpace | None = None
     self.model_ids: tuple[str, ...] = ()
     self.task_ids: tuple[str, ...] = ()
-    self.ridge: dict[str, np.ndarray] | None = None
-    self.ridge_penalty: float | None = None
-    self.embedding_cov: np.ndarray | None = None
-    # The 'neighbors' task map: the map, and per map task (the history's
-    # tasks with embeddings) its normalized weight vector, loc and scale;
-    # the residuals (observed - fitted normalized score) as COO entries.
-    self.neighbor_map: neighbors_lib.NeighborMap | None = None
-    self.neighbor_state: dict[str, np.ndarray] | None = None
+    self.task_map: task_maps_lib.TaskMap | None = None
     self.model_ridge: dict[str, np.ndarray] | None = None
     self.model_cov: np.ndarray | None = None
     self.cold = np.zeros(0, bool)
@@ -431,28 +160,35 @@ class Fennec:
   @classmethod
   def from_parts(cls, space: space_lib.TransferSpace,
                  model_ids: Sequence[str], task_ids: Sequence[str],
-                 ridge: Mapping[str, np.ndarray] | None = None,
-                 embedding_cov: np.ndarray | None = None,
+                 task_map: task_maps_lib.TaskMap | None = None,
                  config: FennecConfig | None = None) -> 'Fennec':
     """A fitted Fennec from its parts (loading, benchmarks, custom fits).
 
+    Args:
+      space: the fitted transfer space.
+      model_ids: its models' ids.
+      task_ids: its tasks' ids.
+      task_map: an optional fitted task map.
+      config: the configuration (default: the space's, with the map's name).
+
+    Returns:
+      The Fennec (no model map; no cold models).
+
     Raises:
-      ValueError: if the ids do not match the space's shape or only one of
-        `ridge` / `embedding_cov` is given.
+      ValueError: if the ids do not match the space's shape.
     """
     if len(model_ids) != space.num_models or len(task_ids) != space.num_tasks:
       raise ValueError(f'{len(model_ids)} model ids / {len(task_ids)} task '
                        f'ids for a space of {space.num_models} models x '
                        f'{space.num_tasks} tasks.')
-    if (ridge is None) != (embedding_cov is None):
-      raise ValueError('give both ridge and embedding_cov, or neither.')
-    out = cls(config or FennecConfig(space=space.config))
+    if config is None:
+      config = FennecConfig(space=space.config, **(
+          {} if task_map is None else {'task_map': task_map.name}))
+    out = cls(config)
     out.space = space
     out.model_ids = tuple(model_ids)
     out.task_ids = tuple(task_ids)
-    if ridge is not None:
-      out.ridge = {k: np.asarray(v, np.float64) for k, v in ridge.items()}
-      out.embedding_cov = np.asarray(embedding_cov, np.float64)
+    out.task_map = task_map
     out.cold = np.zeros(len(out.model_ids), bool)
     out._cache()  # pylint: disable=protected-access
     return out
@@ -490,92 +226,40 @@ class Fennec:
                                self.config.space)
     self.model_ids = tuple(history.model_ids)
     self.task_ids = tuple(history.task_ids)
-    self.ridge = self.ridge_penalty = self.embedding_cov = None
-    self.neighbor_map = self.neighbor_state = None
+    self.task_map = None
     self.model_ridge = self.model_cov = None
     self.cold = np.zeros(len(self.model_ids), bool)
     if model_embeddings is not None:
       self._fit_model_map(model_embeddings)
-    if task_embeddings is None:
-      self._cache()
-      return self
-    rows, sets = _align_sets(task_embeddings, self.task_ids)
-    # A task with fewer than 3 observed scores has no usable ranking or
-    # scale (one score gets scale 1 in raw units), and its weight vector
-    # would blow up the map's error covariance: it stays out of the map.
-    counts = np.asarray(history.mask, bool).sum(0)[rows]
-    if (counts < _MIN_MAP_SCORES).any():
-      logging.info('Fennec: %d task(s) with fewer than %d observed scores '
-                   'left out of the task map: %s',
-                   int((counts < _MIN_MAP_SCORES).sum()), _MIN_MAP_SCORES,
-                   [self.task_ids[j] for j in rows[counts < _MIN_MAP_SCORES]
-                    ][:10])
-      keep = counts >= _MIN_MAP_SCORES
-      rows, sets = rows[keep], [e for e, k in zip(sets, keep) if k]
-    w = np.asarray(self.space.task_vectors(), np.float64)[rows]
-    if self.config.task_map == 'ridge':
-      emb = np.stack([_mean_direction(e) for e in sets])
-      self.ridge, self.ridge_penalty, loo = fit_ridge(
-          emb, w, self.config.ridge_grid)
-      logging.info('Fennec: ridge task map on %d tasks (dim %d), ridge '
-                   '%.3g.', len(rows), emb.shape[1], self.ridge_penalty)
-    else:
-      loo = self._fit_neighbor_map(
-          history, rows, neighbors_lib.unit_sets(
-              sets, [f'task {self.task_ids[j]!r}' for j in rows]), w)
-    cov = np.cov(loo, rowvar=False, ddof=1)
-    a = self.config.prior_shrinkage
-    self.embedding_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
+    if task_embeddings is not None:
+      rows, sets = task_maps_lib.align_sets(task_embeddings, self.task_ids)
+      # A task with fewer than 3 observed scores has no usable ranking or
+      # scale (one score gets scale 1 in raw units), and its weight vector
+      # would blow up the map's error covariance: it stays out of the map.
+      counts = np.asarray(history.mask, bool).sum(0)[rows]
+      few = counts < _MIN_MAP_SCORES
+      if few.any():
+        logging.info('Fennec: %d task(s) with fewer than %d observed scores '
+                     'left out of the task map: %s', int(few.sum()),
+                     _MIN_MAP_SCORES,
+                     [self.task_ids[j] for j in rows[few]][:10])
+        rows, sets = rows[~few], [e for e, f in zip(sets, few) if not f]
+      self.task_map = task_maps_lib.get_task_map(self.config.task_map).fit(
+          self.space, history, rows, sets, self.config)
     self._cache()
     return self
 
-  def _fit_neighbor_map(self, history: Any, rows: np.ndarray,
-                        sets: list[np.ndarray], w: np.ndarray) -> np.ndarray:
-    """Fits the 'neighbors' map; returns its [T, d] LOO residuals of w."""
-    normed, _, _ = space_lib.normalize(
-        history.scores, history.mask, self.config.space.normalization)
-    mask = np.asarray(history.mask, bool)[:, rows]
-    fitted = np.asarray(self.space.predict_normalized(), np.float64)[:, rows]
-    resid = np.where(mask, normed[:, rows] - fitted, 0.0)
-    self.neighbor_map, loo_aff = neighbors_lib.fit(
-        sets, fitted + resid, mask, self.config.neighbor_grid)
-    loc = np.asarray(self.space.task_loc, np.float64)[rows]
-    scale = np.asarray(self.space.task_scale, np.float64)[rows]
-    const = self.space.dim - 2  # phi's constant-1 column.
-    w_norm = w.copy()
-    w_norm[:, const] -= loc
-    w_norm /= scale[:, None]
-    r, c = np.nonzero(mask)
-    state = {'w_norm': w_norm, 'loc': loc, 'scale': scale,
-             'resid_rows': r.astype(np.int32),
-             'resid_cols': c.astype(np.int32), 'resid_values': resid[r, c]}
-    w_loo = _neighbor_mean(state, loo_aff, const)
-    # The fold-in's noise: what the map gets wrong per score beyond what its
-    # weight-vector error explains (the averaged residuals are not in w), so
-    # K observed scores correct the prior instead of being fit exactly.
-    phi = np.asarray(self.space.model_features(), np.float64)
-    pred = phi @ w_loo.T + (resid @ loo_aff.T) * w_loo[:, -1][None, :]
-    err = np.mean((np.asarray(history.scores, np.float64)[:, rows]
-                   - pred)[mask] ** 2)
-    loo = w - w_loo
-    cov = np.cov(loo, rowvar=False, ddof=1)
-    explained = np.mean(np.einsum('md,de,me->m', phi, cov, phi))
-    state['noise_var'] = np.asarray(max(err - explained,
-                                        float(self.space.noise_var)))
-    self.neighbor_state = state
-    return loo
-
   def _fit_model_map(self, model_embeddings) -> None:
     """Ridge map model embedding -> [U_m, model_bias_m] (LOO-tuned)."""
-    rows, emb = _align(model_embeddings, self.model_ids, 'model')
+    rows, emb = task_maps_lib.align_embeddings(model_embeddings,
+                                               self.model_ids, 'model')
     target = np.concatenate([
         np.asarray(self.space.model_factors, np.float64),
         np.asarray(self.space.model_bias, np.float64)[:, None]], 1)[rows]
-    self.model_ridge, penalty, loo = fit_ridge(emb, target,
-                                               self.config.ridge_grid)
-    cov = np.cov(loo, rowvar=False, ddof=1)
-    a = self.config.prior_shrinkage
-    self.model_cov = (1 - a) * cov + a * np.diag(np.diag(cov))
+    self.model_ridge, penalty, loo = task_maps_lib.fit_ridge(
+        emb, target, self.config.ridge_grid)
+    self.model_cov = task_maps_lib.shrunk_covariance(
+        loo, self.config.prior_shrinkage)
     logging.info('Fennec: model embedding map on %d models (dim %d), ridge '
                  '%.3g.', len(rows), emb.shape[1], penalty)
 
@@ -585,7 +269,8 @@ class Fennec:
 
     Their space features come from the model embedding map; their
     predictive std adds the map's leave-one-out error, so a cold model is
-    ranked with honest uncertainty.
+    ranked with honest uncertainty. Under the 'neighbors' map a cold model
+    has no residuals: its bias shift is 0.
 
     Args:
       model_ids: new, unique model ids.
@@ -611,21 +296,15 @@ class Fennec:
     if emb.shape != (len(model_ids), dim) or not np.isfinite(emb).all():
       raise ValueError(f'model_embeddings must be finite [{len(model_ids)}, '
                        f'{dim}], got shape {emb.shape}.')
-    pred = _ridge_predict(self.model_ridge, emb)
+    pred = task_maps_lib.ridge_predict(self.model_ridge, emb)
     k = self.space.model_factors.shape[1]
     space = self.space.replace(
         model_factors=jnp.concatenate([self.space.model_factors,
                                        jnp.asarray(pred[:, :k], jnp.float32)]),
         model_bias=jnp.concatenate([self.space.model_bias,
                                     jnp.asarray(pred[:, k], jnp.float32)]))
-    out = Fennec.from_parts(
-        space, self.model_ids + model_ids, self.task_ids, self.ridge,
-        self.embedding_cov if self.ridge is not None else None, self.config)
-    out.ridge_penalty = self.ridge_penalty
-    # A cold model has no residuals: its bias shift under the neighbour map is 0.
-    out.neighbor_map, out.neighbor_state = (self.neighbor_map,
-                                            self.neighbor_state)
-    out.embedding_cov = self.embedding_cov
+    out = Fennec.from_parts(space, self.model_ids + model_ids, self.task_ids,
+                            self.task_map, self.config)
     out.model_ridge, out.model_cov = self.model_ridge, self.model_cov
     out.cold = np.concatenate([self.cold, np.ones(len(model_ids), bool)])
     out._cache()  # pylint: disable=protected-access
@@ -674,8 +353,7 @@ class Fennec:
     if num_tasks is not None and len(rows) != num_tasks:
       raise ValueError(f'{len(rows)} observed-score sets for {num_tasks} '
                        'embeddings; give one per task.')
-    longest = max([len(i) for i, _ in rows] + [1])
-    k = 1 << (longest - 1).bit_length()
+    k = posterior_lib.batch_bucket(max([len(i) for i, _ in rows] + [1]))
     idx = np.zeros((len(rows), k), np.int32)
     scores = np.zeros((len(rows), k), np.float32)
     valid = np.zeros((len(rows), k), bool)
@@ -706,13 +384,16 @@ class Fennec:
       ValueError: neither input given, embeddings without an embedding map
         or of the wrong shape, unknown model ids, non-finite scores.
     """
-    return self._posterior(task_embeddings, observed)[:2]
+    w, cov, _, _, num_tasks = self._posterior(task_embeddings, observed)
+    return w[:num_tasks], cov[:num_tasks]
 
   def _posterior(self, task_embeddings: Any, observed: Any
-                 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """(w, cov, shift [B, M] or None, the scores' noise variance).
+                 ) -> tuple[jax.Array, jax.Array, jax.Array | None,
+                            jax.Array, int]:
+    """(w, cov, shift [., M] or None, noise variance, B), see `posterior`.
 
-    See `posterior`.
+    The arrays have `posterior.batch_bucket(B)` rows (padding rows: the
+    prior with no scores), so batches of similar size share compilations.
     """
     self._check_fitted()
     if task_embeddings is None and observed is None:
@@ -720,34 +401,23 @@ class Fennec:
                        'scores; give at least one. (For the population prior '
                        'pass observed=[{}] * num_tasks.)')
     num_tasks = None
-    prior = self.space
     shift = None
     if task_embeddings is not None:
-      if self.ridge is None and self.neighbor_map is None:
+      if self.task_map is None:
         raise ValueError('this Fennec was fit without task embeddings; fit '
                          'with task_embeddings=... to use them.')
-      sets = _new_task_sets(task_embeddings)
-      dim = (self.ridge['x_mean'].shape[0] if self.ridge is not None
-             else int(self.neighbor_map.pool.shape[1]))
+      sets = task_maps_lib.new_task_sets(task_embeddings)
+      dim = self.task_map.input_dim
       if sets[0].shape[-1] != dim:
         raise ValueError(f'task_embeddings have width {sets[0].shape[-1]}; '
                          f'this Fennec was fit on width {dim} (give '
                          'embeddings from the same proxy).')
       num_tasks = len(sets)
-      if self.ridge is not None:
-        mean = _ridge_predict(self.ridge,
-                              np.stack([_mean_direction(e) for e in sets]))
-      else:
-        votes = np.asarray(neighbors_lib.votes(
-            self.neighbor_map, neighbors_lib.unit_sets(
-                sets, [f'new task {b}' for b in range(len(sets))])),
-                           np.float64)
-        s = self.neighbor_map.smoothing
-        norm = 1.0 + s * self.neighbor_map.num_tasks  # Votes sum to 1.
-        mean = _neighbor_mean(self.neighbor_state, (votes + s) / norm,
-                              prior.dim - 2)
-        shift = self._neighbor_shift(votes, s, norm)
+      mean, shift = self.task_map.prior(sets)
       chol = self._embedding_chol
+      noise_var = self.space.noise_var
+      if self.task_map.noise_var is not None:
+        noise_var = jnp.asarray(self.task_map.noise_var, jnp.float32)
     if observed is not None:
       idx, scores, valid = self._observed_sparse(observed, num_tasks)
       num_tasks = idx.shape[0]
@@ -756,38 +426,25 @@ class Fennec:
       scores = np.zeros((num_tasks, 1), np.float32)
       valid = np.zeros((num_tasks, 1), bool)
     if task_embeddings is None:
-      mean = np.broadcast_to(np.asarray(prior.prior_mean, np.float64),
-                             (num_tasks, prior.dim))
+      mean = np.asarray(self.space.prior_mean, np.float64)
       chol = self._prior_chol
-    noise_var = prior.noise_var
-    if task_embeddings is not None and self.neighbor_map is not None:
-      noise_var = jnp.asarray(self.neighbor_state['noise_var'], jnp.float32)
-    w, cov = _posterior(self._phi, chol, noise_var,
-                        jnp.asarray(mean, jnp.float32), jnp.asarray(idx),
-                        jnp.asarray(scores), jnp.asarray(valid), shift)
-    return w, cov, shift, noise_var
+      noise_var = self.space.noise_var
+    size = posterior_lib.batch_bucket(num_tasks)
 
-  def _neighbor_shift(self, votes: np.ndarray, smoothing: float,
-                      norm: float) -> jax.Array:
-    """[B, M] affinity-weighted residuals (normalized units): the bias shift.
+    def pad(a, dtype):
+      a = np.asarray(a, dtype)
+      return jnp.asarray(np.pad(a, [(0, size - num_tasks)]
+                                + [(0, 0)] * (a.ndim - 1)))
 
-    The task's scale multiplies the bias feature, so the residuals scale
-    with it (and with its fold-in posterior). With affinities (votes + s) /
-    norm, the residual sums R 1 are cached and R votes touches only the
-    voted tasks' columns (sparse x sparse), so the cost does not grow with
-    the history's size.
-    """
-    import scipy.sparse  # pylint: disable=g-import-not-at-top
-    if self._resid is None:
-      st = self.neighbor_state
-      self._resid = scipy.sparse.csr_matrix(
-          (np.asarray(st['resid_values'], np.float64),
-           (st['resid_cols'], st['resid_rows'])),
-          shape=(self.neighbor_map.num_tasks, len(self.model_ids)))
-      self._resid_sum = np.asarray(self._resid.sum(0)).ravel()
-    voted = scipy.sparse.csr_matrix(votes) @ self._resid  # [B, M]
-    shift = (voted.toarray() + smoothing * self._resid_sum) / norm
-    return jnp.asarray(shift, jnp.float32)
+    mean = np.broadcast_to(mean, (num_tasks, self.space.dim))
+    if shift is not None:
+      # Models added after the map was fit (cold start) have no residuals.
+      cold = len(self.model_ids) - shift.shape[1]
+      shift = pad(np.pad(shift, ((0, 0), (0, cold))), np.float32)
+    w, cov = posterior_lib.posterior(
+        self._phi, chol, noise_var, pad(mean, np.float32),
+        pad(idx, np.int32), pad(scores, np.float32), pad(valid, bool), shift)
+    return w, cov, shift, noise_var, num_tasks
 
   def predict(self, task_embeddings: Any = None, observed: Any = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -800,11 +457,12 @@ class Fennec:
     Returns:
       (predicted [B, M], std [B, M], vectors [B, d]).
     """
-    w, cov, shift, noise_var = self._posterior(task_embeddings, observed)
-    pred, std = _predict_all(self._phi, w, cov, noise_var,
-                             self.space.link, self._cold, self._sigma_phi,
-                             shift)
-    return np.asarray(pred), np.asarray(std), np.asarray(w)
+    w, cov, shift, noise_var, num_tasks = self._posterior(task_embeddings,
+                                                          observed)
+    pred, std = posterior_lib.predict_all(
+        self._phi, w, cov, noise_var, self.space.link, self._cold,
+        self._sigma_phi, shift)
+    return tuple(np.asarray(a)[:num_tasks] for a in (pred, std, w))
 
   def recommend(self, task_embeddings: Any = None, observed: Any = None,
                 top: int = 5, full: bool = True) -> Recommendation:
@@ -827,31 +485,32 @@ class Fennec:
     self._check_fitted()
     if not 1 <= top <= len(self.model_ids):
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
-    w, cov, shift, noise_var = self._posterior(task_embeddings, observed)
-    values, std, idx = _top(self._phi, w, cov, noise_var,
-                            self.space.link, self._cold, self._sigma_phi,
-                            shift, k=top)
-    idx = np.asarray(idx)
+    w, cov, shift, noise_var, num_tasks = self._posterior(task_embeddings,
+                                                          observed)
+    args = (self._phi, w, cov, noise_var, self.space.link, self._cold,
+            self._sigma_phi, shift)
+    values, std, idx = (np.asarray(a)[:num_tasks]
+                        for a in posterior_lib.top_k(*args, k=top))
     if full:
-      all_pred, all_std = map(np.asarray, _predict_all(
-          self._phi, w, cov, noise_var, self.space.link,
-          self._cold, self._sigma_phi, shift))
+      all_pred, all_std = (np.asarray(a)[:num_tasks]
+                           for a in posterior_lib.predict_all(*args))
     else:
-      all_pred = all_std = np.zeros((idx.shape[0], 0), np.float32)
+      all_pred = all_std = np.zeros((num_tasks, 0), np.float32)
     return Recommendation(
         model_ids=[[self.model_ids[i] for i in row] for row in idx],
-        indices=idx, predicted=np.asarray(values), std=np.asarray(std),
-        all_predicted=all_pred, all_std=all_std, vectors=np.asarray(w))
+        indices=idx, predicted=values, std=std, all_predicted=all_pred,
+        all_std=all_std, vectors=np.asarray(w)[:num_tasks])
 
   def _cache(self) -> None:
     """Device-side constants reused by every call (after fit/load)."""
     self._phi = self.space.model_features()
     self._index = {k: i for i, k in enumerate(self.model_ids)}
     self._prior_chol = jnp.asarray(
-        _chol(np.asarray(self.space.prior_cov, np.float64)), jnp.float32)
+        posterior_lib.jittered_cholesky(self.space.prior_cov), jnp.float32)
     self._embedding_chol = (
-        None if self.embedding_cov is None else
-        jnp.asarray(_chol(self.embedding_cov), jnp.float32))
+        None if self.task_map is None else jnp.asarray(
+            posterior_lib.jittered_cholesky(self.task_map.covariance),
+            jnp.float32))
     # Cold-start models: phi = [u, 1, b] with (u, b) ~ N(map(e), model_cov).
     d = self.space.dim
     sigma = np.zeros((d, d))
@@ -860,30 +519,11 @@ class Fennec:
       sigma[np.ix_(keep, keep)] = self.model_cov
     self._sigma_phi = jnp.asarray(sigma, jnp.float32)
     self._cold = jnp.asarray(self.cold, jnp.float32)
-    self._resid = self._resid_sum = None  # Built on first use.
 
   # -- persistence -------------------------------------------------------------
 
-  def _state(self) -> dict[str, Any]:
-    arrays = self.space.to_dict()
-    del arrays['config_json']
-    state = {'space': {k: np.asarray(v) for k, v in arrays.items()}}
-    if self.ridge is not None:
-      state['ridge'] = dict(self.ridge)
-    if self.neighbor_map is not None:
-      state['neighbor'] = dict(
-          self.neighbor_state, pool=np.asarray(self.neighbor_map.pool),
-          owner=np.asarray(self.neighbor_map.owner))
-    if self.embedding_cov is not None:
-      state['embedding_cov'] = self.embedding_cov
-    if self.model_ridge is not None:
-      state['model_ridge'] = dict(self.model_ridge)
-      state['model_cov'] = self.model_cov
-    state['cold'] = self.cold.astype(np.int8)
-    return state
-
   def save(self, path: str) -> None:
-    """Writes a checkpoint directory (orbax arrays + `fennec.json`).
+    """Writes a `fennec_jax.checkpoint` of kind 'Fennec'.
 
     Args:
       path: a directory that must not exist yet (made absolute).
@@ -891,41 +531,19 @@ class Fennec:
     Raises:
       ValueError: if not fitted or `path` exists.
     """
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
     self._check_fitted()
-    path = os.path.abspath(path)
-    if os.path.exists(path):
-      raise ValueError(f'{path} exists; choose a new checkpoint directory.')
-    os.makedirs(path)
-    state = self._state()
-    # Orbax cannot write zero-size arrays (e.g. the space's link under
-    # 'zscore'): they are kept in the JSON as shapes and rebuilt on load.
-    empty = {}
-    for group, arrays in list(state.items()):
-      if isinstance(arrays, dict):
-        for key in [k for k, v in arrays.items() if np.asarray(v).size == 0]:
-          v = np.asarray(arrays.pop(key))
-          empty[f'{group}/{key}'] = [list(v.shape), str(v.dtype)]
-    meta = {
-        'format_version': _FORMAT_VERSION,
-        'config': self.config.to_json(),
-        'model_ids': list(self.model_ids),
-        'task_ids': list(self.task_ids),
-        'ridge_penalty': self.ridge_penalty,
-        'neighbor': None if self.neighbor_map is None else {
-            'num_tasks': self.neighbor_map.num_tasks,
-            'k': self.neighbor_map.k,
-            'smoothing': self.neighbor_map.smoothing,
-            'loo_error': self.neighbor_map.loo_error},
-        'shapes': jax.tree.map(lambda a: [list(np.shape(a)),
-                                          str(np.asarray(a).dtype)], state),
-        'empty': empty,
-    }
-    ckptr = ocp.StandardCheckpointer()
-    ckptr.save(os.path.join(path, _STATE_DIR), state)
-    ckptr.wait_until_finished()
-    with open(os.path.join(path, _META_FILE), 'w') as f:
-      json.dump(meta, f, indent=1)
+    space = self.space.to_dict()
+    del space['config_json']  # The configuration is in the meta.
+    arrays = {'space': space, 'cold': self.cold.astype(np.int8)}
+    task_map = None
+    if self.task_map is not None:
+      arrays['task_map'] = self.task_map.to_arrays()
+      task_map = {'name': self.task_map.name, **self.task_map.meta()}
+    if self.model_ridge is not None:
+      arrays['model_map'] = dict(self.model_ridge, covariance=self.model_cov)
+    checkpoint.save(path, _CHECKPOINT_KIND, arrays, {
+        'config': self.config.to_json(), 'model_ids': list(self.model_ids),
+        'task_ids': list(self.task_ids), 'task_map': task_map})
 
   @classmethod
   def load(cls, path: str, config: FennecConfig | None = None) -> 'Fennec':
@@ -940,53 +558,31 @@ class Fennec:
       The fitted Fennec.
 
     Raises:
-      ValueError: a missing/foreign checkpoint or a configuration mismatch,
-        naming the differing fields.
+      checkpoint.CheckpointError: a missing, foreign or damaged checkpoint.
+      ValueError: a configuration mismatch, naming the differing fields.
     """
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    path = os.path.abspath(path)
-    meta_path = os.path.join(path, _META_FILE)
-    if not os.path.exists(meta_path):
-      raise ValueError(f'{path} is not a Fennec checkpoint (no {_META_FILE}).')
-    with open(meta_path) as f:
-      meta = json.load(f)
-    if meta.get('format_version') != _FORMAT_VERSION:
-      raise ValueError(f'{meta_path}: format_version '
-                       f'{meta.get("format_version")!r}; this code reads '
-                       f'{_FORMAT_VERSION}.')
+    arrays, meta = checkpoint.load(path, _CHECKPOINT_KIND)
     saved = FennecConfig.from_json(meta['config'])
     if config is not None and config != saved:
       diff = _config_diff(config.to_json(), saved.to_json())
-      raise ValueError(f'{path} was made with another configuration; '
-                       f'differences (expected vs saved): {diff}')
-    template = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(tuple(s[0]), np.dtype(s[1])),
-        meta['shapes'], is_leaf=lambda x: isinstance(x, list) and len(x) == 2
-        and isinstance(x[1], str))
-    state = ocp.StandardCheckpointer().restore(
-        os.path.join(path, _STATE_DIR), template)
-    for name, (shape, dtype) in meta.get('empty', {}).items():
-      group, key = name.split('/')
-      state[group][key] = np.zeros(shape, dtype)
-    arrays = dict(state['space'])
-    arrays['config_json'] = np.asarray(json.dumps(meta['config']['space']))
-    out = cls.from_parts(
-        space_lib.TransferSpace.from_dict(arrays), meta['model_ids'],
-        meta['task_ids'], state.get('ridge'),
-        state.get('embedding_cov') if 'ridge' in state else None, saved)
-    out.ridge_penalty = meta['ridge_penalty']
-    if meta.get('neighbor'):
-      nb = {k: np.asarray(v) for k, v in state['neighbor'].items()}
-      out.neighbor_map = neighbors_lib.NeighborMap(
-          jnp.asarray(nb.pop('pool'), jnp.float32),
-          jnp.asarray(nb.pop('owner'), jnp.int32), **meta['neighbor'])
-      out.neighbor_state = nb
-      out.embedding_cov = np.asarray(state['embedding_cov'], np.float64)
-    if 'model_ridge' in state:
+      raise ValueError(f'{os.path.abspath(path)} was made with another '
+                       f'configuration; differences (expected vs saved): '
+                       f'{diff}')
+    space = dict(arrays['space'], config_json=np.asarray(
+        json.dumps(meta['config']['space'])))
+    task_map = None
+    if meta['task_map'] is not None:
+      map_meta = dict(meta['task_map'])
+      task_map = task_maps_lib.get_task_map(map_meta.pop('name')).from_arrays(
+          arrays['task_map'], map_meta)
+    out = cls.from_parts(space_lib.TransferSpace.from_dict(space),
+                         meta['model_ids'], meta['task_ids'], task_map, saved)
+    if 'model_map' in arrays:
+      model_map = dict(arrays['model_map'])
+      out.model_cov = np.asarray(model_map.pop('covariance'), np.float64)
       out.model_ridge = {k: np.asarray(v, np.float64)
-                         for k, v in state['model_ridge'].items()}
-      out.model_cov = np.asarray(state['model_cov'], np.float64)
-    out.cold = np.asarray(state['cold']).astype(bool)
+                         for k, v in model_map.items()}
+    out.cold = np.asarray(arrays['cold']).astype(bool)
     out._cache()  # pylint: disable=protected-access
     return out
 
@@ -1019,7 +615,6 @@ def read_scores_csv(path: str) -> dict[str, dict[str, float]]:
     ValueError: naming the file, line and column of a missing column, an
       empty id, a non-numeric or non-finite score, or a repeated model.
   """
-  import csv  # pylint: disable=g-import-not-at-top
   out: dict[str, dict[str, float]] = {}
   default_task = os.path.splitext(os.path.basename(path))[0]
   with open(path, newline='', encoding='utf-8') as f:

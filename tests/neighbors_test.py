@@ -2,8 +2,11 @@
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
+import chex
+import jax
 import numpy as np
 from scipy import stats
 
@@ -82,6 +85,34 @@ class NeighborMapTest(absltest.TestCase):
       ref = _numpy_affinity(_numpy_votes(q, sets, nmap.k), nmap.smoothing)
       np.testing.assert_allclose(got[b], ref, atol=1e-6)
 
+  def test_folds_and_batches_reuse_one_compilation(self):
+    # Leave-one-task-out folds have pools (and query batches) of different
+    # sizes; padded to their bucket, all folds' searches share one trace,
+    # and new-task batches of 1-3 sets another (exclude=False). The votes
+    # still match the brute-force reference. (k is static: one k here.)
+    rng = np.random.default_rng(4)
+    sets = [rng.normal(size=(n, 5)) + 0.3 * j
+            for j, n in enumerate((5, 6, 7, 8, 8, 6, 7, 5))]
+    columns = rng.normal(size=(10, 8))
+    mask = np.ones((10, 8), bool)
+    grid = ((2, 0.0), (2, 0.05), (2, 0.3))
+    owners = jax.jit(chex.assert_max_traces(
+        neighbors._neighbor_owners.__wrapped__, n=2),
+                     static_argnames=('k', 'exclude'))
+    self.addCleanup(chex.clear_trace_counter)
+    with mock.patch.object(neighbors, '_neighbor_owners', owners):
+      for held_out in range(8):
+        keep = [j for j in range(8) if j != held_out]
+        fold = [sets[j] for j in keep]
+        nmap, _ = neighbors.fit(neighbors.unit_sets(fold), columns[:, keep],
+                                mask[:, keep], grid)
+        for num_new in (1, 2, 3):
+          new = [sets[held_out][b:b + 2 - b % 2] for b in range(num_new)]
+          got = np.asarray(neighbors.votes(nmap, neighbors.unit_sets(new)))
+          for b, q in enumerate(new):
+            np.testing.assert_allclose(
+                got[b], _numpy_votes(q, fold, nmap.k), atol=1e-6)
+
   def test_bad_inputs_are_clear_errors(self):
     good = [np.ones((2, 3)), np.eye(3)[:2], np.eye(3)[1:]]
     with self.assertRaisesRegex(ValueError, 'at least 3'):
@@ -125,8 +156,8 @@ class FennecNeighborsTest(absltest.TestCase):
     z = (raw - loc) / scale
     for b, q in enumerate(new):
       a = _numpy_affinity(
-          _numpy_votes(q, self.sets[1:], f.neighbor_map.k),
-          f.neighbor_map.smoothing)
+          _numpy_votes(q, self.sets[1:], f.task_map.nmap.k),
+          f.task_map.nmap.smoothing)
       ref = a @ loc + (a @ scale) * (z @ a)
       np.testing.assert_allclose(pred[b], ref, rtol=1e-4, atol=1e-5)
     self.assertTrue(np.all(std > 0))
@@ -156,8 +187,8 @@ class FennecNeighborsTest(absltest.TestCase):
     # Independent Bayesian linear regression: prior N(mu, S) from the map,
     # features phi with the bias column shifted by the weighted residuals.
     a = np.asarray(neighbors.affinities(
-        f.neighbor_map, neighbors.unit_sets([self.sets[0]])))[0]
-    st = f.neighbor_state
+        f.task_map.nmap, neighbors.unit_sets([self.sets[0]])))[0]
+    st = f.task_map.state
     mu = (a @ st['scale']) * (a @ st['w_norm'])
     mu[-2] += a @ st['loc']
     shift = np.zeros(24)
@@ -165,8 +196,9 @@ class FennecNeighborsTest(absltest.TestCase):
               * st['resid_values'])
     phi = np.asarray(f.space.model_features(), np.float64).copy()
     phi[:, -1] += shift
-    s = f.embedding_cov + 1e-6 * np.trace(f.embedding_cov) / 4 * np.eye(4)
-    noise = float(st['noise_var'])
+    cov = f.task_map.covariance
+    s = cov + 1e-6 * np.trace(cov) / 4 * np.eye(4)
+    noise = f.task_map.noise_var
     idx = [2, 5, 11]
     x, y = phi[idx], np.array(list(obs.values()))
     prec = np.linalg.inv(s) + x.T @ x / noise
@@ -195,6 +227,28 @@ class FennecNeighborsTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'task_map.*ridge.*neighbors'):
       recommender.Fennec.load(path, recommender.FennecConfig(
           space=self.config.space, task_map='ridge'))
+
+  def test_cold_models_get_no_bias_shift(self):
+    # Models added after the fit have no residuals: the map's shift covers
+    # the fitted models only, and the added ones are predicted as phi w.
+    rng = np.random.default_rng(6)
+    emb = rng.normal(size=(24, 3))
+    base = recommender.Fennec(self.config).fit(
+        history_lib.History.from_matrix(self.scores[:, 1:]),
+        task_embeddings=self.sets[1:], model_embeddings=emb)
+    grown = base.add_models(['new0', 'new1'], emb[:2] + 0.1)
+    new = [self.sets[0], self.sets[6][:4]]
+    pred, std, w = grown.predict(task_embeddings=new)
+    ref = base.predict(task_embeddings=new)
+    np.testing.assert_allclose(pred[:, :24], ref[0], atol=1e-6)
+    np.testing.assert_allclose(std[:, :24], ref[1], atol=1e-6)
+    phi = np.asarray(grown.space.model_features())[24:]
+    np.testing.assert_allclose(pred[:, 24:], w @ phi.T, rtol=1e-5, atol=1e-6)
+    rec = grown.recommend(task_embeddings=new, observed=[{'new0': 0.6}, {}],
+                          top=26)
+    self.assertTrue(np.isfinite(rec.all_predicted).all())
+    np.testing.assert_allclose(rec.predicted[0],
+                               rec.all_predicted[0][rec.indices[0]], atol=1e-5)
 
   def test_history_task_with_one_observed_model_gives_finite_rankings(self):
     scores = self.scores[:, 1:].copy()

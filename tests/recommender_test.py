@@ -2,14 +2,20 @@
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
+import chex
+import jax
 import numpy as np
 from scipy import stats
 
+from fennec_jax import checkpoint
 from fennec_jax import history as history_lib
+from fennec_jax import posterior as posterior_lib
 from fennec_jax import recommender
 from fennec_jax import space
+from fennec_jax import task_maps
 from fennec_jax.benchmarks.offline import demo as offline_demo
 from fennec_jax.benchmarks.offline import source as offline_source
 
@@ -107,9 +113,9 @@ class FennecTest(absltest.TestCase):
     # Independent Bayesian linear regression with prior N(mu, S).
     f = self.fennec
     phi = np.asarray(f.space.model_features(), np.float64)
-    mu = recommender._ridge_predict(f.ridge, e)[0]
-    s = f.embedding_cov + 1e-6 * np.trace(f.embedding_cov) / len(mu) * np.eye(
-        len(mu))
+    mu = task_maps.ridge_predict(f.task_map.params, e)[0]
+    cov = f.task_map.covariance
+    s = cov + 1e-6 * np.trace(cov) / len(mu) * np.eye(len(mu))
     noise = float(f.space.noise_var)
     x = phi[[1, 2]]
     y = np.array([0.75, 0.6])
@@ -117,25 +123,31 @@ class FennecTest(absltest.TestCase):
     w_ref = np.linalg.solve(prec, np.linalg.solve(s, mu) + x.T @ y / noise)
     np.testing.assert_allclose(w[0], w_ref, rtol=2e-3, atol=2e-4)
 
-  def test_ridge_loo_residuals_match_refits(self):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(8, 5))
-    y = x @ rng.normal(size=(5, 2)) + 0.3 * rng.normal(size=(8, 2))
-    params, lam, loo = recommender.fit_ridge(x, y, (0.5,))
-    self.assertEqual(lam, 0.5)
-    np.testing.assert_allclose(recommender._ridge_predict(params, x[:2]),
-                               recommender._ridge_predict(params, x)[:2])
-    for t in range(8):
-      keep = np.arange(8) != t
-      # Refit by hand on the other tasks, with the full data's standardization
-      # (which is what the closed form's hat matrix assumes).
-      xs = (x - x.mean(0)) / x.std(0)
-      xk, yk = xs[keep], y[keep]
-      xm, ym = xk.mean(0), yk.mean(0)
-      coef = np.linalg.solve((xk - xm).T @ (xk - xm) + 0.5 * np.eye(5),
-                             (xk - xm).T @ (yk - ym))
-      pred = ym + (xs[t] - xm) @ coef
-      np.testing.assert_allclose(loo[t], y[t] - pred, rtol=1e-8, atol=1e-10)
+  def test_batches_of_any_size_compile_once_per_bucket(self):
+    # B = 3, 4 share the bucket 4; B = 5..8 the bucket 8: each kernel traces
+    # twice (once per bucket) over six batch sizes, and padding rows do not
+    # change the real rows.
+    kernels = {
+        'posterior': jax.jit(chex.assert_max_traces(
+            posterior_lib.posterior.__wrapped__, n=2)),
+        'predict_all': jax.jit(chex.assert_max_traces(
+            posterior_lib.predict_all.__wrapped__, n=2)),
+        'top_k': jax.jit(chex.assert_max_traces(
+            posterior_lib.top_k.__wrapped__, n=2), static_argnames=('k',)),
+    }
+    self.addCleanup(chex.clear_trace_counter)
+    emb = self.emb[np.arange(8) % 12]
+    obs = [{'m0': 0.7}] * 8
+    with mock.patch.multiple(posterior_lib, **kernels):
+      recs = {b: self.fennec.recommend(task_embeddings=emb[:b],
+                                       observed=obs[:b], top=3)
+              for b in (3, 4, 5, 6, 7, 8)}
+    for b, rec in recs.items():
+      self.assertEqual(rec.all_predicted.shape, (b, 30))
+      np.testing.assert_allclose(rec.all_predicted, recs[8].all_predicted[:b],
+                                 atol=1e-6)
+      np.testing.assert_allclose(rec.all_std, recs[8].all_std[:b], atol=1e-6)
+      np.testing.assert_array_equal(rec.indices, recs[8].indices[:b])
 
   def test_save_load_round_trip_and_config_check(self):
     d = self.enterContext(tempfile.TemporaryDirectory())
@@ -154,8 +166,17 @@ class FennecTest(absltest.TestCase):
       recommender.Fennec.load(path, recommender.FennecConfig())
     with self.assertRaisesRegex(ValueError, 'exists'):
       self.fennec.save(path)
-    with self.assertRaisesRegex(ValueError, 'not a Fennec checkpoint'):
+    with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                'not a fennec_jax checkpoint'):
       recommender.Fennec.load(d)
+    with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                'no such checkpoint directory'):
+      recommender.Fennec.load(os.path.join(d, 'missing'))
+    foreign = os.path.join(d, 'foreign')
+    checkpoint.save(foreign, 'FennecPaper', {'x': np.ones(2)}, {})
+    with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                "'FennecPaper' checkpoint; expected 'Fennec'"):
+      recommender.Fennec.load(foreign)
 
   def test_bad_inputs_are_clear_errors(self):
     f = self.fennec

@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import neighbors
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
+from fennec_jax import task_maps
 
 _NUM_MODELS = flags.DEFINE_integer('num_models', 100_000, 'M.')
 _NUM_TASKS = flags.DEFINE_integer('num_tasks', 1000, 'Tasks, history + batch.')
@@ -72,7 +74,7 @@ def synthetic_fennec(num_models: int, num_tasks: int, embed_dim: int,
            'coef': rng.normal(size=(embed_dim, d)) / np.sqrt(embed_dim)}
   return recommender.Fennec.from_parts(
       space, [f'm{i}' for i in range(num_models)],
-      [f't{j}' for j in range(num_tasks)], ridge, cov)
+      [f't{j}' for j in range(num_tasks)], task_maps.RidgeMap(ridge, cov))
 
 
 def with_neighbor_map(fennec: recommender.Fennec, images_per_task: int,
@@ -84,28 +86,25 @@ def with_neighbor_map(fennec: recommender.Fennec, images_per_task: int,
   ridge map's width, and a residual for each observed (model, task) pair
   (a fraction `observed` of them, as in space_bench.py).
   """
-  from fennec_jax import neighbors  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   t, m = fennec.space.num_tasks, fennec.space.num_models
-  dim = fennec.ridge['x_mean'].shape[0]
+  dim = fennec.task_map.input_dim
   pool = rng.normal(size=(t * images_per_task, dim)).astype(np.float32)
   pool /= np.linalg.norm(pool, axis=1, keepdims=True)
-  out = recommender.Fennec.from_parts(fennec.space, fennec.model_ids,
-                                      fennec.task_ids)
-  out.neighbor_map = neighbors.NeighborMap(
+  nmap = neighbors.NeighborMap(
       jnp.asarray(pool), jnp.asarray(np.repeat(np.arange(t), images_per_task),
                                      jnp.int32), t, 1, 0.02, 0.0)
   pairs = rng.choice(m * t, int(observed * m * t), replace=False)
   rows, cols = np.divmod(pairs, t)
-  out.neighbor_state = {
+  state = {
       'w_norm': rng.normal(size=(t, fennec.space.dim)),
       'loc': np.full(t, 0.7), 'scale': np.full(t, 0.1),
       'resid_rows': rows.astype(np.int32), 'resid_cols': cols.astype(np.int32),
-      'resid_values': rng.normal(size=len(pairs)).astype(np.float32),
-      'noise_var': np.asarray(0.01)}
-  out.embedding_cov = fennec.embedding_cov
-  out._cache()  # pylint: disable=protected-access
-  return out
+      'resid_values': rng.normal(size=len(pairs)).astype(np.float32)}
+  return recommender.Fennec.from_parts(
+      fennec.space, fennec.model_ids, fennec.task_ids,
+      task_maps.NeighborsMap(nmap, state, fennec.task_map.covariance,
+                             noise_var=0.01, num_models=m))
 
 
 def _time(fn, repeats: int) -> dict[str, float]:
@@ -154,8 +153,8 @@ def main(argv: list[str]) -> None:
     results['one_task_from_100_image_embeddings_neighbors'] = dict(
         _time(lambda: nb.recommend(task_embeddings=probe, top=top,
                                    full=False), _REPEATS.value),
-        history_images=int(nb.neighbor_map.pool.shape[0]),
-        residual_entries=int(len(nb.neighbor_state['resid_values'])))
+        history_images=int(nb.task_map.nmap.pool.shape[0]),
+        residual_entries=int(len(nb.task_map.state['resid_values'])))
 
   # Reference: the bare [B, d] @ [d, M] matmul + top-k at the same shapes.
   phi = fennec.space.model_features()
