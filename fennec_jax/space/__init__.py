@@ -24,7 +24,9 @@ scatter-adds on a CPU once a few percent are observed); `SpaceConfig.layout`
 picks. It is minimized with optax (Adam) by a pure jitted
 `step(state, data, rng) -> (state, metrics)`; a seeded fraction of the
 observed entries is held out for early stopping, and the best parameters (by
-held-out RMSE) are restored at the end. Inputs are plain arrays (`fit`:
+held-out RMSE) are restored at the end, or, by default
+(`SpaceConfig.refit_on_all`), the fit reruns on every observed entry for the
+best number of steps. Inputs are plain arrays (`fit`:
 dense scores + mask; `fit_entries`: COO), so any History type plugs in.
 
 Fold-in of a new task works in the raw score domain. Each fitted task t maps

@@ -56,10 +56,6 @@ class FitInfo(NamedTuple):
   heldout_cols: np.ndarray
 
 
-# ----------------------------------------------------------------------------
-# Normalization.
-
-
 class Data(NamedTuple):
   """Observed entries as COO arrays (padded entries have weight 0)."""
   rows: jax.Array     # [N] int32
@@ -177,7 +173,7 @@ def step(state: State, data: Data, rng: jax.Array, *, num_train: jax.Array,
   return State(params, opt_state, state.step + 1), metrics
 
 
-
+# `num_steps` steps in one compiled loop, the state donated.
 _run_steps = training.multi_step(step, static_argnames=('config',))
 
 
@@ -188,9 +184,21 @@ def _rmse(params, data, *, use_bias):
                   / jnp.maximum(jnp.sum(data.weights), 1.0))
 
 
+def check_dense(scores: Any, mask: Optional[Any]
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """Validates a dense score matrix and its mask.
 
-def check_dense(scores, mask):
-  """Validates a dense matrix + mask; returns (scores, mask bool)."""
+  Args:
+    scores: [M, T] raw scores.
+    mask: [M, T] bool observed entries, or None for the finite scores.
+
+  Returns:
+    (scores, mask) as NumPy arrays.
+
+  Raises:
+    ValueError: a shape mismatch, a non-bool mask or a non-finite observed
+      score (naming the first).
+  """
   scores = np.asarray(scores)
   if scores.ndim != 2:
     raise ValueError(f'scores must be a [models, tasks] matrix, got shape '
@@ -211,8 +219,26 @@ def check_dense(scores, mask):
   return scores, mask
 
 
-def check_entries(rows, cols, values, shape, config):
-  """Validates COO entries; returns (rows, cols, values float64)."""
+def check_entries(rows: Any, cols: Any, values: Any, shape: tuple[int, int],
+                  config: SpaceConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Validates COO entries and the config they are to be fitted with.
+
+  Args:
+    rows: [N] model indices.
+    cols: [N] task indices.
+    values: [N] raw scores.
+    shape: (M, T).
+    config: SpaceConfig (validated; its rank must fit the shape).
+
+  Returns:
+    (rows, cols, values as float64).
+
+  Raises:
+    ValueError: indices out of range, a non-finite score, a duplicate
+      entry, a task with no entry, a rank above min(M, T) or a bad config,
+      naming the first offender.
+  """
   config.validate()
   rows, cols = np.asarray(rows), np.asarray(cols)
   values = np.asarray(values, np.float64)
@@ -255,9 +281,24 @@ def check_entries(rows, cols, values, shape, config):
   return rows, cols, values
 
 
-def holdout_split(rows, cols, shape, config, rng):
-  """Seeded held-out subset of the observed entries, leaving every task and
-  model with at least one training entry where it has any."""
+def holdout_split(rows: np.ndarray, cols: np.ndarray,
+                  shape: tuple[int, int], config: SpaceConfig,
+                  rng: jax.Array) -> np.ndarray:
+  """A seeded held-out subset of the observed entries.
+
+  Each entry is held out with probability `config.holdout_fraction`; then
+  every task and model that has entries keeps at least one for training.
+
+  Args:
+    rows: [N] model indices.
+    cols: [N] task indices.
+    shape: (M, T).
+    config: SpaceConfig.
+    rng: the key of the split.
+
+  Returns:
+    [N] bool, True where held out.
+  """
   n = rows.size
   held = np.asarray(jax.random.uniform(rng, (n,))) < config.holdout_fraction
   for axis_idx, size in ((cols, shape[1]), (rows, shape[0])):
@@ -272,13 +313,12 @@ def holdout_split(rows, cols, shape, config, rng):
   return held
 
 
-def padded_size(n, num_shards):
+def padded_size(n: int, num_shards: int) -> int:
   """n rounded up to a coarse bucket (<= ~6% padding) that the shards
   divide, so similar-sized fits reuse one compiled step."""
   grain = max(256, 2 ** max(int(np.ceil(np.log2(max(n, 1)))) - 4, 0))
   grain *= num_shards
   return -(-max(n, 1) // grain) * grain
-
 
 
 def fit(scores: Any, mask: Optional[Any] = None,
