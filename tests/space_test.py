@@ -14,7 +14,9 @@ import scipy.special
 import scipy.stats
 
 from fennec_jax import checkpoint
+from fennec_jax import sharding
 from fennec_jax import space as space_lib
+from fennec_jax.space import factorization
 from fennec_jax.space import foldin
 
 # Small, fast fits: the tests check correctness, not tuning.
@@ -202,6 +204,29 @@ class FitTest(parameterized.TestCase):
     other = space_lib.fit_entries(rows, cols, self.scores[rows, cols],
                                   self.mask.shape, self.config)
     chex.assert_trees_all_equal(self.space, other)
+
+  @parameterized.parameters('dense', 'sparse')
+  def test_entries_split_over_every_device_state_replicated(self, layout):
+    seen = []
+    run = factorization._run_steps
+
+    def spy(state, data, rng, **kwargs):
+      seen.append((data.values.sharding,
+                   state.params['model_factors'].sharding))
+      return run(state, data, rng, **kwargs)
+
+    config = space_lib.SpaceConfig(**{**self.config.__dict__,
+                                      'layout': layout, 'max_steps': 50})
+    with mock.patch.object(factorization, '_run_steps', spy):
+      space_lib.fit(self.scores, self.mask, config)
+    self.assertLen(seen, 2)  # the fit and the refit
+    for data_sharding, state_sharding in seen:
+      # 40 models divide over the 8 devices, so the dense matrix is split
+      # by model rows as the COO entries are.
+      self.assertEqual(data_sharding.spec[0], sharding.DATA_AXIS)
+      self.assertLen(data_sharding.device_set, jax.device_count())
+      self.assertTrue(state_sharding.is_fully_replicated)
+      self.assertLen(state_sharding.device_set, jax.device_count())
 
   def test_deterministic_by_seed(self):
     again = space_lib.fit(np.where(self.mask, self.scores, np.nan), self.mask,
