@@ -20,8 +20,11 @@ its side information alone. The loss is the masked MAP objective of
 `space.objective` (mean squared error over the observed training entries,
 visited as COO gathers, plus priors / num_train), minimized with optax Adam
 by a pure jitted `step(state, batch, rng) -> (state, metrics)` with static
-padded shapes (one compile); per-task normalization, the held-out split and
-early stopping reuse `fennec_jax.space`.
+padded shapes (one compile). Per-task normalization, the held-out split and
+the training loop (`space.training`: early stopping, the state donated to
+each compiled run of steps) are the transfer space's; unlike
+`space.fit_entries`, the joint fit keeps the early-stopped parameters
+(no refit on all entries).
 
 `JointSpace.predict` scores new tasks (from task side info, e.g. a proxy
 embedding) and cold-start models (from metadata and/or graphs);
@@ -42,19 +45,13 @@ import jraph
 import numpy as np
 import optax
 
+from fennec_jax import sharding
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import gnn as gnn_lib
-
-# space.py's validation, split and fold-in-prior helpers, reused as is.
-# pylint: disable=protected-access
-_check_dense = space_lib._check_dense
-_check_entries = space_lib._check_entries
-_split = space_lib._split
-_padded_size = space_lib._padded_size
-_population_link = space_lib._population_link
-_task_weights = space_lib._task_weights
-_tree_norm = space_lib._tree_norm
-# pylint: enable=protected-access
+from fennec_jax.space import factorization
+from fennec_jax.space import foldin
+from fennec_jax.space import normalization as normalization_lib
+from fennec_jax.space import training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,18 +265,10 @@ def step(state: State, batch: Batch, rng: jax.Array, *, num_train: jax.Array,
       grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   return (State(params, opt_state, state.step + 1),
-          {'loss': loss, 'grad_norm': _tree_norm(grads)})
+          {'loss': loss, 'grad_norm': training.tree_norm(grads)})
 
 
-@functools.partial(jax.jit, static_argnames=('spec', 'num_steps'))
-def _run_steps(state, batch, rng, num_train, *, spec, num_steps):
-  def body(_, carry):
-    st, _ = carry
-    st, metrics = step(st, batch, jax.random.fold_in(rng, st.step),
-                       num_train=num_train, spec=spec)
-    return st, metrics['loss']
-  return jax.lax.fori_loop(0, num_steps, body,
-                           (state, jnp.zeros((), jnp.float32)))
+_run_steps = training.multi_step(step, static_argnames=('spec',))
 
 
 @functools.partial(jax.jit, static_argnames=('spec',))
@@ -467,7 +456,7 @@ def _standardized_side(side: Any, num_rows: int, kind: str
 def _coo(rows, cols, values):
   """Padded COO arrays (`space`'s buckets, so similar fits share a compile)."""
   n = rows.size
-  pad = _padded_size(n, 1) - n
+  pad = factorization.padded_size(n, 1) - n
   return (np.pad(rows, (0, pad)).astype(np.int32),
           np.pad(cols, (0, pad)).astype(np.int32),
           np.pad(values, (0, pad)).astype(np.float32),
@@ -528,16 +517,16 @@ def fit_joint(scores: Any, mask: Any = None, *,
   """
   config.validate()
   scfg = config.space_config()
-  scores, mask = _check_dense(scores, mask)
+  scores, mask = factorization.check_dense(scores, mask)
   num_models, num_tasks = scores.shape
   rows, cols = np.nonzero(mask)
-  rows, cols, raw = _check_entries(
+  rows, cols, raw = factorization.check_entries(
       rows, cols, scores[rows, cols], scores.shape, scfg)
-  values, loc, scale = space_lib.normalize_entries(cols, raw, num_tasks,
-                                                   config.normalization)
+  values, loc, scale = normalization_lib.normalize_entries(
+      cols, raw, num_tasks, config.normalization)
   root = jax.random.key(config.seed)
-  held = _split(rows, cols, scores.shape, scfg,
-                jax.random.fold_in(root, 0))
+  held = factorization.holdout_split(rows, cols, scores.shape, scfg,
+                                     jax.random.fold_in(root, 0))
 
   ms, ms_mean, ms_std = _standardized_side(model_side, num_models, 'model')
   ts, ts_mean, ts_std = _standardized_side(task_side, num_tasks, 'task')
@@ -554,15 +543,12 @@ def fit_joint(scores: Any, mask: Any = None, *,
              else np.asarray(model_graphs.nodes['op']).max() + 1)
   spec = _Spec(config, vs)
 
-  mesh = jax.make_mesh((1,), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=jax.devices()[:1])
-  replicated = jax.sharding.NamedSharding(mesh,
-                                          jax.sharding.PartitionSpec())
+  # A one-device mesh: every array is whole on it.
+  mesh = sharding.make_mesh(1)
 
   def make_batch(sel):
     coo = _coo(rows[sel], cols[sel], values[sel])
-    return jax.device_put(Batch(*coo, ms, ts, graphs), replicated)
+    return sharding.put_replicated(Batch(*coo, ms, ts, graphs), mesh)
 
   train = make_batch(~held)
   num_train, num_held = int((~held).sum()), int(held.sum())
@@ -576,40 +562,20 @@ def fit_joint(scores: Any, mask: Any = None, *,
   offset = float(values[~held].mean()) if config.use_bias else 0.0
   params = init_params(num_models, num_tasks, train, spec,
                        jax.random.fold_in(root, 1), offset)
-  state = jax.device_put(State(params, _optimizer(config).init(params),
-                               jnp.zeros((), jnp.int32)), replicated)
+  state = sharding.put_replicated(
+      State(params, _optimizer(config).init(params),
+            jnp.zeros((), jnp.int32)), mesh)
   step_rng = jax.random.fold_in(root, 2)
   n_train = jnp.asarray(num_train, jnp.float32)
-  best = (np.inf, 0, state.params)
-  eval_steps, eval_rmse, losses = [], [], []
-  since_best, steps = 0, 0
-  while steps < config.max_steps:
-    n = min(config.eval_every, config.max_steps - steps)
-    state, loss = _run_steps(state, train, step_rng, n_train, spec=spec,
-                             num_steps=n)
-    steps += n
-    rmse = float(_rmse(state.params, heldout, spec=spec))
-    eval_steps.append(steps)
-    eval_rmse.append(rmse)
-    losses.append(float(loss))
-    if not np.isfinite(rmse):
-      logging.warning('joint space: held-out RMSE is %s at step %d; '
-                      'stopping (lower the learning rate).', rmse, steps)
-      break
-    if rmse < best[0]:
-      best = (rmse, steps, state.params)
-      since_best = 0
-    else:
-      since_best += 1
-      if num_held and since_best >= config.patience:
-        break
-  best_rmse, best_step, params = best
-  if best_step == 0:
-    raise ValueError('joint space fit diverged before the first evaluation '
-                     f'(held-out RMSE {eval_rmse}); lower learning_rate='
-                     f'{config.learning_rate}.')
-  logging.info('joint space: %d steps, best held-out RMSE %.4f at step %d.',
-               steps, best_rmse, best_step)
+  result = training.train(
+      state,
+      lambda st, n: _run_steps(st, train, step_rng, num_train=n_train,
+                               spec=spec, num_steps=n),
+      lambda p: _rmse(p, heldout, spec=spec),
+      training.LoopConfig(config.max_steps, config.eval_every,
+                          config.patience, early_stopping=bool(num_held)),
+      name='joint space', hint=f'lower learning_rate={config.learning_rate}')
+  params = result.params
 
   u, c, v, d = (np.asarray(a) for a in _factors_jit(params, train,
                                                     spec=spec))
@@ -627,10 +593,10 @@ def fit_joint(scores: Any, mask: Any = None, *,
   if not return_info:
     return joint
   info = space_lib.FitInfo(
-      best_step=best_step, steps=steps, eval_steps=np.asarray(eval_steps),
-      eval_rmse=np.asarray(eval_rmse), train_loss=np.asarray(losses),
-      num_train=num_train, num_heldout=num_held, heldout_rows=rows[held],
-      heldout_cols=cols[held])
+      best_step=result.best_step, steps=result.steps,
+      eval_steps=result.eval_steps, eval_rmse=result.eval_losses,
+      train_loss=result.train_losses, num_train=num_train,
+      num_heldout=num_held, heldout_rows=rows[held], heldout_cols=cols[held])
   return joint, info
 
 
@@ -646,8 +612,8 @@ def _transfer_space(u, c, v, d, offset, loc, scale, cols, raw, resid, scfg):
   noise_var = float(np.sum(n * raw_resid ** 2) / max(n.sum(), 1.0))
   link = np.zeros((0,))
   if scfg.normalization == 'rank':
-    link = _population_link(cols, raw, loc, scale)
-  task_w = np.asarray(_task_weights(
+    link = normalization_lib.population_link(cols, raw, loc, scale)
+  task_w = np.asarray(foldin.task_weights(
       jnp.asarray(v), jnp.asarray(d), jnp.asarray(offset, jnp.float32),
       jnp.asarray(loc, jnp.float32), jnp.asarray(scale, jnp.float32)),
                       np.float64)

@@ -128,7 +128,6 @@ class JointTest(chex.TestCase):
       self.assertGreater(_corr(cold[:, j], y[17 + j]), 0.9)
 
   def test_step_compiles_once_for_fixed_shapes(self):
-    rs = np.random.default_rng(4)
     spec = joint._Spec(joint.JointConfig(rank=2, gnn_hidden=8, gnn_layers=1,
                                          gnn_embed_dim=4), len(_VOCAB))
 
@@ -159,7 +158,28 @@ class JointTest(chex.TestCase):
       state, metrics = run(state, batch(i), jax.random.key(i))
       losses.append(float(metrics['loss']))
     self.assertTrue(np.all(np.isfinite(losses)))
-    del rs
+
+  def test_early_stopping_keeps_the_best_evaluation(self):
+    # Rank 6 and no prior on 70% of a 16 x 12 matrix overfit: the held-out
+    # RMSE rises after its minimum, the loop stops `patience` evaluations
+    # later and the returned fit is the best evaluated one (no refit).
+    rs = np.random.default_rng(7)
+    y = (rs.normal(size=(16, 1)) @ rs.normal(size=(1, 12))
+         + 0.3 * rs.normal(size=(16, 12)))
+    config = joint.JointConfig(
+        rank=6, prior_precision=0.0, bias_prior_precision=0.0,
+        normalization='none', holdout_fraction=0.3, patience=3,
+        max_steps=3000, eval_every=25, learning_rate=0.05)
+    js, info = joint.fit_joint(y, config=config, return_info=True)
+    best = int(np.argmin(info.eval_rmse))
+    self.assertEqual(info.best_step, info.eval_steps[best])
+    self.assertLess(info.steps, config.max_steps)
+    self.assertLen(info.eval_rmse, best + 1 + config.patience)
+    self.assertGreater(info.eval_rmse[-1], info.eval_rmse[best])
+    pred = np.asarray(js.predict()).T
+    held = (info.heldout_rows, info.heldout_cols)
+    rmse = np.sqrt(np.mean((pred - y)[held] ** 2))
+    np.testing.assert_allclose(rmse, info.eval_rmse[best], rtol=1e-4)
 
   def test_deterministic_by_seed(self):
     rs = np.random.default_rng(5)

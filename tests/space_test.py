@@ -1,5 +1,6 @@
 """Tests for fennec_jax.space against NumPy references and properties."""
 
+import functools
 import os
 import tempfile
 from unittest import mock
@@ -12,7 +13,11 @@ import numpy as np
 import scipy.special
 import scipy.stats
 
+from fennec_jax import checkpoint
+from fennec_jax import sharding
 from fennec_jax import space as space_lib
+from fennec_jax.space import factorization
+from fennec_jax.space import foldin
 
 # Small, fast fits: the tests check correctness, not tuning.
 _FAST = dict(max_steps=600, eval_every=50, learning_rate=0.05)
@@ -200,6 +205,29 @@ class FitTest(parameterized.TestCase):
                                   self.mask.shape, self.config)
     chex.assert_trees_all_equal(self.space, other)
 
+  @parameterized.parameters('dense', 'sparse')
+  def test_entries_split_over_every_device_state_replicated(self, layout):
+    seen = []
+    run = factorization._run_steps
+
+    def spy(state, data, rng, **kwargs):
+      seen.append((data.values.sharding,
+                   state.params['model_factors'].sharding))
+      return run(state, data, rng, **kwargs)
+
+    config = space_lib.SpaceConfig(**{**self.config.__dict__,
+                                      'layout': layout, 'max_steps': 50})
+    with mock.patch.object(factorization, '_run_steps', spy):
+      space_lib.fit(self.scores, self.mask, config)
+    self.assertLen(seen, 2)  # the fit and the refit
+    for data_sharding, state_sharding in seen:
+      # 40 models divide over the 8 devices, so the dense matrix is split
+      # by model rows as the COO entries are.
+      self.assertEqual(data_sharding.spec[0], sharding.DATA_AXIS)
+      self.assertLen(data_sharding.device_set, jax.device_count())
+      self.assertTrue(state_sharding.is_fully_replicated)
+      self.assertLen(state_sharding.device_set, jax.device_count())
+
   def test_deterministic_by_seed(self):
     again = space_lib.fit(np.where(self.mask, self.scores, np.nan), self.mask,
                           self.config)
@@ -212,9 +240,19 @@ class FitTest(parameterized.TestCase):
 
   def test_save_load_round_trip(self):
     with tempfile.TemporaryDirectory() as tmp:
-      path = os.path.join(tmp, 'space.npz')
+      path = os.path.join(tmp, 'space')
       self.space.save(path)
+      self.assertEqual(checkpoint.read_manifest(path)['kind'],
+                       'TransferSpace')
       loaded = space_lib.TransferSpace.load(path)
+      with self.assertRaisesRegex(ValueError, 'exists'):
+        self.space.save(path)
+      other = os.path.join(tmp, 'other')
+      checkpoint.save(other, 'Fennec', {'x': np.zeros(2)}, {})
+      with self.assertRaisesRegex(checkpoint.CheckpointError,
+                                  "'Fennec' checkpoint; expected "
+                                  "'TransferSpace'"):
+        space_lib.TransferSpace.load(other)
     chex.assert_trees_all_equal(self.space, loaded)
     self.assertEqual(loaded.config, self.config)
     with self.assertRaisesRegex(ValueError, 'noise_var'):
@@ -380,17 +418,28 @@ class FoldInTest(parameterized.TestCase):
                                atol=1e-6)
 
   def test_no_recompile_across_calls(self):
+    traces = []
+
+    def count(impl):
+      @functools.wraps(impl)
+      def traced(*args, **kwargs):
+        traces.append(impl.__name__)
+        return impl(*args, **kwargs)
+      return traced
+
     counted = jax.jit(chex.assert_max_traces(
-        space_lib._fold_in_dense_impl, n=1))
-    topk = jax.jit(chex.assert_max_traces(space_lib._top_k_impl, n=1),
+        count(foldin.fold_in_dense_impl), n=1))
+    topk = jax.jit(chex.assert_max_traces(count(foldin.top_k_impl), n=1),
                    static_argnames=('k', 'chunk_size'))
-    with mock.patch.object(space_lib, '_fold_in_dense', counted), \
-        mock.patch.object(space_lib, '_top_k_chunked', topk):
+    with mock.patch.object(foldin, 'fold_in_dense', counted), \
+        mock.patch.object(foldin, 'top_k_chunked', topk):
       for seed in range(3):
         rng = np.random.default_rng(seed)
         obs = rng.random((4, 30)) < 0.2 * seed
         fold = self.space.fold_in(rng.normal(size=(4, 30)), obs)
         self.space.top_k(fold.vectors, 5, chunk_size=8)
+    # The space called the patched entry points, each traced once.
+    self.assertEqual(traces, ['fold_in_dense_impl', 'top_k_impl'])
 
   def test_link_keeps_ranking_mean_and_spread(self):
     rng = np.random.default_rng(7)
