@@ -45,6 +45,7 @@ import jraph
 import numpy as np
 import optax
 
+from fennec_jax import posterior as posterior_lib
 from fennec_jax import sharding
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import gnn as gnn_lib
@@ -391,7 +392,7 @@ class JointSpace:
     tasks (B = T) when None. Models: cold-start models from
     `model_side`/`model_graphs` (N of them), or all fitted models (N = M).
     New tasks scored over the fitted repository go through the space's
-    population link (`space.apply_link`, same ranking) when
+    population link (`posterior.apply_link`, same ranking) when
     normalization='rank'.
     """
     if task_side is None:
@@ -413,7 +414,7 @@ class JointSpace:
     if task_side is not None and model_side is None and model_graphs is None:
       # New tasks over the whole repository: restore a typical task's score
       # shape (normalization='rank'), as space's fold-in does.
-      pred = space_lib.apply_link(pred, self.space.link)
+      pred = posterior_lib.apply_link(pred, self.space.link)
     return pred
 
 

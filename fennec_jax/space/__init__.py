@@ -76,8 +76,6 @@ from fennec_jax.space.factorization import make_optimizer
 from fennec_jax.space.factorization import objective
 from fennec_jax.space.factorization import State
 from fennec_jax.space.factorization import step
-from fennec_jax.space.foldin import apply_link
-from fennec_jax.space.foldin import fold_in_posterior
 from fennec_jax.space.foldin import FoldIn
 from fennec_jax.space.normalization import _MAD_TO_STD
 from fennec_jax.space.normalization import normalize

@@ -6,9 +6,10 @@ model_bias[m]] with weight vector w_t = [scale_t V[t], loc_t + scale_t
 (offset + task_bias[t]), scale_t] (`features`, `task_weights`). A new task's
 w has a Gaussian prior (the fitted tasks' empirical Bayes mean and
 covariance) and K observed raw scores give the closed-form Bayesian linear
-regression posterior (`fold_in_posterior`), computed in whitened coordinates.
+regression posterior (`fennec_jax.posterior.fold_in_posterior`, shared with
+the recommender), computed in whitened coordinates.
 For the nonlinear normalizations the predicted scores finally go through the
-population link (`apply_link`). Ranking many tasks over a large repository is
+population link (`posterior.apply_link`). Ranking many tasks over a large repository is
 one chunked matmul with a per-chunk `lax.top_k` (`top_k_impl`).
 
 The kernels take the space as a pytree with the `TransferSpace` fields; the
@@ -21,6 +22,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from fennec_jax import posterior as posterior_lib
 
 
 class FoldIn(NamedTuple):
@@ -93,59 +96,6 @@ def whitened_prior(space: Any) -> WhitenedPrior:
                        chol=chol, noise_var=space.noise_var, link=space.link)
 
 
-def fold_in_posterior(gram: jax.Array, xtr: jax.Array, noise_var: jax.Array
-                      ) -> tuple[jax.Array, jax.Array]:
-  """Posterior of whitened task weights z (w = mean + chol @ z, z ~ N(0, I)).
-
-  With X the whitened features (phi @ chol) of a task's observed models and
-  r = y - phi @ mean its residuals from the prior mean prediction:
-  A = I + X^T X / s2 and z | y ~ N(A^-1 X^T r / s2, A^-1). Working in the
-  whitened coordinates keeps A well conditioned (eigenvalues >= 1) even when
-  the prior covariance is singular (e.g. a task scale fixed at 1).
-
-  Args:
-    gram: [B, d, d] X^T X over each task's observed models.
-    xtr: [B, d] X^T r.
-    noise_var: [] s2.
-
-  Returns:
-    (z_mean [B, d], lower Cholesky factor of A [B, d, d]).
-  """
-  d = gram.shape[-1]
-  chol_a = jnp.linalg.cholesky(jnp.eye(d) + gram / noise_var)
-  z = jax.scipy.linalg.cho_solve((chol_a, True), xtr[..., None] / noise_var)
-  return z[..., 0], chol_a
-
-
-def apply_link(linear: jax.Array, link: jax.Array) -> jax.Array:
-  """Maps linear predictions [B, M] through the population link (if any).
-
-  Each row keeps its mean, standard deviation and ranking; the values become
-  the population quantile function at each model's rank quantile, so the
-  predicted scores have the shape of a typical task (e.g. the long tail of
-  failed fine-tunes) rather than the rank-normal shape. Identity when `link`
-  is empty (normalization 'none' or 'zscore').
-
-  Args:
-    linear: [B, M] linear predictions phi @ w.
-    link: [L] quantile function values, or [0].
-
-  Returns:
-    [B, M] predictions.
-  """
-  if link.shape[0] == 0:
-    return linear
-  num_models = linear.shape[-1]
-  ranks = jnp.argsort(jnp.argsort(linear, axis=-1), axis=-1)
-  q = (ranks + 0.5) / num_models
-  grid = (jnp.arange(link.shape[0]) + 0.5) / link.shape[0]
-  shaped = jnp.interp(q, grid, link)
-  shaped = shaped - shaped.mean(-1, keepdims=True)
-  shaped = shaped / jnp.maximum(shaped.std(-1, keepdims=True), 1e-12)
-  return (linear.mean(-1, keepdims=True)
-          + linear.std(-1, keepdims=True) * shaped)
-
-
 def _posterior_outputs(prior, z, chol_a, return_std, return_predicted=True,
                        return_cov=True):
   w = prior.mean + z @ prior.chol.T
@@ -157,7 +107,7 @@ def _posterior_outputs(prior, z, chol_a, return_std, return_predicted=True,
   else:
     cov = jnp.zeros((z.shape[0], 0, 0))
   if return_predicted:
-    predicted = apply_link(w @ prior.phi.T, prior.link)
+    predicted = posterior_lib.apply_link(w @ prior.phi.T, prior.link)
   else:
     predicted = jnp.zeros((z.shape[0], 0))
   if return_std:
@@ -180,7 +130,7 @@ def fold_in_dense_impl(space: Any, scores: jax.Array, mask: jax.Array
   resid = (scores - (prior.phi @ prior.mean)[None, :]) * mask
   x = prior.phi_white
   gram = jnp.einsum('bm,mi,mj->bij', mask, x, x)
-  z, chol_a = fold_in_posterior(gram, resid @ x, prior.noise_var)
+  z, chol_a = posterior_lib.fold_in_posterior(gram, resid @ x, prior.noise_var)
   return _posterior_outputs(prior, z, chol_a, return_std=True)
 
 
@@ -193,7 +143,7 @@ def fold_in_gather_impl(space: Any, idx: jax.Array, scores: jax.Array,
   resid = (scores - (prior.phi @ prior.mean)[idx]) * valid
   x = prior.phi_white[idx] * valid[..., None]
   gram = jnp.einsum('bki,bkj->bij', x, x)
-  z, chol_a = fold_in_posterior(gram, jnp.einsum('bki,bk->bi', x, resid),
+  z, chol_a = posterior_lib.fold_in_posterior(gram, jnp.einsum('bki,bk->bi', x, resid),
                                 prior.noise_var)
   return _posterior_outputs(prior, z, chol_a, return_std=return_std,
                             return_predicted=return_predicted,
