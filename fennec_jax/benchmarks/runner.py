@@ -201,11 +201,13 @@ def _models_out(config, workdir):
       seed=config.seed)
 
 
-def _without_keys(config: ml_collections.ConfigDict,
-                  keys: tuple[str, ...]) -> ml_collections.ConfigDict:
+def build_config(config: ml_collections.ConfigDict
+                 ) -> ml_collections.ConfigDict:
+  """The 'build_benchmark' config less its launch keys (`export_dir`,
+  `stage`): what `build.build` sees and a work directory is tied to."""
   out = copy.deepcopy(config)
   with out.unlocked():
-    for key in keys:
+    for key in ('export_dir', 'stage'):
       del out[key]
   return out
 
@@ -217,12 +219,12 @@ def _build_benchmark(config, workdir):
     raise ValueError(f'config.stage={config.stage!r}; valid: {BUILD_STAGES}.')
   if config.stage == 'export' and not config.export_dir:
     raise ValueError("config.stage='export' needs config.export_dir.")
-  build_config = _without_keys(config, ('export_dir', 'stage'))
+  to_build = build_config(config)
   out = {'results': None, 'export': None}
   if config.stage in ('all', 'build'):
-    out['results'] = build.build(build_config, workdir)
+    out['results'] = build.build(to_build, workdir)
   if config.stage == 'export' or (config.stage == 'all' and config.export_dir):
-    out['export'] = build.export_artifacts(build_config, workdir,
+    out['export'] = build.export_artifacts(to_build, workdir,
                                            config.export_dir)
   return out
 

@@ -182,11 +182,9 @@ class NasBenchTest(CliTestCase):
     self.assertEqual((config['runner'], config['gnn']['steps']),
                      ('nas_bench', 20))
 
-  def test_unknown_config_key(self):
-    proc = _fennec('nas-bench',
-                   '--config=experiments/configs/nas_bench.py:tiny',
-                   '--config.gnn.stepz=3', f'--out={self.tmp()}')
-    self.assert_fails_naming(proc, 'stepz')
+  def test_unknown_dataset(self):
+    proc = _fennec('nas-bench', '--datasets=cifar11', f'--out={self.tmp()}')
+    self.assert_fails_naming(proc, "'cifar11'", 'cifar10')
 
 
 class BuildBenchmarkTest(CliTestCase):
