@@ -1,8 +1,9 @@
 """The `fennec` command: `fennec <command> [--flags]`.
 
-Each command lives in `fennec_jax.commands.<module>`, which defines its absl flags
-at import time. Only the chosen command's module is imported, so flags of one
-command never leak into another and importing `fennec_jax` itself defines none.
+Each command lives in `fennec_jax.commands.<module>`, which defines its absl
+flags at import time. Only the chosen command's module is imported, so flags of
+one command never leak into another and importing `fennec_jax` itself defines
+none.
 The experiment commands (evaluate, build-benchmark, nas-bench, demo) map their
 flags onto a `fennec_jax.benchmarks.runner` config and run it; score,
 features and recommend are tools, not experiments, and call the library

@@ -15,7 +15,10 @@ fennec_ridge 0.597, popularity 0.582, logme 0.525. Recorded in
 
 Tiny variant for tests (2 targets, estimators logme and reg_hscore, no
 fennec_paper, 100 space steps, on the committed offline data):
-`--config=experiments/configs/images.py:tiny`, TINY_WALL.
+`--config=experiments/configs/images.py:tiny`, measured
+516 s wall at load 13.5 on the shared 2-core CPU:
+the zoo forward passes dominate (30 models compiled and run on each
+target's probe, ~3 min per target here), not the estimators.
 """
 
 import ml_collections

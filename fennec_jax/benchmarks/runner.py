@@ -58,7 +58,7 @@ class Runner:
   writes_config: bool = True
 
 
-# -- defaults -------------------------------------------------------------------
+# -- defaults ------------------------------------------------------------------
 
 
 def _space_defaults() -> ml_collections.ConfigDict:
@@ -164,7 +164,7 @@ def _joint_defaults() -> ml_collections.ConfigDict:
   return c
 
 
-# -- runners --------------------------------------------------------------------
+# -- runners -------------------------------------------------------------------
 
 
 def _need_workdir(workdir: str | None, name: str) -> str:

@@ -18,6 +18,7 @@ import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import ml_collections
 import pytest
 
 from fennec_jax import space
@@ -42,6 +43,9 @@ def _get_config(name: str, arg: str | None = None):
 
 class ValidationTest(absltest.TestCase):
 
+  def tmp(self) -> str:
+    return self.enterContext(tempfile.TemporaryDirectory())
+
   def test_unknown_runner_lists_the_valid_ones(self):
     with self.assertRaisesRegex(ValueError, r"unknown runner 'evaluat'.*"
                                 r"'evaluate'.*'joint_eval'"):
@@ -49,7 +53,7 @@ class ValidationTest(absltest.TestCase):
     config = runner.default_config('evaluate')
     config.runner = 'evaluat'
     with self.assertRaisesRegex(ValueError, "unknown runner 'evaluat'"):
-      runner.run(config, self.create_tempdir().full_path)
+      runner.run(config, self.tmp())
 
   def test_unknown_key_named_with_the_valid_keys(self):
     config = runner.default_config('evaluate')
@@ -75,14 +79,13 @@ class ValidationTest(absltest.TestCase):
       runner.validate(config)
 
   def test_section_given_a_value(self):
-    config = runner.default_config('joint_eval')
-    with config.unlocked():
-      config.joint = 3
+    config = ml_collections.ConfigDict(
+        dict(runner.default_config('joint_eval').to_dict(), joint=3))
     with self.assertRaisesRegex(ValueError, r"'joint' must be a section"):
       runner.validate(config)
 
   def test_nothing_written_before_validation(self):
-    workdir = os.path.join(self.create_tempdir().full_path, 'out')
+    workdir = os.path.join(self.tmp(), 'out')
     config = runner.default_config('evaluate')
     config.bogus = 1
     with self.assertRaises(ValueError):
@@ -115,13 +118,13 @@ class ValidationTest(absltest.TestCase):
     config = runner.default_config('build_benchmark')
     config.stage = 'exprt'
     with self.assertRaisesRegex(ValueError, r"'exprt'.*'export'"):
-      runner.run(config, self.create_tempdir().full_path)
+      runner.run(config, self.tmp())
 
   def test_bad_joint_protocol(self):
     config = runner.default_config('joint_eval')
     config.protocol = 'model'
     with self.assertRaisesRegex(ValueError, r"'model'.*'models', 'tasks'"):
-      runner.run(config, self.create_tempdir().full_path)
+      runner.run(config, self.tmp())
 
 
 class ExperimentConfigsTest(parameterized.TestCase):
