@@ -60,24 +60,28 @@ def config_from_flags() -> ml_collections.ConfigDict:
     if _PRESET.value == 'tiny':
       config.update(build.tiny_config())
   with config.unlocked():
-    config.export_dir = _EXPORT_DIR.value or ''
-    config.stage = _STAGE.value
+    # A config file may set them; a flag given on the command line wins.
+    if 'export_dir' not in config or flags.FLAGS['export_dir'].present:
+      config.export_dir = _EXPORT_DIR.value or ''
+    if 'stage' not in config or flags.FLAGS['stage'].present:
+      config.stage = _STAGE.value
   return config
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
-  if _STAGE.value == 'export' and not _EXPORT_DIR.value:
+  config = config_from_flags()
+  if config.stage == 'export' and not config.export_dir:
     raise ValueError('--stage=export needs --export_dir.')
   if _QUIET.value:
     logging.get_absl_handler().addFilter(_LibraryFilter())
-  out = runner.run(config_from_flags(), _WORKDIR.value)
+  out = runner.run(config, _WORKDIR.value)
   if out['results'] is not None:
     logging.info('%d (model, target) results in %s/%s', len(out['results']),
                  _WORKDIR.value, build.RESULTS_FILE)
   if out['export'] is not None:
     stats = out['export']
     logging.info('exported to %s: %d/%d targets with >= 10 points spread',
-                 _EXPORT_DIR.value, stats['targets_with_spread_ge_10'],
+                 config.export_dir, stats['targets_with_spread_ge_10'],
                  stats['num_targets'])
