@@ -9,7 +9,7 @@ Same as `fennec nas-bench --config=experiments/configs/nas_bench.py
 --out=runs/nas_bench` and `fennec nas-bench --train_fraction=0.01 --seeds=5
 --out=runs/nas_bench`. 156 training cells per seed, Kendall tau on the other
 15,469 cells, for CIFAR-10, CIFAR-100 and ImageNet16-120, mean over 5 seeds.
-Measured on the 2-core CPU at load ~14 (shared): 14 min 12 s wall, 4 min 14 s
+Runtime on the 2-core CPU at load ~14 (shared): 14 min 12 s wall, 4 min 14 s
 CPU (graph2vec on all 15,625 cells ~3.5 min wall, then 20-50 s per (seed,
 data set) for the GNN). Measured Kendall tau (mean ± std over 5 seeds):
 

@@ -51,11 +51,14 @@ class Runner:
     fn: `fn(config, workdir)` runs the experiment.
     writes_config: whether `run` writes `workdir/config.json` (False where
       the library keeps its own).
+    check: raises ValueError for a bad value, before any work (None: no
+      values to check beyond what the library checks).
   """
   description: str
   defaults: Callable[[], ml_collections.ConfigDict]
   fn: Callable[[ml_collections.ConfigDict, str | None], Any]
   writes_config: bool = True
+  check: Callable[[ml_collections.ConfigDict], None] | None = None
 
 
 # -- defaults ------------------------------------------------------------------
@@ -212,13 +215,16 @@ def build_config(config: ml_collections.ConfigDict
   return out
 
 
-def _build_benchmark(config, workdir):
-  """Builds and/or exports; returns `{'results': ..., 'export': ...}`."""
-  workdir = _need_workdir(workdir, 'build_benchmark')
+def _check_build(config):
   if config.stage not in BUILD_STAGES:
     raise ValueError(f'config.stage={config.stage!r}; valid: {BUILD_STAGES}.')
   if config.stage == 'export' and not config.export_dir:
     raise ValueError("config.stage='export' needs config.export_dir.")
+
+
+def _build_benchmark(config, workdir):
+  """Builds and/or exports; returns `{'results': ..., 'export': ...}`."""
+  workdir = _need_workdir(workdir, 'build_benchmark')
   to_build = build_config(config)
   out = {'results': None, 'export': None}
   if config.stage in ('all', 'build'):
@@ -255,16 +261,19 @@ def _task_maps(config, workdir):
   return result
 
 
-def _joint_eval(config, workdir):
-  """Writes `joint_eval_<benchmark>_<protocol>.{csv,json}`; returns the
-  summary (the JSON's content)."""
-  workdir = _need_workdir(workdir, 'joint_eval')
+def _check_joint(config):
   if config.protocol not in comparisons.JOINT_PROTOCOLS:
     raise ValueError(f'config.protocol={config.protocol!r}; valid: '
                      f'{comparisons.JOINT_PROTOCOLS}.')
   if config.task_side not in comparisons.TASK_SIDES:
     raise ValueError(f'config.task_side={config.task_side!r}; valid: '
                      f'{comparisons.TASK_SIDES}.')
+
+
+def _joint_eval(config, workdir):
+  """Writes `joint_eval_<benchmark>_<protocol>.{csv,json}`; returns the
+  summary (the JSON's content)."""
+  workdir = _need_workdir(workdir, 'joint_eval')
   history = public.load_benchmark(config.benchmark)
   joint_config = joint.JointConfig(**config.joint.to_dict(), seed=config.seed)
   keys = ('pearson', 'weighted_tau')
@@ -307,7 +316,8 @@ RUNNERS = {
         _models_out_defaults, _models_out),
     'build_benchmark': Runner(
         'build (or resume) the offline benchmark and export its artifacts',
-        _build_defaults, _build_benchmark, writes_config=False),
+        _build_defaults, _build_benchmark, writes_config=False,
+        check=_check_build),
     'nas_bench': Runner(
         'NAS-Bench-201 check of the architecture encoders (GNN vs WL)',
         _nas_bench_defaults, _nas_bench),
@@ -319,7 +329,7 @@ RUNNERS = {
         _task_maps_defaults, _task_maps),
     'joint_eval': Runner(
         'joint vs post-hoc side information (held-out model or task)',
-        _joint_defaults, _joint_eval),
+        _joint_defaults, _joint_eval, check=_check_joint),
 }
 
 
@@ -366,17 +376,20 @@ def _check_keys(config: ml_collections.ConfigDict,
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks `config.runner` and that the keys are exactly the runner's.
+  """Checks `config.runner`, that the keys are exactly the runner's, and the
+  values the runner checks up front.
 
   Raises:
-    ValueError: an unknown runner, or a key the runner does not know (the
-      message names it and lists the valid keys) or lacks.
+    ValueError: an unknown runner, a key the runner does not know (the
+      message names it and lists the valid keys) or lacks, or a bad value.
   """
   if 'runner' not in config:
     raise ValueError(f'the config has no `runner` key; valid runners: '
                      f'{sorted(RUNNERS)}.')
   name = config.runner
   _check_keys(config, default_config(name), name)
+  if RUNNERS[name].check:
+    RUNNERS[name].check(config)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None) -> Any:

@@ -114,17 +114,20 @@ class ValidationTest(absltest.TestCase):
       config = runner.build_config(_get_config('build_benchmark', arg))
       self.assertEqual(identity(config), identity(want), arg)
 
-  def test_bad_build_stage(self):
+  def test_bad_values_fail_before_any_work(self):
     config = runner.default_config('build_benchmark')
     config.stage = 'exprt'
     with self.assertRaisesRegex(ValueError, r"'exprt'.*'export'"):
-      runner.run(config, self.tmp())
-
-  def test_bad_joint_protocol(self):
+      runner.validate(config)
+    config.stage = 'export'
+    with self.assertRaisesRegex(ValueError, 'needs config.export_dir'):
+      runner.validate(config)
     config = runner.default_config('joint_eval')
     config.protocol = 'model'
+    workdir = os.path.join(self.tmp(), 'out')
     with self.assertRaisesRegex(ValueError, r"'model'.*'models', 'tasks'"):
-      runner.run(config, self.tmp())
+      runner.run(config, workdir)
+    self.assertFalse(os.path.exists(workdir))
 
 
 class ExperimentConfigsTest(parameterized.TestCase):
