@@ -31,6 +31,21 @@ def _fennec(*args: str) -> subprocess.CompletedProcess:
                         timeout=600, check=False)
 
 
+# The tiny build with four procedural targets, read directly (no tfds).
+_TINY4_CONFIG = """
+from fennec_jax.benchmarks import runner
+from fennec_jax.benchmarks.offline import build
+
+
+def get_config():
+  config = runner.default_config('build_benchmark')
+  config.update(build.tiny_config())
+  config.targets = ['shape_color', 'shape_kind', 'texture_kind', 'count_dots']
+  config.data = 'direct'
+  return config
+"""
+
+
 class CliTestCase(absltest.TestCase):
 
   def tmp(self) -> str:
@@ -84,7 +99,7 @@ class EvaluateTest(CliTestCase):
   def test_tiny_history_protocol(self):
     out = self.tmp()
     proc = _fennec('evaluate', '--benchmark=model_spider_single',
-                   '--targets=cifar10,dtd', '--k_shots=0,1', '--seeds=2',
+                   '--targets=CIFAR10,DTD', '--k_shots=0,1', '--seeds=2',
                    '--methods=popularity,fennec_space', f'--out={out}')
     self.assert_ok(proc)
     self.assertIn('fennec_space', proc.stdout)  # The printed table.
@@ -92,7 +107,7 @@ class EvaluateTest(CliTestCase):
       rows = list(csv.DictReader(f))
     # 2 methods x K in {0, 1} x (2 targets + MEAN).
     self.assertLen(rows, 12)
-    self.assertEqual({r['target'] for r in rows}, {'cifar10', 'dtd', 'MEAN'})
+    self.assertEqual({r['target'] for r in rows}, {'CIFAR10', 'DTD', 'MEAN'})
     with open(os.path.join(out, 'config.json')) as f:
       config = json.load(f)
     self.assertEqual(config['runner'], 'evaluate')
@@ -196,12 +211,11 @@ class BuildBenchmarkTest(CliTestCase):
     # so that leaving one out keeps three for the image -> task map.
     tmp = self.tmp()
     workdir, artifacts = os.path.join(tmp, 'work'), os.path.join(tmp, 'art')
-    targets = ('shape_color', 'shape_kind', 'texture_kind', 'count_dots')
-    proc = _fennec('build-benchmark',
-                   '--config=experiments/configs/build_benchmark.py:tiny',
-                   f'--config.targets={list(targets)}',
-                   "--config.data='direct'", f'--workdir={workdir}',
-                   f'--export_dir={artifacts}')
+    config_file = os.path.join(tmp, 'tiny4.py')
+    with open(config_file, 'w') as f:
+      f.write(_TINY4_CONFIG)
+    proc = _fennec('build-benchmark', f'--config={config_file}',
+                   f'--workdir={workdir}', f'--export_dir={artifacts}')
     self.assert_ok(proc)
     with open(os.path.join(workdir, 'results.csv')) as f:
       rows = list(csv.DictReader(f))
