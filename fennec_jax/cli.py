@@ -1,14 +1,25 @@
 """The `fennec` command: `fennec <command> [--flags]`.
 
-Each command lives in `fennec_jax.commands.<module>`, which defines its absl flags
-at import time. Only the chosen command's module is imported, so flags of one
-command never leak into another and importing `fennec_jax` itself defines none.
+Each command lives in `fennec_jax.commands.<module>`, which defines its absl
+flags at import time. Only the chosen command's module is imported, so flags of
+one command never leak into another and importing `fennec_jax` itself defines
+none.
+The experiment commands (evaluate, build-benchmark, nas-bench, demo) map their
+flags onto a `fennec_jax.benchmarks.runner` config and run it; score,
+features and recommend are tools, not experiments, and call the library
+directly.
+
+`fennec --help` lists the commands; `fennec <command> --help` (or `-h`) that
+command's flags with their help and defaults.
 """
 
+import ast
 import importlib
+import importlib.util
 import sys
 
 from absl import app
+from absl import flags
 
 # command name -> module under fennec_jax.commands (each has `main(argv)`).
 COMMANDS = {
@@ -20,25 +31,66 @@ COMMANDS = {
     'recommend': 'recommend',
     'demo': 'demo',
 }
+_HELP_FLAGS = ('-h', '--help', '-help', '-?')
+# Errors of the user's input: printed as one line, without a traceback.
+_USER_ERRORS = (ValueError, FileNotFoundError)
+
+
+def _module_name(command: str) -> str:
+  return f'fennec_jax.commands.{COMMANDS[command]}'
+
+
+def _summary(command: str) -> str:
+  """First docstring line of a command's module, read without importing it
+  (importing defines its flags, which would clash with other commands')."""
+  spec = importlib.util.find_spec(_module_name(command))
+  with open(spec.origin) as f:
+    doc = ast.get_docstring(ast.parse(f.read())) or ''
+  first = doc.splitlines()[0] if doc else ''
+  return first.split(': ', 1)[-1]
 
 
 def _usage() -> str:
-  names = ', '.join(sorted(COMMANDS))
-  return f'usage: fennec <command> [--flags]; commands: {names}'
+  width = max(len(c) for c in COMMANDS)
+  lines = [f'  {c:{width}s}  {_summary(c)}' for c in sorted(COMMANDS)]
+  return ('usage: fennec <command> [--flags]\n\ncommands:\n' + '\n'.join(lines)
+          + '\n\n`fennec <command> --help` lists the flags of a command.')
+
+
+def command_help(command: str) -> str:
+  """The module docstring and the flags (help and default) of `command`."""
+  module = importlib.import_module(_module_name(command))
+  return (f'{module.__doc__.strip()}\n\nflags of fennec {command}:\n'
+          f'{flags.FLAGS.module_help(module)}')
+
+
+def _main_reporting_errors(main):
+  """`main` with user errors printed as `fennec <command>: error: ...`."""
+  def wrapped(argv: list[str]) -> None:
+    try:
+      main(argv)
+    except _USER_ERRORS as e:
+      print(f'{argv[0]}: error: {e}', file=sys.stderr)
+      sys.exit(1)
+  return wrapped
 
 
 def run(argv: list[str] | None = None) -> None:
   """Entry point of the `fennec` console script."""
   argv = list(sys.argv if argv is None else argv)
-  if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
+  if len(argv) < 2 or argv[1] in _HELP_FLAGS + ('help',):
     print(_usage())
     sys.exit(0 if len(argv) >= 2 else 2)
   name = argv[1]
   if name not in COMMANDS:
-    print(f'fennec: unknown command {name!r}. {_usage()}', file=sys.stderr)
+    print(f'fennec: unknown command {name!r}.\n{_usage()}', file=sys.stderr)
     sys.exit(2)
-  module = importlib.import_module(f'fennec_jax.commands.{COMMANDS[name]}')
-  app.run(module.main, argv=[f'fennec {name}'] + argv[2:])
+  if any(a in _HELP_FLAGS for a in argv[2:]):
+    print(command_help(name))
+    sys.exit(0)
+  module = importlib.import_module(_module_name(name))
+  app.run(_main_reporting_errors(module.main),
+          argv=[f'fennec {name}'] + argv[2:])
 
 
 if __name__ == '__main__':

@@ -2,16 +2,20 @@ r"""The offline benchmark build (issue 6): 30-model zoo + proxy x 26 targets.
 
 Command (full build, resumable; rerun the same command after a kill):
 
-  fennec build-benchmark --config=experiments/configs/build_benchmark.py \
-      --workdir=runs/offline_build \
-      --export_dir=fennec_jax/benchmarks/offline_data
+  python experiments/main.py --config=experiments/configs/build_benchmark.py \
+      --config.export_dir=fennec_jax/benchmarks/offline_data \
+      --workdir=runs/offline_build
 
-Runtime: see the data card (fennec_jax/benchmarks/offline_data/README.md) for
-the measured time on the 2-core CPU (budget <= 60 min). Needs the Debian
-package dataset-fashion-mnist for the fashion tasks.
+Same as `fennec build-benchmark --workdir=runs/offline_build
+--export_dir=fennec_jax/benchmarks/offline_data`. Runtime: 23.5 min for the
+run that completed it, on the shared 2-core CPU (README; budget <= 60 min).
+Expected (README): 780 (model, target) pairs; 20 of 26 targets spread at
+least 10 points across models; the most frequent winner wins 6 of 26. Needs
+the Debian package dataset-fashion-mnist for the fashion tasks.
 
-Tiny variant (tests, a few seconds of compute):
-`--config=experiments/configs/build_benchmark.py:tiny`.
+Tiny variant for tests (2 archs x 2 models x 2 procedural targets, a few
+steps): `--config=experiments/configs/build_benchmark.py:tiny`, measured
+146 s wall at load 9.9 on the shared 2-core CPU.
 
 At TPU/GPU scale: raise `num_devices` (the batch is sharded over a 'data'
 mesh axis), the step counts, `source_sizes` and the zoo (`archs`); `data=
@@ -20,13 +24,15 @@ mesh axis), the step counts, `source_sizes` and the zoo (`archs`); `data=
 
 import ml_collections
 
+from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import build
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """`arg='tiny'` gives the test configuration."""
+  """The build config; `arg='tiny'` gives the test configuration."""
   if arg not in (None, '', 'tiny'):
     raise ValueError(f"Unknown variant {arg!r}; valid: '' or 'tiny'.")
-  config = build.tiny_config() if arg == 'tiny' else build.default_config()
-  config.runner = 'build_benchmark'
+  config = runner.default_config('build_benchmark')
+  if arg == 'tiny':
+    config.update(build.tiny_config())
   return config

@@ -1,4 +1,4 @@
-"""`fennec build-benchmark`: build (or resume) the offline benchmark.
+r"""`fennec build-benchmark`: build (or resume) the offline benchmark.
 
   fennec build-benchmark --workdir=runs/offline_build            # full build
   fennec build-benchmark --workdir=runs/offline_build \
@@ -9,15 +9,20 @@
 
 Killing it at any moment and rerunning the same command resumes: finished
 pairs are kept, none is redone. `--stage=export` only writes the artifacts of
-what is finished. All logic is in `fennec_jax.benchmarks.offline.build`.
+what is finished. The flags fill the config of runner 'build_benchmark'
+(`fennec_jax.benchmarks.runner`); all logic is in
+`fennec_jax.benchmarks.offline.build`.
 """
 
+import copy
 import logging as py_logging
 
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
+from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import build
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -45,23 +50,38 @@ class _LibraryFilter(py_logging.Filter):
         n in record.pathname for n in noisy)
 
 
+def config_from_flags() -> ml_collections.ConfigDict:
+  """The 'build_benchmark' runner config: --config or --preset, plus the
+  --export_dir and --stage flags."""
+  if _CONFIG.value is not None:
+    config = copy.deepcopy(_CONFIG.value)
+  else:
+    config = runner.default_config('build_benchmark')
+    if _PRESET.value == 'tiny':
+      config.update(build.tiny_config())
+  with config.unlocked():
+    # A config file may set them; a flag given on the command line wins.
+    if 'export_dir' not in config or flags.FLAGS['export_dir'].present:
+      config.export_dir = _EXPORT_DIR.value or ''
+    if 'stage' not in config or flags.FLAGS['stage'].present:
+      config.stage = _STAGE.value
+  return config
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  config = config_from_flags()
+  if config.stage == 'export' and not config.export_dir:
+    raise ValueError('--stage=export needs --export_dir.')
   if _QUIET.value:
     logging.get_absl_handler().addFilter(_LibraryFilter())
-  config = _CONFIG.value
-  if config is None:
-    config = (build.tiny_config() if _PRESET.value == 'tiny'
-              else build.default_config())
-  if _STAGE.value in ('all', 'build'):
-    results = build.build(config, _WORKDIR.value)
-    logging.info('%d (model, target) results in %s/%s', len(results),
+  out = runner.run(config, _WORKDIR.value)
+  if out['results'] is not None:
+    logging.info('%d (model, target) results in %s/%s', len(out['results']),
                  _WORKDIR.value, build.RESULTS_FILE)
-  if _STAGE.value == 'export' or (_STAGE.value == 'all' and _EXPORT_DIR.value):
-    if not _EXPORT_DIR.value:
-      raise ValueError('--stage=export needs --export_dir.')
-    stats = build.export_artifacts(config, _WORKDIR.value, _EXPORT_DIR.value)
+  if out['export'] is not None:
+    stats = out['export']
     logging.info('exported to %s: %d/%d targets with >= 10 points spread',
-                 _EXPORT_DIR.value, stats['targets_with_spread_ge_10'],
+                 config.export_dir, stats['targets_with_spread_ge_10'],
                  stats['num_targets'])

@@ -6,13 +6,17 @@
 Fits Fennec on the other tasks of the committed offline benchmark, ranks the
 zoo for the held-out task from its images alone, prints the top models with
 predicted vs actual fine-tuned accuracy, and how long Fennec took vs running
-LogME over the whole zoo. Logic: `fennec_jax.benchmarks.offline.demo.demo`.
+LogME over the whole zoo. The flags fill the config of runner 'demo'
+(`fennec_jax.benchmarks.runner`); logic:
+`fennec_jax.benchmarks.offline.demo.demo`.
 """
 
 import time
 
 from absl import flags
+import ml_collections
 
+from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import demo as demo_lib
 
 _TASK = flags.DEFINE_string('task', None, 'Held-out task (default: drawn).')
@@ -23,12 +27,21 @@ _DATA_DIR = flags.DEFINE_string(
     'fennec_jax/benchmarks/offline_data).')
 
 
+def config_from_flags() -> ml_collections.ConfigDict:
+  """The 'demo' runner config the flags describe."""
+  config = runner.default_config('demo')
+  config.task = _TASK.value or ''
+  config.top = _TOP.value
+  config.seed = _SEED.value
+  config.data_dir = _DATA_DIR.value or ''
+  return config
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
   wall, cpu = time.perf_counter(), time.process_time()
-  result = demo_lib.demo(task=_TASK.value, top=_TOP.value,
-                            seed=_SEED.value, data_dir=_DATA_DIR.value)
+  result = runner.run(config_from_flags(), None)
   print(demo_lib.format_demo(result))
   print(f'demo total: {time.perf_counter() - wall:.1f} s wall, '
         f'{time.process_time() - cpu:.1f} s CPU (after imports)')

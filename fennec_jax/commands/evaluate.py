@@ -9,14 +9,18 @@
 Writes DIR/results.csv (`method,k_shot,target,pearson,weighted_tau,
 top1_regret`, plus `MEAN` rows), DIR/results.md (95% bootstrap intervals over
 targets) and DIR/results.png; the images protocol adds a
-`seconds_per_target` column and DIR/quality_vs_time.png. All logic is in
-`fennec_jax.benchmarks.evaluate.run`.
+`seconds_per_target` column and DIR/quality_vs_time.png; DIR/config.json
+holds the run's config. The flags fill the config of runner 'evaluate',
+'images' or 'models_out' (by --protocol) and `fennec_jax.benchmarks.runner.run`
+runs it, as `experiments/main.py` does for experiments/configs/*.py.
 """
 
 from absl import flags
 from absl import logging
+import ml_collections
 
 from fennec_jax.benchmarks import evaluate as evaluate_lib
+from fennec_jax.benchmarks import runner
 
 _BENCHMARK = flags.DEFINE_string(
     'benchmark', None, 'Bundled benchmark name (see '
@@ -50,46 +54,57 @@ _ESTIMATORS = flags.DEFINE_list(
     'Estimators run over the zoo by --protocol=images.')
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+# --protocol -> the runner it launches.
+_RUNNER_OF_PROTOCOL = {'history': 'evaluate', 'images': 'images',
+                       'models': 'models_out'}
+
+
+def config_from_flags() -> ml_collections.ConfigDict:
+  """The runner config the flags describe.
+
+  Raises:
+    ValueError: non-integer --k_shots, or --protocol=images without
+      --benchmark=offline.
+  """
   try:
-    k_shots = [int(k) for k in _K_SHOTS.value]
+    k_shots = tuple(int(k) for k in _K_SHOTS.value)
   except ValueError:
     raise ValueError(f'--k_shots must be integers, got {_K_SHOTS.value}.'
                      ) from None
+  config = runner.default_config(_RUNNER_OF_PROTOCOL[_PROTOCOL.value])
+  config.seed = _SEED.value
+  if _PROTOCOL.value == 'images':
+    if _BENCHMARK.value != 'offline' or _HISTORY.value:
+      raise ValueError('--protocol=images needs --benchmark=offline (the only '
+                       'benchmark that ships images and zoo weights).')
+    config.data_dir = _DATA_DIR.value or ''
+    config.estimators = tuple(_ESTIMATORS.value)
+  else:
+    config.benchmark = _BENCHMARK.value or ''
+    config.history = _HISTORY.value or ''
+  if _PROTOCOL.value != 'models':
+    config.k_shots = k_shots
+    config.num_seeds = _SEEDS.value
+    config.targets = tuple(_TARGETS.value or ())
+  if _PROTOCOL.value == 'history':
+    config.all_targets = _ALL_TARGETS.value
+    config.methods = tuple(_METHODS.value or ())
+  return config
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  config = config_from_flags()
   if _PROTOCOL.value == 'models':
-    rows, path = evaluate_lib.run_models_out(
-        _OUT.value, _BENCHMARK.value, _HISTORY.value, seed=_SEED.value)
+    rows, path = runner.run(config, _OUT.value)
     logging.info('wrote %s', path)
     for r in rows:
       if r['model'] == evaluate_lib.MEAN:
         print(f"{r['method']:14s} pearson {r['pearson']:.3f}  weighted_tau "
               f"{r['weighted_tau']:.3f}  rank_error {r['rank_error']:.3f}")
     return
-  if _PROTOCOL.value == 'images':
-    if _BENCHMARK.value != 'offline' or _HISTORY.value:
-      raise ValueError('--protocol=images needs --benchmark=offline (the only '
-                       'benchmark that ships images and zoo weights).')
-    _, paths = evaluate_lib.run_images(
-        out_dir=_OUT.value, data_dir=_DATA_DIR.value, k_shots=k_shots,
-        num_seeds=_SEEDS.value,
-        targets=_TARGETS.value, estimators=_ESTIMATORS.value,
-        seed=_SEED.value)
-    with open(paths['md']) as f:
-      print(f.read())
-    return
-  results, paths = evaluate_lib.run(
-      out_dir=_OUT.value,
-      benchmark=_BENCHMARK.value,
-      history_path=_HISTORY.value,
-      k_shots=k_shots,
-      num_seeds=_SEEDS.value,
-      targets=_TARGETS.value,
-      all_targets=_ALL_TARGETS.value,
-      methods=_METHODS.value,
-      seed=_SEED.value)
-  del results
+  _, paths = runner.run(config, _OUT.value)
   logging.info('wrote %s', paths)
   with open(paths['md']) as f:
     print(f.read())  # The command's user-facing output.

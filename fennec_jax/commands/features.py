@@ -1,4 +1,4 @@
-"""`fennec features`: proxy features and the task embedding of a task's images.
+r"""`fennec features`: proxy features and the task embedding of a task's images.
 
   fennec features --model=clip_vit_l14 --checkpoint=ViT-L-14.pt \
       --images=DIR --out=task.npz

@@ -7,15 +7,18 @@
 Trains the GNN regressor and the WL (graph2vec + ridge) baseline on a random
 `train_fraction` of the 15,625 cells per seed, prints the Kendall tau table
 (mean ± std over seeds) and writes `OUT/results.csv`
-(`method,dataset,kendall_tau`) and `OUT/per_seed.csv`. Logic:
-`fennec_jax.archi2vec.nas_bench.run`.
+(`method,dataset,kendall_tau`), `OUT/per_seed.csv` and `OUT/config.json`.
+The flags fill the config of runner 'nas_bench'
+(`fennec_jax.benchmarks.runner`); logic: `fennec_jax.archi2vec.nas_bench`.
 """
 
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 from fennec_jax.archi2vec import nas_bench
+from fennec_jax.benchmarks import runner
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (get_config() module); when set, its values '
@@ -42,22 +45,27 @@ _LIMIT = flags.DEFINE_integer('limit', None,
                               'Use only the first N cells (quick runs).')
 
 
+def config_from_flags() -> ml_collections.ConfigDict:
+  """The 'nas_bench' runner config: --config, or the flags."""
+  if _CONFIG.value is not None:
+    return _CONFIG.value
+  config = runner.default_config('nas_bench')
+  config.csv = _CSV.value or ''
+  config.train_fraction = _FRACTION.value
+  config.seeds = _SEEDS.value
+  config.datasets = tuple(_DATASETS.value)
+  config.methods = tuple(_METHODS.value)
+  config.limit = _LIMIT.value or 0
+  config.gnn.update(hidden=_HIDDEN.value, num_layers=_LAYERS.value,
+                    steps=_STEPS.value, ensemble=_ENSEMBLE.value)
+  config.wl.epochs = _WL_EPOCHS.value
+  return config
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
-  if _CONFIG.value is not None:
-    rows = nas_bench.run_from_config(_CONFIG.value, _OUT.value)
-  else:
-    gnn_config = nas_bench.GNNConfig(
-        hidden=_HIDDEN.value, num_layers=_LAYERS.value, steps=_STEPS.value,
-        ensemble=_ENSEMBLE.value)
-    rows = nas_bench.run(csv_path=_CSV.value,
-                         train_fraction=_FRACTION.value, seeds=_SEEDS.value,
-                         datasets=_DATASETS.value, methods=_METHODS.value,
-                         gnn_config=gnn_config,
-                         wl_config=dict(epochs=_WL_EPOCHS.value),
-                         limit=_LIMIT.value)
-    nas_bench.write_results(_OUT.value, rows)
+  rows = runner.run(config_from_flags(), _OUT.value)
   table = nas_bench.format_table(nas_bench.summarize(rows))
   print(f'Kendall tau on held-out NAS-Bench-201 cells (mean ± std over '
         f'seeds):\n{table}')

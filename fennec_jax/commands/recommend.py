@@ -20,7 +20,9 @@ from absl import flags
 from absl import logging
 
 from fennec_jax import recommender
+from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks.offline import demo as demo_lib
+from fennec_jax.data import sources
 
 _BENCHMARK = flags.DEFINE_string('benchmark', None,
                                  'Bundled benchmark to fit on.')
@@ -50,9 +52,9 @@ _TOP = flags.DEFINE_integer('top', 5, 'Models to list per task.')
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
-  sources = [s for s in (_BENCHMARK.value, _HISTORY.value, _CHECKPOINT.value)
+  fit_from = [s for s in (_BENCHMARK.value, _HISTORY.value, _CHECKPOINT.value)
              if s]
-  if len(sources) != 1:
+  if len(fit_from) != 1:
     raise ValueError('give exactly one of --benchmark, --history or '
                      '--checkpoint.')
   if _IMAGES.value and _TFDS.value:
@@ -62,7 +64,6 @@ def main(argv: list[str]) -> None:
       raise ValueError('--images / --tfds need --benchmark=offline: only its '
                        'tasks have proxy embeddings to learn the image -> '
                        'task map.')
-    from fennec_jax.data import sources  # pylint: disable=g-import-not-at-top
     if _IMAGES.value:
       images = sources.FolderSource(_IMAGES.value)
     else:
@@ -84,11 +85,9 @@ def main(argv: list[str]) -> None:
     print(recommender.format_recommendation(rec, ['images'],
                                             {'images': observed}))
     return
-  embedding = None
   if _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
   else:
-    from fennec_jax.benchmarks import evaluate  # pylint: disable=g-import-not-at-top
     history, _ = evaluate.load_history(_BENCHMARK.value, _HISTORY.value)
     fennec = recommender.Fennec().fit(history)
   if _SAVE.value:
@@ -97,14 +96,9 @@ def main(argv: list[str]) -> None:
   if _SCORES.value:
     observed = recommender.read_scores_csv(_SCORES.value)
   else:
-    if embedding is None:
-      logging.info('no --scores or --images: ranking by the prior only.')
-    observed = {'images' if embedding is not None else 'prior': {}}
+    logging.info('no --scores or --images: ranking by the prior only.')
+    observed = {'prior': {}}
   tasks = list(observed)
-  if embedding is not None and len(tasks) != 1:
-    raise ValueError('--images describes one task; --scores has '
-                     f'{len(tasks)}: {tasks}.')
-  rec = fennec.recommend(
-      task_embeddings=None if embedding is None else embedding[None, :],
-      observed=[observed[t] for t in tasks], top=_TOP.value)
+  rec = fennec.recommend(observed=[observed[t] for t in tasks],
+                         top=_TOP.value)
   print(recommender.format_recommendation(rec, tasks, observed))

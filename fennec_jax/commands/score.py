@@ -1,4 +1,4 @@
-"""`fennec score`: rank models by transferability estimators.
+r"""`fennec score`: rank models by transferability estimators.
 
   fennec score --features=models.npz --labels=labels \
       --estimators=logme,sfda,fda --out=runs/score/ranking.csv
