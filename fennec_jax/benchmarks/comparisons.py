@@ -25,8 +25,9 @@ from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.benchmarks import baselines
-from fennec_jax.benchmarks import evaluate
+from fennec_jax.benchmarks import models_out
 from fennec_jax.benchmarks import offline
+from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks.offline import source as offline_source
 
 TASK_SIDES = ('metadata', 'proxy')
@@ -65,7 +66,7 @@ def task_maps_seed(history: Any, source: offline_source.ImageSource,
                 'fennec_0_same_models': []})
   for target in targets or history.task_ids:
     j = history.task_index(target)
-    train = evaluate.without_task(history, j)
+    train = protocol.without_task(history, j)
     true = history.scores[:, j]
     for name, task_map in (('fennec', 'neighbors'), ('fennec_ridge', 'ridge')):
       config = recommender.FennecConfig(
@@ -148,7 +149,7 @@ def _row(method: str, name: str, pred: np.ndarray, true: np.ndarray,
          others_of: Sequence[np.ndarray] | None) -> dict[str, Any]:
   """Pearson, weighted tau and rank error of one held-out row/column."""
   defined = len(true) >= 2 and np.std(pred) > 0 and np.std(true) > 0
-  pct = evaluate._percentile  # pylint: disable=protected-access
+  pct = models_out.percentile_rank
   errs = [abs(pct(p, o) - pct(y, o))
           for p, y, o in zip(pred, true, others_of)] if others_of else []
   return {'method': method, 'item': name,
@@ -166,7 +167,7 @@ def joint_models_out(history: Any, config: joint.JointConfig,
 
   Each held-out model (observed on >= 3 tasks; a subset of `max_models`
   drawn with `config.seed` when set) is placed from its metadata features
-  (`evaluate.metadata_embeddings`).
+  (`models_out.metadata_embeddings`).
 
   Args:
     history: the History.
@@ -180,7 +181,7 @@ def joint_models_out(history: Any, config: joint.JointConfig,
     `(rows, extra)`: rows `{method, item, pearson, weighted_tau,
     rank_error}`; extra holds timings, `num_heldout` and the feature names.
   """
-  emb, names = evaluate.metadata_embeddings(history)
+  emb, names = models_out.metadata_embeddings(history)
   logging.info('metadata features: %s', names)
   counts = history.mask.sum(1)
   eligible = [m for i, m in enumerate(history.model_ids) if counts[i] >= 3]
@@ -188,11 +189,11 @@ def joint_models_out(history: Any, config: joint.JointConfig,
     rs = np.random.default_rng(config.seed)
     eligible = sorted(rs.choice(eligible, max_models, replace=False))
   t0 = time.time()
-  rows = evaluate.evaluate_models_out(
+  rows = models_out.evaluate_models_out(
       history, emb, models=eligible, space_config={'rank': config.rank},
       seed=config.seed)
   rows = [dict(r, item=r.pop('model')) for r in rows
-          if r['model'] != evaluate.MEAN]
+          if r['model'] != protocol.MEAN]
   posthoc_s = time.time() - t0
   t0 = time.time()
   for model in eligible:

@@ -8,7 +8,6 @@ protocols are `fennec_jax.benchmarks.images` and
 """
 
 from collections.abc import Mapping, Sequence
-import os
 import time
 from typing import Any
 
@@ -64,30 +63,3 @@ def run(
   logging.info('evaluate: %d targets, %d methods in %.1fs', len(targets),
                len(ranking_methods), time.perf_counter() - start)
   return results, paths
-
-
-def run_from_config(config: Any, workdir: str
-                    ) -> tuple[protocol.Results, dict[str, str]]:
-  """`run` driven by an `experiments/configs/evaluate.py` ConfigDict.
-
-  Args:
-    config: the ConfigDict (written to `workdir/config.json`).
-    workdir: output directory (created).
-
-  Returns:
-    `run`'s `(results, paths)`.
-  """
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  return run(
-      out_dir=workdir,
-      benchmark=config.benchmark or None,
-      history_path=config.history or None,
-      k_shots=tuple(config.k_shots),
-      num_seeds=config.num_seeds,
-      targets=tuple(config.targets) or None,
-      all_targets=config.all_targets,
-      methods=tuple(config.methods) or None,
-      space_config=config.space.to_dict(),
-      seed=config.seed)

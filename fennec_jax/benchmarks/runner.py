@@ -31,10 +31,14 @@ from fennec_jax.archi2vec import nas_bench
 from fennec_jax.archi2vec import wl
 from fennec_jax.benchmarks import comparisons
 from fennec_jax.benchmarks import evaluate
+from fennec_jax.benchmarks import images
+from fennec_jax.benchmarks import models_out
 from fennec_jax.benchmarks import offline
+from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks import public
 from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks.offline import demo as demo_lib
+from fennec_jax.benchmarks.offline import export
 from fennec_jax.benchmarks.offline import source as offline_source
 
 CONFIG_FILE = 'config.json'
@@ -77,8 +81,8 @@ def _evaluate_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.benchmark = 'transfergraph_image'
   c.history = ''  # A long-format CSV (model,task,score) instead.
-  c.k_shots = tuple(evaluate.DEFAULT_K_SHOTS)
-  c.num_seeds = evaluate.DEFAULT_NUM_SEEDS
+  c.k_shots = tuple(protocol.DEFAULT_K_SHOTS)
+  c.num_seeds = protocol.DEFAULT_NUM_SEEDS
   c.targets = ()  # () = the benchmark's reported targets (or all).
   c.all_targets = False
   c.methods = ()  # () = every method that applies.
@@ -90,10 +94,10 @@ def _evaluate_defaults() -> ml_collections.ConfigDict:
 def _images_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.data_dir = ''  # '' = the committed fennec_jax/benchmarks/offline_data.
-  c.k_shots = tuple(evaluate.DEFAULT_K_SHOTS)
-  c.num_seeds = evaluate.DEFAULT_NUM_SEEDS
+  c.k_shots = tuple(protocol.DEFAULT_K_SHOTS)
+  c.num_seeds = protocol.DEFAULT_NUM_SEEDS
   c.targets = ()  # () = every task.
-  c.estimators = tuple(evaluate.DEFAULT_IMAGE_ESTIMATORS)
+  c.estimators = tuple(images.DEFAULT_IMAGE_ESTIMATORS)
   c.paper = True  # Include fennec_paper.
   c.seed = 0
   c.space = _space_defaults()
@@ -189,7 +193,7 @@ def _evaluate(config, workdir):
 
 
 def _images(config, workdir):
-  return evaluate.run_images(
+  return images.run_images(
       out_dir=_need_workdir(workdir, 'images'),
       data_dir=config.data_dir or None, k_shots=tuple(config.k_shots),
       num_seeds=config.num_seeds, targets=tuple(config.targets) or None,
@@ -198,7 +202,7 @@ def _images(config, workdir):
 
 
 def _models_out(config, workdir):
-  return evaluate.run_models_out(
+  return models_out.run_models_out(
       _need_workdir(workdir, 'models_out'), config.benchmark or None,
       config.history or None, space_config=config.space.to_dict(),
       seed=config.seed)
@@ -230,7 +234,7 @@ def _build_benchmark(config, workdir):
   if config.stage in ('all', 'build'):
     out['results'] = build.build(to_build, workdir)
   if config.stage == 'export' or (config.stage == 'all' and config.export_dir):
-    out['export'] = build.export_artifacts(to_build, workdir,
+    out['export'] = export.export_artifacts(to_build, workdir,
                                            config.export_dir)
   return out
 

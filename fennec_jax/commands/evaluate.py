@@ -19,7 +19,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 
-from fennec_jax.benchmarks import evaluate as evaluate_lib
+from fennec_jax.benchmarks import images
+from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks import runner
 
 _BENCHMARK = flags.DEFINE_string(
@@ -50,7 +51,7 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, '--protocol=images: offline benchmark artifacts '
     '(default: the committed fennec_jax/benchmarks/offline_data).')
 _ESTIMATORS = flags.DEFINE_list(
-    'estimators', list(evaluate_lib.DEFAULT_IMAGE_ESTIMATORS),
+    'estimators', list(images.DEFAULT_IMAGE_ESTIMATORS),
     'Estimators run over the zoo by --protocol=images.')
 
 
@@ -100,7 +101,7 @@ def main(argv: list[str]) -> None:
     rows, path = runner.run(config, _OUT.value)
     logging.info('wrote %s', path)
     for r in rows:
-      if r['model'] == evaluate_lib.MEAN:
+      if r['model'] == protocol.MEAN:
         print(f"{r['method']:14s} pearson {r['pearson']:.3f}  weighted_tau "
               f"{r['weighted_tau']:.3f}  rank_error {r['rank_error']:.3f}")
     return

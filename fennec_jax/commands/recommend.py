@@ -20,7 +20,7 @@ from absl import flags
 from absl import logging
 
 from fennec_jax import recommender
-from fennec_jax.benchmarks import evaluate
+from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks.offline import demo as demo_lib
 from fennec_jax.data import sources
 
@@ -88,7 +88,7 @@ def main(argv: list[str]) -> None:
   if _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
   else:
-    history, _ = evaluate.load_history(_BENCHMARK.value, _HISTORY.value)
+    history, _ = protocol.load_history(_BENCHMARK.value, _HISTORY.value)
     fennec = recommender.Fennec().fit(history)
   if _SAVE.value:
     fennec.save(_SAVE.value)
