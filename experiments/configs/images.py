@@ -35,6 +35,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.num_seeds = 1
   if arg == 'tiny':
     config.targets = ('shape_color', 'count_parity')
+    config.models = ('mlp_s__fashion_all', 'cnn_s__shape_polygon',
+                     'resnet_s__count_big', 'vit_s__fashion_upper',
+                     'mixer_s__shape_rotation', 'cnn_s__fashion_lower',
+                     'resnet_s__shape_pairs', 'mlp_s__count_lines')
     config.estimators = ('logme', 'reg_hscore')
     config.paper = False
     config.space.max_steps = 100

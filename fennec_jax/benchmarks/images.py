@@ -283,6 +283,7 @@ def run_images(
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
     data_dir: str | None = None,
+    models: Sequence[str] | None = None,
 ) -> tuple[protocol.Results, dict[str, str]]:
   """The images protocol (`fennec evaluate --protocol=images`).
 
@@ -305,13 +306,20 @@ def run_images(
     seed: root seed.
     data_dir: offline artifacts directory for the default `source` and
       `history` (default: the committed ones).
+    models: the candidate models (default: the whole zoo); a smaller zoo
+      makes a quick run, since every estimator runs every candidate.
 
   Returns:
     `(results, paths)`.
+
+  Raises:
+    ValueError: a model id not in the history (naming the valid ones).
   """
   start = time.perf_counter()
   if history is None:
     history = offline_loader.load(data_dir)
+  if models:
+    history = history.subset(models=list(models))
   source = source or offline_source.OfflineSource(data_dir)
   targets = list(targets or history.task_ids)
   methods = image_methods(history, source, targets, estimators,

@@ -98,6 +98,7 @@ def _images_defaults() -> ml_collections.ConfigDict:
   c.num_seeds = protocol.DEFAULT_NUM_SEEDS
   c.targets = ()  # () = every task.
   c.estimators = tuple(images.DEFAULT_IMAGE_ESTIMATORS)
+  c.models = ()  # () = the whole zoo.
   c.paper = True  # Include fennec_paper.
   c.seed = 0
   c.space = _space_defaults()
@@ -198,7 +199,8 @@ def _images(config, workdir):
       data_dir=config.data_dir or None, k_shots=tuple(config.k_shots),
       num_seeds=config.num_seeds, targets=tuple(config.targets) or None,
       estimators=tuple(config.estimators), paper=config.paper,
-      space_config=config.space.to_dict(), seed=config.seed)
+      space_config=config.space.to_dict(), seed=config.seed,
+      models=tuple(config.models) or None)
 
 
 def _models_out(config, workdir):
