@@ -128,7 +128,8 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
       `max_classes=K` fixes the static size of the class axis (default: the
       next power of two >= C); every call with the same K, n and width
       shares one compilation, and padding classes change no score;
-      `num_classes=C` states C when it is not max(labels) + 1;
+      `num_classes=C` checks the labels against C classes (default
+      max(labels) + 1; every class needs a sample);
       `batch_size=k` runs k models at a time inside the jitted call (bounds
       memory); `pca=dim` or `pca={'dim', 'method': 'exact'|'randomized',
       'seed'}` projects every model's features on their top principal
