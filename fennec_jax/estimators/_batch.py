@@ -7,9 +7,15 @@ the models, places them on a mesh (on accelerators the model axis is sharded
 when the device count divides it), and calls `jit(vmap(core))` once;
 `batch_size` switches to `jax.lax.map(..., batch_size=k)` (still one jitted
 call) to bound memory.
-Compiled functions are cached per (estimator, static options).
+Compiled functions are cached per (estimator, static options). The number of
+classes is not a static option: `prepare` passes it as data next to the labels
+and sizes class axes by a static bound (`max_classes`, see
+`_common.class_bound`), so targets with different class counts (same n, d and
+bound) reuse one compilation. `trace_count(name)` says how often an estimator
+was traced, which is how tests prove it.
 """
 
+import collections
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -60,16 +66,24 @@ def input_is_valid(kind: str, x: jnp.ndarray) -> jnp.ndarray:
   return ok
 
 
+_TRACES: collections.Counter = collections.Counter()
+
+
+def trace_count(name: str) -> int:
+  """How many times estimator `name` has been traced (compiled) so far."""
+  return _TRACES[name]
+
+
 @functools.lru_cache(maxsize=256)
 def _compiled(name: str, kind: str, core: Callable, static: tuple,
               batch_size: int | None, sharded: bool,
               pca: tuple[int, str, int] | None = None):
-  del name  # Part of the cache key only.
   if pca is not None:
     core = _with_pca(core, pca)
   fn = functools.partial(core, **dict(static))
 
   def batched(stack, arrays):
+    _TRACES[name] += 1  # Runs once per trace, not per call.
     # Input checks run on the device, fused with the scoring: a host-side
     # pass over a [64, 2000, 768] stack would cost more than the scores.
     valid = jax.vmap(functools.partial(input_is_valid, kind))(stack)

@@ -4,6 +4,11 @@ Validation runs on the host in NumPy, before anything is traced, so a bad input
 gets a `ValueError` that names what is wrong (a NaN row, a label outside
 0..C-1) instead of a silent NaN score. The jnp helpers are pure and shape-static
 so every estimator core can be vmapped over models.
+
+Class counts are data, not shapes: labels are checked against C classes, and
+per-class arrays are sized by a static bound K >= C (`class_bound`: the next
+power of two, or the caller's `max_classes`), with classes C..K-1 empty and
+masked out of every score. Targets with different C share one compilation.
 """
 
 from absl import logging
@@ -11,23 +16,43 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def class_bound(num_classes: int, max_classes: int | None = None) -> int:
+  """The static size K of the class axis: `max_classes`, or the next power of
+  two >= num_classes (few distinct sizes, so few compilations).
+
+  Raises:
+    ValueError: max_classes < 2 or below num_classes.
+  """
+  if max_classes is None:
+    return max(2, 1 << (int(num_classes) - 1).bit_length())
+  max_classes = int(max_classes)
+  if max_classes < 2 or num_classes > max_classes:
+    raise ValueError(
+        f'max_classes={max_classes} must be >= 2 and >= the number of '
+        f'classes ({num_classes}).')
+  return max_classes
+
+
 def check_labels(labels, n: int | None = None,
                  num_classes: int | None = None,
-                 name: str = 'labels') -> tuple[np.ndarray, int]:
-  """Validates integer class labels and infers the (static) class count.
+                 name: str = 'labels', max_classes: int | None = None
+                 ) -> tuple[np.ndarray, int, int]:
+  """Validates integer class labels; returns their class count and bound.
 
   Args:
     labels: [n] integer class ids in 0..C-1.
     n: expected length (the number of feature rows), if known.
     num_classes: C; inferred as max(labels) + 1 when None.
     name: how the array is called in error messages.
+    max_classes: the static class-axis size K (see `class_bound`); None
+      picks the next power of two >= C.
 
   Returns:
-    (labels as int32 NumPy array, num_classes).
+    (labels as int32 NumPy array, num_classes C, class bound K >= C).
 
   Raises:
-    ValueError: wrong shape or dtype, a label outside 0..C-1, a class with no
-      sample, or fewer than two classes.
+    ValueError: wrong shape or dtype, a label outside 0..C-1 or >= max_classes,
+      a class with no sample, or fewer than two classes.
   """
   labels = np.asarray(labels)
   if labels.ndim != 1:
@@ -46,6 +71,11 @@ def check_labels(labels, n: int | None = None,
           f'{name} must hold integer class ids 0..C-1, got dtype '
           f'{labels.dtype}.')
   lo, hi = int(labels.min()), int(labels.max())
+  if max_classes is not None and hi >= int(max_classes):
+    raise ValueError(
+        f'{name} holds class id {hi} >= max_classes={int(max_classes)}: '
+        f'the class bound must exceed every label (use max_classes >= '
+        f'{hi + 1}).')
   if num_classes is None:
     num_classes = hi + 1
   num_classes = int(num_classes)
@@ -66,7 +96,28 @@ def check_labels(labels, n: int | None = None,
         f'class id(s) {empty.tolist()[:10]} have no sample in {name} '
         f'(num_classes={num_classes}); relabel to 0..C-1 with '
         'np.unique(labels, return_inverse=True).')
-  return labels.astype(np.int32), num_classes
+  return (labels.astype(np.int32), num_classes,
+          class_bound(num_classes, max_classes))
+
+
+def class_arrays(labels, n: int, num_classes: int | None = None,
+                 max_classes: int | None = None
+                 ) -> tuple[int, dict[str, np.ndarray]]:
+  """`check_labels`, packaged for a Spec's prepare.
+
+  Returns:
+    (class bound K, {'labels': int32 [n], 'num_classes': int32 scalar C}):
+    the bound is a static option, C is data (see `class_mask`).
+  """
+  labels, num_classes, bound = check_labels(labels, n, num_classes,
+                                            max_classes=max_classes)
+  return bound, dict(labels=labels, num_classes=np.int32(num_classes))
+
+
+def class_mask(num_classes: jnp.ndarray, bound: int,
+               dtype=jnp.float32) -> jnp.ndarray:
+  """[K] 1 for the classes 0..C-1 that exist, 0 for the padding."""
+  return (jnp.arange(bound) < num_classes).astype(dtype)
 
 
 def check_features(features, name: str = 'features') -> np.ndarray:
@@ -113,9 +164,9 @@ def one_hot(labels: jnp.ndarray, num_classes: int,
 
 
 def class_means(x: jnp.ndarray, onehot: jnp.ndarray) -> jnp.ndarray:
-  """[C, d] per-class means (every class has >= 1 sample, checked on host)."""
+  """[K, d] per-class means; 0 for the empty padding classes."""
   counts = onehot.sum(0)
-  return (onehot.T @ x) / counts[:, None]
+  return (onehot.T @ x) / jnp.where(counts > 0, counts, 1.0)[:, None]
 
 
 def _pinv_eigh(a: jnp.ndarray, rcond: float | None

@@ -13,6 +13,7 @@ variance by its mean over dimensions and, like the released code, takes the log
 of that scalar once (not d times). `pca_dim` optionally projects first (shared
 PCA, exact or randomized). Invariant to permuting class ids and to an exact
 feature-space translation; not scale invariant (the 1e-4 floor).
+Padding classes (up to `max_classes`) are left out of the pair sum.
 """
 
 import jax
@@ -24,12 +25,13 @@ from fennec_jax.estimators import _common
 from fennec_jax.estimators import preprocess
 
 
-def _core(f, *, labels, key, num_classes, gaussian_type, pca_dim, pca_method):
+def _core(f, *, labels, key, num_classes, max_classes, gaussian_type, pca_dim,
+          pca_method):
   x = f.astype(_common.float_dtype(f))
   if pca_dim is not None:
     x = preprocess.pca(x, pca_dim, method=pca_method,
                        key=jax.random.wrap_key_data(key))
-  onehot = _common.one_hot(labels, num_classes, x.dtype)
+  onehot = _common.one_hot(labels, max_classes, x.dtype)
   means = _common.class_means(x, onehot)
   var = _common.class_means(x * x, onehot) - means**2
   var = jnp.maximum(var, 1e-4)
@@ -45,22 +47,25 @@ def _core(f, *, labels, key, num_classes, gaussian_type, pca_dim, pca_method):
     return jnp.exp(-(first + 0.5 * second))
 
   bc = jax.lax.map(row, (means, var, logvar))
-  off_diag = 1.0 - jnp.eye(num_classes, dtype=x.dtype)
-  return -jnp.sum(bc * off_diag)
+  live = _common.class_mask(num_classes, max_classes, x.dtype)
+  pairs = (live[:, None] * live[None, :]
+           * (1.0 - jnp.eye(max_classes, dtype=x.dtype)))
+  return -jnp.sum(bc * pairs)
 
 
-def _prepare(stack, labels, *, num_classes=None, gaussian_type='diagonal',
-             pca_dim=None, pca_method='exact', seed=0):
-  labels, num_classes = _common.check_labels(labels, stack.shape[1],
-                                             num_classes)
+def _prepare(stack, labels, *, num_classes=None, max_classes=None,
+             gaussian_type='diagonal', pca_dim=None, pca_method='exact',
+             seed=0):
+  bound, arrays = _common.class_arrays(labels, stack.shape[1], num_classes,
+                                       max_classes)
   if gaussian_type not in ('diagonal', 'spherical'):
     raise ValueError(f"gaussian_type must be 'diagonal' or 'spherical', got "
                      f'{gaussian_type!r}.')
   key = np.asarray(jax.random.key_data(jax.random.key(int(seed))))
-  return (dict(num_classes=num_classes, gaussian_type=gaussian_type,
+  return (dict(max_classes=bound, gaussian_type=gaussian_type,
                pca_dim=None if pca_dim is None else int(pca_dim),
                pca_method=pca_method),
-          dict(labels=labels, key=key))
+          dict(arrays, key=key))
 
 
 SPEC = _batch.Spec('gbc', _core, _prepare, doc=__doc__)

@@ -23,6 +23,9 @@ the between-class term is scaled by (1 - a):
 
 Invariant to a global feature scale (a is scale-free), not to per-dimension
 scaling.
+
+The class axis has `max_classes` entries; padding classes have no sample, a
+zero mean and a zero weight n_c, so they add nothing to the trace.
 """
 
 import jax.numpy as jnp
@@ -54,38 +57,40 @@ def ledoit_wolf(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   return cov, shrink
 
 
-def _between(fc, labels, num_classes):
-  """(centred class means [C, d], counts [C])."""
-  onehot = _common.one_hot(labels, num_classes, fc.dtype)
+def _between(fc, labels, max_classes):
+  """(centred class means [K, d], counts [K]; 0 for padding classes)."""
+  onehot = _common.one_hot(labels, max_classes, fc.dtype)
   return _common.class_means(fc, onehot), onehot.sum(0)
 
 
-def _hscore_core(f, *, labels, num_classes):
+def _hscore_core(f, *, labels, num_classes, max_classes):
+  del num_classes  # Padding classes have zero weight.
   f = f.astype(_common.float_dtype(f))
   n = f.shape[0]
   fc = f - f.mean(0, keepdims=True)
   cov_f = fc.T @ fc / (n - 1)
-  means, counts = _between(fc, labels, num_classes)
+  means, counts = _between(fc, labels, max_classes)
   quad = _common.pinv_quadratic_forms(cov_f, means)
   return jnp.sum(counts * quad) / (n - 1)
 
 
-def _reg_hscore_core(f, *, labels, num_classes):
+def _reg_hscore_core(f, *, labels, num_classes, max_classes):
+  del num_classes  # Padding classes have zero weight.
   f = f.astype(_common.float_dtype(f))
   n = f.shape[0]
   fc = f - f.mean(0, keepdims=True)
   cov_a, shrink = ledoit_wolf(fc)
-  means, counts = _between(fc, labels, num_classes)
+  means, counts = _between(fc, labels, max_classes)
   quad = _common.pinv_quadratic_forms(cov_a, means)
   return (1.0 - shrink) * jnp.sum(counts * quad) / (n - 1)
 
 
-def _prepare(stack, labels, *, num_classes=None):
-  labels, num_classes = _common.check_labels(labels, stack.shape[1],
-                                             num_classes)
+def _prepare(stack, labels, *, num_classes=None, max_classes=None):
+  bound, arrays = _common.class_arrays(labels, stack.shape[1], num_classes,
+                                       max_classes)
   if stack.shape[1] < 2:
     raise ValueError('H-score needs at least two samples.')
-  return dict(num_classes=num_classes), dict(labels=labels)
+  return dict(max_classes=bound), arrays
 
 
 HSCORE = _batch.Spec('hscore', _hscore_core, _prepare, doc=__doc__)

@@ -15,7 +15,8 @@ from fennec_jax.estimators import _batch
 from fennec_jax.estimators import _common
 
 
-def _core(f, *, labels, num_classes, k, metric):
+def _core(f, *, labels, num_classes, max_classes, k, metric):
+  del num_classes  # Padding classes get no vote.
   x = f.astype(_common.float_dtype(f))
   n = x.shape[0]
   if metric == 'cosine':
@@ -27,21 +28,21 @@ def _core(f, *, labels, num_classes, k, metric):
   _, nbr = jax.lax.top_k(-d2, k)  # [n, k], nearest first.
   weights = 1.0 + (k - jnp.arange(k, dtype=x.dtype)) / (k * (k + 1.0))
   votes = jnp.sum(
-      _common.one_hot(labels[nbr].reshape(-1), num_classes, x.dtype).reshape(
-          n, k, num_classes) * weights[None, :, None], 1)
+      _common.one_hot(labels[nbr].reshape(-1), max_classes, x.dtype).reshape(
+          n, k, max_classes) * weights[None, :, None], 1)
   return jnp.mean((jnp.argmax(votes, 1) == labels).astype(x.dtype))
 
 
-def _prepare(stack, labels, *, num_classes=None, k=5, metric='euclidean'):
+def _prepare(stack, labels, *, num_classes=None, max_classes=None, k=5,
+             metric='euclidean'):
   n = stack.shape[1]
-  labels, num_classes = _common.check_labels(labels, n, num_classes)
+  bound, arrays = _common.class_arrays(labels, n, num_classes, max_classes)
   if not 1 <= int(k) <= n - 1:
     raise ValueError(f'k must be in 1..n-1 = 1..{n - 1}, got {k}.')
   if metric not in ('euclidean', 'cosine'):
     raise ValueError(
         f"metric must be 'euclidean' or 'cosine', got {metric!r}.")
-  return (dict(num_classes=num_classes, k=int(k), metric=metric),
-          dict(labels=labels))
+  return dict(max_classes=bound, k=int(k), metric=metric), arrays
 
 
 SPEC = _batch.Spec('knn', _core, _prepare, doc=__doc__)

@@ -31,6 +31,10 @@ of the true class. A ridge of 1e-6 tr(S_w)/d (plus `shrinkage` toward
 tr(S_w)/d I, default 0) keeps S_w invertible for duplicated or constant
 features. FDA is invariant to a global feature scale and to an orthogonal
 change of feature basis; SFDA is not scale invariant (exp(-5 lambda)).
+
+Both run on a class axis of `max_classes`: a padding class has prior 0, so its
+log prior is -inf and its posterior exactly 0 (SFDA's softening step masks it
+too), and it is left out of ConfMix's mean of the other classes.
 """
 
 import jax
@@ -60,12 +64,16 @@ def power_top_eigenvalue(a: jnp.ndarray, iters: int = 3) -> jnp.ndarray:
 def _lda_posterior(x, means, priors, cov):
   """Posterior softmax(x S^-1 mu' - 1/2 diag(mu S^-1 mu') + log pi).
 
+  A class with prior 0 (padding) has log prior -inf: posterior exactly 0.
+
   S^-1 is an eigendecomposition pseudo-inverse, not a Cholesky solve: with
   shrinkage 1e-10 on a singular scatter (unguarded SFDA, n < d) float32
   Cholesky fails and returns NaN, while the pseudo-inverse stays finite.
   """
   coef = means @ _common.pinv_sym(cov)  # [C, d] = mu S^-1.
-  intercept = -0.5 * jnp.sum(means * coef, 1) + jnp.log(priors)
+  log_priors = jnp.where(priors > 0, jnp.log(jnp.where(priors > 0, priors,
+                                                       1.0)), -jnp.inf)
+  intercept = -0.5 * jnp.sum(means * coef, 1) + log_priors
   return jax.nn.softmax(x @ coef.T + intercept[None, :], axis=-1)
 
 
@@ -80,19 +88,23 @@ def _sfda_fit(x, onehot, shrinkage, guard_floor):
   if shrinkage is None:
     lam = power_top_eigenvalue(sw)
     shrinkage = jnp.maximum(jnp.exp(-5.0 * lam), 1e-10)
-    if guard_floor:
-      _, lw = hscore_lib.ledoit_wolf(centred)
-      shrinkage = jnp.maximum(shrinkage, lw)
+    # guard_floor is one flag for all models (not vmapped): a real branch.
+    shrinkage = jax.lax.cond(
+        guard_floor,
+        lambda s: jnp.maximum(s, hscore_lib.ledoit_wolf(centred)[1]),
+        lambda s: s, shrinkage)
   mu = jnp.trace(sw) / d
   cov = (1.0 - shrinkage) * sw + shrinkage * mu * jnp.eye(d, dtype=x.dtype)
   return _lda_posterior(x, means, priors, cov), shrinkage, means
 
 
-def _sfda_core(f, *, labels, num_classes, guard_floor):
+def _sfda_core(f, *, labels, num_classes, guard_floor, max_classes):
   x = f.astype(_common.float_dtype(f))
-  onehot = _common.one_hot(labels, num_classes, x.dtype)
+  onehot = _common.one_hot(labels, max_classes, x.dtype)
   prob, shrinkage, means = _sfda_fit(x, onehot, None, guard_floor)
-  prob = jax.nn.softmax(prob, axis=-1)  # The paper's softening step.
+  live = _common.class_mask(num_classes, max_classes, x.dtype) > 0
+  # The paper's softening step, over the real classes only.
+  prob = jax.nn.softmax(jnp.where(live[None, :], prob, -jnp.inf), axis=-1)
   others = (means.sum(0, keepdims=True) - means) / (num_classes - 1)
   p_true = jnp.sum(prob * onehot, 1, keepdims=True)
   mixed = p_true * x + (1.0 - p_true) * (onehot @ others)
@@ -100,28 +112,31 @@ def _sfda_core(f, *, labels, num_classes, guard_floor):
   return jnp.mean(jnp.sum(prob2 * onehot, 1))
 
 
-def _sfda_prepare(stack, labels, *, num_classes=None, guard='auto'):
+def _sfda_prepare(stack, labels, *, num_classes=None, max_classes=None,
+                  guard='auto'):
   n, d = stack.shape[1], stack.shape[2]
-  labels, num_classes = _common.check_labels(labels, n, num_classes)
+  bound, arrays = _common.class_arrays(labels, n, num_classes, max_classes)
   if guard == 'auto':
-    guard_floor = n - num_classes < d
+    guard_floor = n - int(arrays['num_classes']) < d
   elif isinstance(guard, bool):
     guard_floor = guard
   else:
     raise ValueError(f"guard must be 'auto', True or False, got {guard!r}.")
-  return (dict(num_classes=num_classes, guard_floor=bool(guard_floor)),
-          dict(labels=labels))
+  # The guard depends on C, so it is data too (one compilation for every C).
+  return dict(max_classes=bound), dict(arrays,
+                                       guard_floor=np.bool_(guard_floor))
 
 
-def _fda_core(f, *, labels, key, num_classes, dim, pca_method, shrinkage):
+def _fda_core(f, *, labels, key, num_classes, max_classes, dim, pca_method,
+              shrinkage):
   x = f.astype(_common.float_dtype(f))
   x = preprocess.pca(x, dim, method=pca_method, key=key)
   n, k = x.shape
-  onehot = _common.one_hot(labels, num_classes, x.dtype)
+  onehot = _common.one_hot(labels, max_classes, x.dtype)
   counts = onehot.sum(0)
   means = _common.class_means(x, onehot)
   centred = x - onehot @ means
-  dof = max(n - num_classes, 1)
+  dof = jnp.maximum(n - num_classes, 1).astype(x.dtype)
   sw = centred.T @ centred / dof
   mu = jnp.trace(sw) / k
   total_mu = jnp.sum(x * x) / (n * k)
@@ -133,10 +148,10 @@ def _fda_core(f, *, labels, key, num_classes, dim, pca_method, shrinkage):
   return jnp.mean(jnp.sum(prob * onehot, 1))
 
 
-def _fda_prepare(stack, labels, *, num_classes=None, dim=32,
+def _fda_prepare(stack, labels, *, num_classes=None, max_classes=None, dim=32,
                  pca_method='exact', shrinkage=0.0, seed=0):
-  labels, num_classes = _common.check_labels(labels, stack.shape[1],
-                                             num_classes)
+  bound, arrays = _common.class_arrays(labels, stack.shape[1], num_classes,
+                                       max_classes)
   if pca_method not in ('exact', 'randomized'):
     raise ValueError(
         f"pca_method must be 'exact' or 'randomized', got {pca_method!r}.")
@@ -145,14 +160,13 @@ def _fda_prepare(stack, labels, *, num_classes=None, dim=32,
   if int(dim) < 1:
     raise ValueError(f'dim must be >= 1, got {dim}.')
   key = np.asarray(jax.random.key_data(jax.random.key(int(seed))))
-  return (dict(num_classes=num_classes, dim=int(dim), pca_method=pca_method,
+  return (dict(max_classes=bound, dim=int(dim), pca_method=pca_method,
                shrinkage=float(shrinkage)),
-          dict(labels=labels, key=key))
+          dict(arrays, key=key))
 
 
-def _fda_core_rawkey(f, *, labels, key, **static):
-  return _fda_core(f, labels=labels, key=jax.random.wrap_key_data(key),
-                   **static)
+def _fda_core_rawkey(f, *, key, **kwargs):
+  return _fda_core(f, key=jax.random.wrap_key_data(key), **kwargs)
 
 
 SFDA = _batch.Spec('sfda', _sfda_core, _sfda_prepare, doc=__doc__)

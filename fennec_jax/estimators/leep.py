@@ -27,6 +27,14 @@ samples).
 
 All three are invariant to permuting target class ids; NCE and LEEP also to
 permuting source classes.
+
+Shapes: the target classes take `max_classes` rows of the joint (default: the
+next power of two >= C); the padding rows hold no mass and add nothing. NCE's
+source classes are padded the same way (`num_source_classes`, default the next
+power of two above the largest source id), and NLEEP fits min(ratio * K, n)
+components of which only the first min(ratio * C, n) are live: the others get
+weight 0 (log weight -inf), so they own no sample and the fit is the unpadded
+one.
 """
 
 import jax
@@ -77,60 +85,64 @@ def check_source_labels(stack: np.ndarray) -> np.ndarray:
 
 
 def leep_from_probs(probs: jnp.ndarray, labels: jnp.ndarray,
-                    num_classes: int) -> jnp.ndarray:
-  """LEEP of target labels [n] given soft assignments probs [n, Z].
+                    max_classes: int) -> jnp.ndarray:
+  """LEEP of target labels [n] (< max_classes) given soft assignments [n, Z].
 
   O(n Z): the joint is a segment sum over rows and only the true class's
-  expected empirical prediction is formed (no [n, C] product).
+  expected empirical prediction is formed (no [n, C] product). Classes
+  without a sample have an all-zero row of the joint and change nothing.
   """
   n = probs.shape[0]
-  joint = jax.ops.segment_sum(probs, labels, num_segments=num_classes) / n
+  joint = jax.ops.segment_sum(probs, labels, num_segments=max_classes) / n
   pz = joint.sum(0)
   cond = jnp.where(pz > 0, joint / jnp.where(pz > 0, pz, 1.0), 0.0)
   eep = jnp.sum(cond[labels] * probs, 1)
   return jnp.mean(jnp.log(eep))
 
 
-def _leep_core(probs, *, labels, num_classes):
+def _leep_core(probs, *, labels, num_classes, max_classes):
+  del num_classes  # Empty classes add nothing to the joint.
   probs = probs.astype(_common.float_dtype(probs))
-  return leep_from_probs(probs, labels, num_classes)
+  return leep_from_probs(probs, labels, max_classes)
 
 
-def _leep_prepare(stack, labels, *, num_classes=None):
-  labels, num_classes = _common.check_labels(labels, stack.shape[1],
-                                             num_classes)
-  return dict(num_classes=num_classes), dict(labels=labels)
+def _leep_prepare(stack, labels, *, num_classes=None, max_classes=None):
+  bound, arrays = _common.class_arrays(labels, stack.shape[1], num_classes,
+                                       max_classes)
+  return dict(max_classes=bound), arrays
 
 
-def _nce_core(z, *, labels, num_classes, num_source_classes):
+def _nce_core(z, *, labels, num_classes, max_classes, num_source_classes):
+  del num_classes  # Empty classes add nothing to the joint.
   dtype = jnp.result_type(float)
   n = z.shape[0]
   # Joint counts by scatter-add (a one-hot product costs n * C * Z flops).
-  joint = jnp.zeros((num_classes * num_source_classes,), dtype).at[
+  joint = jnp.zeros((max_classes * num_source_classes,), dtype).at[
       labels * num_source_classes + z].add(1.0).reshape(
-          num_classes, num_source_classes) / n
+          max_classes, num_source_classes) / n
   pz = joint.sum(0, keepdims=True)
   ratio = jnp.where(joint > 0, joint / jnp.where(pz > 0, pz, 1.0), 1.0)
   return jnp.sum(joint * jnp.log(ratio))
 
 
-def _nce_prepare(stack, labels, *, num_classes=None, num_source_classes=None):
-  labels, num_classes = _common.check_labels(labels, stack.shape[1],
-                                             num_classes)
+def _nce_prepare(stack, labels, *, num_classes=None, max_classes=None,
+                 num_source_classes=None):
+  bound, arrays = _common.class_arrays(labels, stack.shape[1], num_classes,
+                                       max_classes)
   top = int(stack.max()) + 1
   if num_source_classes is None:
-    num_source_classes = top
+    num_source_classes = _common.class_bound(top)
   elif top > num_source_classes:
     raise ValueError(f'source_labels hold id {top - 1} >= num_source_classes='
                      f'{num_source_classes}.')
-  return (dict(num_classes=num_classes,
-               num_source_classes=int(num_source_classes)),
-          dict(labels=labels))
+  return (dict(max_classes=bound, num_source_classes=int(num_source_classes)),
+          arrays)
 
 
 def gmm_diag_em(x: jnp.ndarray, mask: jnp.ndarray, init_means: jnp.ndarray, *,
                 max_iter: int = 100, tol: float = 1e-3,
-                reg_covar: float = 1e-6) -> jnp.ndarray:
+                reg_covar: float = 1e-6,
+                live: jnp.ndarray | None = None) -> jnp.ndarray:
   """EM for a diagonal Gaussian mixture on x [n, D] over dims where mask=1.
 
   Args:
@@ -140,12 +152,17 @@ def gmm_diag_em(x: jnp.ndarray, mask: jnp.ndarray, init_means: jnp.ndarray, *,
     max_iter: most EM iterations.
     tol: stop when the mean log-likelihood changes by less.
     reg_covar: added to every variance.
+    live: [K] booleans, the components that exist (default: all); the
+      others have log weight -inf and get no sample.
 
   Returns:
-    [n, K] posteriors p(component | x) after the last M-step.
+    [n, K] posteriors p(component | x) after the last M-step (0 for the
+    components that are not live).
   """
   n = x.shape[0]
   eps = 10 * jnp.finfo(x.dtype).eps
+  if live is None:
+    live = jnp.ones((init_means.shape[0],), bool)
 
   def m_step(resp):
     nk = resp.sum(0) + eps
@@ -161,12 +178,14 @@ def gmm_diag_em(x: jnp.ndarray, mask: jnp.ndarray, init_means: jnp.ndarray, *,
             + jnp.sum(means**2 * prec, 1)[None, :])
     logdet = jnp.sum(mask[None, :] * jnp.log(2 * jnp.pi * var), 1)
     logp = jnp.log(weights)[None, :] - 0.5 * (quad + logdet[None, :])
+    logp = jnp.where(live[None, :], logp, -jnp.inf)
     norm = jax.scipy.special.logsumexp(logp, axis=1, keepdims=True)
     return jnp.exp(logp - norm), jnp.mean(norm)
 
   d2 = (jnp.sum((x * mask) ** 2, 1)[:, None]
         - 2.0 * (x * mask) @ init_means.T
         + jnp.sum((init_means * mask) ** 2, 1)[None, :])
+  d2 = jnp.where(live[None, :], d2, jnp.inf)
   resp0 = jax.nn.one_hot(jnp.argmin(d2, 1), init_means.shape[0],
                          dtype=x.dtype)
   params0 = m_step(resp0)
@@ -187,8 +206,10 @@ def gmm_diag_em(x: jnp.ndarray, mask: jnp.ndarray, init_means: jnp.ndarray, *,
   return resp
 
 
-def _nleep_core(f, *, labels, init_index, num_classes, max_dim,
-                variance_fraction, max_iter, tol, reg_covar):
+def _nleep_core(f, *, labels, init_index, num_components, num_classes,
+                max_classes, max_dim, variance_fraction, max_iter, tol,
+                reg_covar):
+  del num_classes  # Empty classes add nothing to the joint.
   x = f.astype(_common.float_dtype(f))
   components, variances = preprocess.pca_basis(x, max_dim)
   xc = x - x.mean(0, keepdims=True)
@@ -197,9 +218,10 @@ def _nleep_core(f, *, labels, init_index, num_classes, max_dim,
   keep = jnp.sum(cum <= variance_fraction) + 1
   mask = (jnp.arange(components.shape[1]) < keep).astype(x.dtype)
   z = (xc @ components) * mask[None, :]
+  live = jnp.arange(init_index.shape[0]) < num_components
   resp = gmm_diag_em(z, mask, z[init_index], max_iter=max_iter, tol=tol,
-                     reg_covar=reg_covar)
-  return leep_from_probs(resp, labels, num_classes)
+                     reg_covar=reg_covar, live=live)
+  return leep_from_probs(resp, labels, max_classes)
 
 
 def nleep_init_index(n: int, num_components: int, seed: int) -> np.ndarray:
@@ -208,21 +230,25 @@ def nleep_init_index(n: int, num_components: int, seed: int) -> np.ndarray:
       n, size=num_components, replace=False)).astype(np.int32)
 
 
-def _nleep_prepare(stack, labels, *, num_classes=None, component_ratio=5,
-                   variance_fraction=0.8, max_dim=64, max_iter=100, tol=1e-3,
-                   reg_covar=1e-6, seed=0):
+def _nleep_prepare(stack, labels, *, num_classes=None, max_classes=None,
+                   component_ratio=5, variance_fraction=0.8, max_dim=64,
+                   max_iter=100, tol=1e-3, reg_covar=1e-6, seed=0):
   n = stack.shape[1]
-  labels, num_classes = _common.check_labels(labels, n, num_classes)
+  bound, arrays = _common.class_arrays(labels, n, num_classes, max_classes)
   if not 0.0 < variance_fraction <= 1.0:
     raise ValueError(
         f'variance_fraction must be in (0, 1], got {variance_fraction}.')
-  num_components = int(min(component_ratio * num_classes, n))
-  static = dict(num_classes=num_classes, max_dim=int(max_dim),
+  num_components = int(min(component_ratio * int(arrays['num_classes']), n))
+  # Padded to the bound's component count; the padding starts at sample 0
+  # and is never live.
+  init_index = np.zeros((int(min(component_ratio * bound, n)),), np.int32)
+  init_index[:num_components] = nleep_init_index(n, num_components, seed)
+  static = dict(max_classes=bound, max_dim=int(max_dim),
                 variance_fraction=float(variance_fraction),
                 max_iter=int(max_iter), tol=float(tol),
                 reg_covar=float(reg_covar))
-  return static, dict(labels=labels,
-                      init_index=nleep_init_index(n, num_components, seed))
+  return static, dict(arrays, init_index=init_index,
+                      num_components=np.int32(num_components))
 
 
 LEEP = _batch.Spec('leep', _leep_core, _leep_prepare, kind='source_probs',

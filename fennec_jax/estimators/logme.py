@@ -102,18 +102,22 @@ def logme_columns(f: jnp.ndarray, y: jnp.ndarray, *, max_iter: int = 11,
   return ev
 
 
-def _core(f, *, labels, targets, num_classes, regression, max_iter, tol):
+def _core(f, *, labels, targets, num_classes, max_classes, regression,
+          max_iter, tol):
   dtype = _common.float_dtype(f)
   f = f.astype(dtype)
   if regression:
     y = targets.astype(dtype)
-  else:
-    y = _common.one_hot(labels, num_classes, dtype)
-  return jnp.mean(logme_columns(f, y, max_iter=max_iter, tol=tol))
+    return jnp.mean(logme_columns(f, y, max_iter=max_iter, tol=tol))
+  # Padding classes are all-zero columns, evaluated and then left out.
+  y = _common.one_hot(labels, max_classes, dtype)
+  mask = _common.class_mask(num_classes, max_classes, dtype)
+  evidence = logme_columns(f, y, max_iter=max_iter, tol=tol)
+  return jnp.sum(jnp.where(mask > 0, evidence, 0.0)) / num_classes
 
 
-def _prepare(stack, labels, *, num_classes=None, regression=False,
-             max_iter=11, tol=1e-3):
+def _prepare(stack, labels, *, num_classes=None, max_classes=None,
+             regression=False, max_iter=11, tol=1e-3):
   n = stack.shape[1]
   if regression:
     targets = np.asarray(labels, dtype=np.float64)
@@ -126,14 +130,15 @@ def _prepare(stack, labels, *, num_classes=None, regression=False,
     if not np.all(np.isfinite(targets)):
       raise ValueError('regression targets hold NaN or inf.')
     arrays = dict(labels=np.zeros((n,), np.int32),
-                  targets=targets.astype(stack.dtype))
-    num_classes = 0
+                  targets=targets.astype(stack.dtype),
+                  num_classes=np.int32(0))
+    bound = 0
   else:
-    labels, num_classes = _common.check_labels(labels, n, num_classes)
-    arrays = dict(labels=labels, targets=np.zeros((n, 1), stack.dtype))
+    bound, arrays = _common.class_arrays(labels, n, num_classes, max_classes)
+    arrays['targets'] = np.zeros((n, 1), stack.dtype)
   if int(max_iter) < 1:
     raise ValueError(f'max_iter must be >= 1, got {max_iter}.')
-  static = dict(num_classes=num_classes, regression=bool(regression),
+  static = dict(max_classes=bound, regression=bool(regression),
                 max_iter=int(max_iter), tol=float(tol))
   return static, arrays
 

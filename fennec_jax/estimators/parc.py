@@ -52,7 +52,8 @@ def _pearson(a, b):
                    0.0)
 
 
-def _core(f, *, labels, rows, cols, key, pca_dim, pca_method):
+def _core(f, *, labels, num_classes, rows, cols, key, pca_dim, pca_method):
+  del num_classes  # RDM_y only asks whether two labels differ.
   x = f.astype(_common.float_dtype(f))
   std = x.std(0)
   x = (x - x.mean(0)) / jnp.where(std > 0, std, 1.0)
@@ -67,15 +68,15 @@ def _core(f, *, labels, rows, cols, key, pca_dim, pca_method):
   return 100.0 * _pearson(average_ranks(dist), different)
 
 
-def _prepare(stack, labels, *, num_classes=None, pca_dim=None,
-             pca_method='exact', seed=0):
+def _prepare(stack, labels, *, num_classes=None, max_classes=None,
+             pca_dim=None, pca_method='exact', seed=0):
   n = stack.shape[1]
-  labels, _ = _common.check_labels(labels, n, num_classes)
+  _, arrays = _common.class_arrays(labels, n, num_classes, max_classes)
   rows, cols = np.tril_indices(n, -1)
   key = np.asarray(jax.random.key_data(jax.random.key(int(seed))))
   return (dict(pca_dim=None if pca_dim is None else int(pca_dim),
                pca_method=pca_method),
-          dict(labels=labels, rows=rows.astype(np.int32),
+          dict(arrays, rows=rows.astype(np.int32),
                cols=cols.astype(np.int32), key=key))
 
 

@@ -11,6 +11,16 @@ call. Models of different feature widths are grouped by width (one call per
 distinct width), not zero-padded: padding would change covariance-based scores
 (a zero column is a degenerate direction), so grouping keeps every score exactly
 equal to the per-model call.
+
+Class counts are data: every estimator sizes its class axis by a static bound
+(`max_classes`, by default the next power of two >= the number of classes), so
+targets with 2, 5 or 37 classes and the same sample count and feature widths
+share one compilation per bound. Pass `max_classes=64` to `score_models` (or
+the single-model functions) to fix the bound for a whole run and compile each
+estimator once (TransRate: once per power-of-two bucket of its largest class).
+The sample count n stays a static shape: Gram-side choices (n x n or d x d),
+eigenvalue cut-offs and PARC's n(n-1)/2 pairs depend on it, so padding samples
+would change the cheap path and the floating-point path of several estimators.
 """
 
 from collections.abc import Callable, Sequence
@@ -110,11 +120,16 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
     features: [m, n, d] array, or a sequence of m arrays [n, d_i] (grouped
       by width). For 'leep' pass source probabilities [m, n, c_src]; for 'nce'
       source labels [m, n].
-    labels: [n] target class ids 0..C-1 (float targets for
-      `logme` with `regression=True`).
+    labels: [n] target class ids 0..C-1, every class with a sample (float
+      targets for `logme` with `regression=True`).
     shard_on_cpu: shard the model axis over several CPU devices too (see
       `_batch.run`; accelerators shard when the device count divides m).
-    **options: estimator options (see each module). Two apply to all:
+    **options: estimator options (see each module). These apply to all:
+      `max_classes=K` fixes the static size of the class axis (default: the
+      next power of two >= C); every call with the same K, n and width
+      shares one compilation, and padding classes change no score;
+      `num_classes=C` checks the labels against C classes (default
+      max(labels) + 1; every class needs a sample);
       `batch_size=k` runs k models at a time inside the jitted call (bounds
       memory); `pca=dim` or `pca={'dim', 'method': 'exact'|'randomized',
       'seed'}` projects every model's features on their top principal
@@ -124,7 +139,8 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
     [m] float64 scores, higher = better, in the order of `features`.
 
   Raises:
-    ValueError: unknown estimator, bad shapes, NaN features, bad labels.
+    ValueError: unknown estimator, bad shapes, NaN features, bad labels (a
+      label >= max_classes names the label and the bound).
   """
   spec = get_spec(name)
   groups = _stack_inputs(spec, features)
