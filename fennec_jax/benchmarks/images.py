@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from absl import logging
-import jax
 import numpy as np
 
 from fennec_jax import paper as paper_lib
@@ -188,22 +187,13 @@ def _warm_zoo(source: offline_source.ImageSource, model_ids: Sequence[str],
               images: np.ndarray) -> None:
   """Compiles every zoo model's pass over `images` before it is timed.
 
-  Run for every target: a probe of another size compiles another pass, and
-  the compiled ones may have been dropped (`_drop_compiled_estimators`);
-  where they are still compiled, this costs one untimed pass each.
+  Run for every target: a probe of another size would compile another pass
+  (the zoo's passes pad to fixed chunks, so in practice only the first
+  target compiles); where they are compiled, this costs one untimed pass
+  each.
   """
   for model_id in model_ids:
     source.warm(model_id, images)
-
-
-def _drop_compiled_estimators() -> None:
-  """Frees the estimators compiled for one target's class count.
-
-  Each target's class count compiles every estimator anew; keeping all of
-  them made XLA:CPU run out of memory for code after 18 of 26 offline
-  targets. Not needed once estimators take the class count as data.
-  """
-  jax.clear_caches()
 
 
 def zoo_estimator_scores(
@@ -212,8 +202,10 @@ def zoo_estimator_scores(
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, float]]]:
   """Every estimator over every zoo model on each target's probe, timed.
 
-  The zoo's forward pass over a target's probe is done once (compiled
-  beforehand, outside the timing) and charged in full to every estimator
+  Estimators take the class count as data, padded to a power-of-two
+  bucket, so targets share compilations (one per bucket) and nothing is
+  dropped between targets. The zoo's forward pass over a target's probe is
+  done once (compiled beforehand, outside the timing) and charged in full to every estimator
   (plus the estimator's own time, measured on a second, compiled call),
   as a user running just that estimator would pay it; LEEP / NCE read the
   source heads' outputs of the same pass (NCE: their argmax).
@@ -267,7 +259,6 @@ def zoo_estimator_scores(
       est_seconds.setdefault(name, {})[target] = forward + s
     logging.info('images protocol: %s: %d models forward in %.2fs',
                  target, len(feats), forward)
-    _drop_compiled_estimators()
   return est_scores, est_seconds
 
 
