@@ -2,7 +2,7 @@ r"""Speed of the offline builder's fine-tune step: vmapped group vs one by one.
 
 Measures, per zoo architecture, the wall time of fine-tuning a group of
 `--group` models on one target with the builder's own jitted function
-(`fennec_jax.benchmarks.offline.build._finetune_fn`), once with `vmap` over
+(`fennec_jax.benchmarks.offline.build.finetune_fn`), once with `vmap` over
 the group and once model by model, after a warm-up call (compile excluded).
 Writes `<out>/offline_build_speed.json` and `.md`.
 
@@ -66,7 +66,7 @@ def main(argv):
                batch_size=config.finetune.batch_size)
     for mode in ('vmap', 'loop'):
       config.vmap = mode == 'vmap'
-      fn = build._finetune_fn(config, mesh, arch, 250, _GROUP.value)  # pylint: disable=protected-access
+      fn = build.finetune_fn(config, mesh, arch, 250, _GROUP.value)
       row[f'{mode}_first_call_s'], _ = _time(fn, backbones,
                                              jax.random.key(0), *args)
       row[f'{mode}_s'], row[f'{mode}_cpu_s'] = _time(

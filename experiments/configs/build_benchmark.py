@@ -1,4 +1,4 @@
-r"""The offline benchmark build (issue 6): 30-model zoo + proxy x 26 targets.
+r"""The offline benchmark build: 30-model zoo + proxy x 26 targets.
 
 Command (full build, resumable; rerun the same command after a kill):
 

@@ -1,4 +1,4 @@
-r"""The images protocol on the offline benchmark (issue 7): methods see the
+r"""The images protocol on the offline benchmark: methods see the
 target's probe images; every estimator runs the whole zoo, timed.
 
 Command (all 26 targets, K = 0, one draw):

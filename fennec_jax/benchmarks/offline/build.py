@@ -609,7 +609,7 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
         backbones.append({k: c['backbone'] for k, c in v.items()})
       key = (arch, len(todo) if config.vmap else 1, n_test)
       if key not in fns:
-        fns[key] = _finetune_fn(config, mesh, arch, chunk, len(todo))
+        fns[key] = finetune_fn(config, mesh, arch, chunk, len(todo))
       accs = fns[key](backbones, task_key, *args)
       seconds = (time.time() - t0) / len(todo)
       for m, acc in zip(todo, accs):
@@ -622,8 +622,21 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def _finetune_fn(config, mesh, arch, chunk, group):
-  """Returns `f(backbones, key, *task_arrays) -> accuracies` for one arch."""
+def finetune_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                arch: str, chunk: int, group: int):
+  """The fine-tuning recipe of one architecture as one function.
+
+  Args:
+    config: the build config (its `finetune` section is the recipe).
+    mesh: the data mesh of the batches.
+    arch: a registry architecture of the zoo.
+    chunk: evaluation chunk size.
+    group: how many models are fine-tuned together (part of the cache key
+      of the caller; shapes follow the inputs).
+
+  Returns:
+    `f(backbones, key, *task_arrays) -> accuracies`.
+  """
   del group  # Shapes follow the inputs; kept for the compile-cache key.
   fc = config.finetune
   module = zoo_lib.make_classifier(arch, fc.max_classes)
