@@ -12,6 +12,7 @@ from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import images
 from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks.offline import source as offline_source
+from fennec_jax.estimators import _batch
 
 
 class _FakeImages(offline_source.ImageSource):
@@ -45,7 +46,46 @@ class _FakeImages(offline_source.ImageSource):
         size=(len(images), 5))
 
 
+class _ClassCountImages(_FakeImages):
+  """Probes of 48 images whose class count differs per target."""
+
+  def __init__(self, history, class_counts):
+    super().__init__(history, np.zeros((history.num_tasks, 2)))
+    self.class_counts = class_counts
+
+  def probe(self, task):
+    images, _ = super().probe(task)
+    images = np.concatenate([images, images[:8]])
+    return images, np.arange(48) % self.class_counts[task]
+
+  def model_features(self, model_id, images):
+    # A width no other test uses, so no other test's compilation is reused.
+    j = int(images[0, 0, 0, 0])
+    return np.random.default_rng([int(model_id[1:]), j]).normal(
+        size=(len(images), 11))
+
+
 class ImagesProtocolTest(absltest.TestCase):
+
+  def test_estimators_compile_once_per_class_bucket_across_targets(self):
+    # Class counts 3, 4 share the bucket 4; 5, 7 the bucket 8: four targets,
+    # two compilations of each estimator, and nothing is recompiled for a
+    # target whose bucket was seen (no cache is dropped between targets).
+    h = history_lib.History.from_matrix(
+        np.random.default_rng(0).normal(size=(6, 4)))
+    counts = {'t0': 3, 't1': 5, 't2': 4, 't3': 7}
+    source = _ClassCountImages(h, counts)
+    names = ('logme', 'hscore', 'sfda')
+    before = {n: _batch.trace_count(n) for n in names}
+    scores, _ = images.zoo_estimator_scores(h.model_ids, source,
+                                            list(counts), names)
+    for n in names:
+      self.assertEqual(_batch.trace_count(n) - before[n], 2, n)
+      self.assertEqual(sorted(scores[n]), sorted(counts))
+    # The same four targets again: nothing new to compile.
+    images.zoo_estimator_scores(h.model_ids, source, list(counts), names)
+    for n in names:
+      self.assertEqual(_batch.trace_count(n) - before[n], 2, n)
 
   def test_methods_see_images_and_are_timed(self):
     rng = np.random.default_rng(0)

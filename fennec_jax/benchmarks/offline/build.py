@@ -624,19 +624,9 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
 
 def finetune_fn(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                 arch: str, chunk: int, group: int):
-  """The fine-tuning recipe of one architecture as one function.
-
-  Args:
-    config: the build config (its `finetune` section is the recipe).
-    mesh: the data mesh of the batches.
-    arch: a registry architecture of the zoo.
-    chunk: evaluation chunk size.
-    group: how many models are fine-tuned together (part of the cache key
-      of the caller; shapes follow the inputs).
-
-  Returns:
-    `f(backbones, key, *task_arrays) -> accuracies`.
-  """
+  """`f(backbones, key, *task_arrays) -> accuracies`: the recipe
+  (`config.finetune`) of one architecture; `group` (models fine-tuned
+  together) only keys the caller's cache, as shapes follow the inputs."""
   del group  # Shapes follow the inputs; kept for the compile-cache key.
   fc = config.finetune
   module = zoo_lib.make_classifier(arch, fc.max_classes)
