@@ -241,7 +241,10 @@ class FeatureExtractor:
           chunks.append(self._gather(p_out)[:valid])
           done += valid
           now = time.perf_counter()
-          if now - last_log >= self.log_every_s or done == n:
+          # Progress every log_every_s; the closing line only for a call
+          # long enough to have needed one (short calls stay quiet).
+          if now - last_log >= self.log_every_s or (
+              done == n and now - t0 >= self.log_every_s):
             rate = done / max(now - t0, 1e-9)
             logging.info('extract: %d/%d images (%d batches), %.1f img/s, '
                          'ETA %.0f s', done, n, num_batches, rate,
