@@ -41,6 +41,7 @@ COMMANDS = {
     'build-benchmark': 'build_benchmark',
     'recommend': 'recommend',
     'demo': 'demo',
+    'list': 'listing',
 }
 _HELP_FLAGS = ('-h', '--help', '-help', '-?')
 _VERBOSE_FLAGS = ('--verbose', '-verbose')
@@ -93,6 +94,8 @@ def _report(prog: str, error: BaseException, verbose: bool) -> None:
   message = str(error) or type(error).__name__
   if isinstance(error, OSError) and error.filename and error.strerror:
     message = f'{error.filename}: {error.strerror}.'
+  if isinstance(error, flags.Error):
+    message += f' (see `{prog} --help`)'
   print(f'{prog}: error: {message}', file=sys.stderr)
   sys.exit(USER_ERROR_EXIT)
 
