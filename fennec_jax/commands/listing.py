@@ -1,6 +1,6 @@
 """`fennec list`: the bundled benchmarks, registered models and estimators.
 
-  fennec list benchmarks                         # name, models x tasks, score name
+  fennec list benchmarks                      # name, models x tasks, score name
   fennec list models                             # registered architectures
   fennec list models --benchmark=sfda_group1     # a benchmark's model ids
   fennec list estimators                         # name and the input it needs
