@@ -72,7 +72,8 @@ def _usage() -> str:
   width = max(len(c) for c in COMMANDS)
   lines = [f'  {c:{width}s}  {_summary(c)}' for c in sorted(COMMANDS)]
   return ('usage: fennec <command> [--flags]\n\ncommands:\n' + '\n'.join(lines)
-          + '\n\n`fennec <command> --help` lists the flags of a command.')
+          + '\n\n`fennec <command> --help` lists the flags of a command.\n'
+          f'`--verbose` (or {VERBOSE_ENV}=1) adds the traceback to an error.')
 
 
 def command_help(command: str) -> str:
@@ -83,6 +84,7 @@ def command_help(command: str) -> str:
 
 
 def _verbose(argv: list[str]) -> bool:
+  """Whether `--verbose` is on the command line or FENNEC_VERBOSE is set."""
   return (any(a in _VERBOSE_FLAGS for a in argv)
           or os.environ.get(VERBOSE_ENV, '') not in ('', '0'))
 
@@ -94,6 +96,11 @@ def _report(prog: str, error: BaseException, verbose: bool) -> None:
   message = str(error) or type(error).__name__
   if isinstance(error, OSError) and error.filename and error.strerror:
     message = f'{error.filename}: {error.strerror}.'
+  if 'Traceback (most recent call last)' in message:
+    # A flag parser (e.g. ml_collections' config_flags) that embeds the
+    # traceback of the error in its message: keep its first and last lines.
+    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    message = f'{lines[0]} {lines[-1]}'
   if isinstance(error, flags.Error):
     message += f' (see `{prog} --help`)'
   print(f'{prog}: error: {message}', file=sys.stderr)
