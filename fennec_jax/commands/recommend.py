@@ -17,7 +17,7 @@ are folded in on top). Logic:
 
 Every flag is checked before anything is loaded or fit. The `--scores` are
 checked against the history's own scores (`fennec_jax.history`,
-`check_new_scores`): fractions (0-1) given for a percent table, or the
+`check_new_scores`; not with `--checkpoint`, which keeps none): fractions (0-1) given for a percent table, or the
 reverse, are refused (or converted with `--convert_units`); a score outside
 [min - 3 MAD, max + 3 MAD] of the history's scores is refused with its file
 and line (kept with `--allow_outliers`). The output lists each task's
@@ -94,25 +94,11 @@ def _check_flags() -> None:
     checks.new_path('--save', _SAVE.value)
 
 
-def _reference_scores() -> np.ndarray | None:
-  """The history's observed scores that --scores are checked against.
-
-  None for --checkpoint: a checkpoint keeps the fitted space, not the raw
-  scores, so their unit and range cannot be checked.
-  """
-  if _IMAGES.value or _TFDS.value:
-    history = offline_loader.load(_DATA_DIR.value)
-  elif _CHECKPOINT.value:
-    logging.warning('--checkpoint: the --scores cannot be checked against '
-                    "the history's unit and range (a checkpoint keeps no raw "
-                    'scores).')
-    return None
-  else:
-    history = _history()
-  return history.scores[history.mask]
-
-
 def _history() -> history_lib.History:
+  """The history of --benchmark, --history or (with --images) the offline
+  benchmark's."""
+  if _IMAGES.value or _TFDS.value:
+    return offline_loader.load(_DATA_DIR.value)
   if _HISTORY.value:
     return history_lib.History.read_csv(_HISTORY.value,
                                         duplicates=_DUPLICATES.value)
@@ -120,13 +106,38 @@ def _history() -> history_lib.History:
   return history
 
 
-def _read_scores() -> dict[str, dict[str, float]]:
-  """--scores, checked against the history; {} without --scores."""
+def _read_scores(history: history_lib.History | None
+                 ) -> dict[str, dict[str, float]]:
+  """--scores ({} without it), checked against `history` when given.
+
+  A --checkpoint keeps the fitted space, not the raw scores: then only the
+  model ids are checked (`_check_model_ids`, after loading).
+  """
   if not _SCORES.value:
     return {}
-  return recommender.read_scores_csv(
-      _SCORES.value, _reference_scores(), convert_units=_CONVERT.value,
-      allow_outliers=_OUTLIERS.value)
+  if history is None:
+    logging.warning('--checkpoint: the --scores cannot be checked against '
+                    "the history's unit and range (a checkpoint keeps no raw "
+                    'scores).')
+  table = recommender.read_scores_csv(
+      _SCORES.value, None if history is None else history.scores[history.mask],
+      convert_units=_CONVERT.value, allow_outliers=_OUTLIERS.value)
+  if history is not None:
+    _check_model_ids(table, history.model_ids)
+  return table
+
+
+def _check_model_ids(table: dict[str, dict[str, float]],
+                     model_ids: tuple[str, ...]) -> None:
+  """Raises ValueError naming --scores' models that the history lacks."""
+  known = set(model_ids)
+  for task, scores in table.items():
+    unknown = [m for m in scores if m not in known]
+    if unknown:
+      raise ValueError(
+          f'--scores={_SCORES.value}: task {task!r}: model(s) {unknown[:5]} '
+          f'are not in the history ({len(known)} models; `fennec list '
+          'models --benchmark=NAME` lists a benchmark\'s).')
 
 
 def _save(fennec: recommender.Fennec) -> None:
@@ -139,7 +150,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
   _check_flags()
-  table = _read_scores()
+  history = None if _CHECKPOINT.value else _history()
+  table = _read_scores(history)
   # Observed models are listed apart from the ranking: ask for enough
   # models that `--top` unobserved ones remain.
   extra = max([len(t) for t in table.values()] + [0])
@@ -162,8 +174,9 @@ def main(argv: list[str]) -> None:
     return
   if _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
+    _check_model_ids(table, fennec.model_ids)
   else:
-    fennec = recommender.Fennec().fit(_history())
+    fennec = recommender.Fennec().fit(history)
   _save(fennec)
   observed = table
   if not observed:
