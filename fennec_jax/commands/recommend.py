@@ -17,17 +17,17 @@ are folded in on top). Logic:
 
 Every flag is checked before anything is loaded or fit. The `--scores` are
 checked against the history's own scores (`fennec_jax.history`,
-`check_new_scores`; not with `--checkpoint`, which keeps none): fractions (0-1) given for a percent table, or the
-reverse, are refused (or converted with `--convert_units`); a score outside
-[min - 3 MAD, max + 3 MAD] of the history's scores is refused with its file
-and line (kept with `--allow_outliers`). The output lists each task's
-observed models with their observed score, apart from the ranking of the
-unobserved ones; a non-finite prediction is an error, never a ranking.
+`check_new_scores`; not with `--checkpoint`, which keeps none): fractions
+(0-1) given for a percent table, or the reverse, are refused (or converted
+with `--convert_units`); a score outside [min - 3 MAD, max + 3 MAD] of the
+history's scores is refused with its file and line (kept with
+`--allow_outliers`). The output lists each task's observed models with their
+observed score, apart from the ranking of the unobserved ones; a non-finite
+prediction is an error, never a ranking.
 """
 
 from absl import flags
 from absl import logging
-import numpy as np
 
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
