@@ -24,18 +24,18 @@ header line with no comma but semicolons or tabs selects that delimiter
 (`sniff_delimiter`).
 
 Scores of a new task are checked against a history's own scores
-(`check_new_scores`): their unit, fraction (every score in [0, 1]) or percent
-(every score in [0, 100], at least 95% of them above 1), must match; and each
-must lie in the history's plausible range, [min - 3 MAD, max + 3 MAD] over all
-its observed scores, MAD the median absolute deviation scaled by 1.4826 (the
-standard deviation of a normal sample). A typo such as 7296 for 72.96 falls far
-outside it; a new task that is harder or easier than every historical one by
+(`check_new_scores`): their unit, fraction (all in [0, 1]) or percent (all in
+[0, 100], 95% above 1), must match; each must lie in the plausible range
+[min - 3 MAD, max + 3 MAD] of all the history's scores, MAD the median absolute
+deviation scaled by 1.4826 (a normal sample's std). A typo such as 7296 for
+72.96 falls far outside; a task harder or easier than every historical one by
 less than three spreads stays inside.
 """
 
 import collections
 import csv
 import dataclasses
+import io
 import math
 import os
 import types
@@ -370,7 +370,7 @@ class History:
         conflicting duplicates or metadata, or a table with no rows.
     """
     path = os.fspath(path)
-    with open(path, newline='', encoding='utf-8-sig') as f:
+    with open_csv(path) as f:
       reader = csv.reader(f, delimiter=sniff_delimiter(f))
       try:
         header = next(reader)
@@ -488,18 +488,29 @@ class History:
             [cell(self.task_metadata[k][j]) for k in task_keys])
 
 
+def open_csv(path: str | os.PathLike[str]) -> io.StringIO:
+  """A CSV file's decoded text as a file object (a UTF-8 BOM skipped).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: naming the file, if it is not UTF-8 text.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    text = data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{os.fspath(path)}: not UTF-8 text (byte {e.start}: '
+                     f'{e.reason}); save it as "CSV UTF-8".') from None
+  return io.StringIO(text, newline='')
+
+
 def sniff_delimiter(f: Any) -> str:
-  """The delimiter of an open CSV file, read from its header line.
+  """The delimiter of a text file object positioned at its header line.
 
   A comma if the header has one; else a semicolon or a tab if it has one
   (European spreadsheets, TSV); else a comma (a one-column file). The file is
   rewound to where it was.
-
-  Args:
-    f: a text file object, positioned at the header line.
-
-  Returns:
-    The delimiter character.
   """
   start = f.tell()
   header = f.readline()

@@ -626,7 +626,7 @@ def read_scores_csv(path: str, reference: np.ndarray | None = None, *,
   out: dict[str, dict[str, float]] = {}
   located = []
   default_task = os.path.splitext(os.path.basename(path))[0]
-  with open(path, newline='', encoding='utf-8-sig') as f:
+  with history_lib.open_csv(path) as f:
     reader = csv.DictReader(f, delimiter=history_lib.sniff_delimiter(f))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in ('model', 'score') if c not in header]
