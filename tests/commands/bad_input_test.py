@@ -28,16 +28,32 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def _fennec(*args: str, verbose_env: bool = False
-            ) -> subprocess.CompletedProcess:
-  """Runs `fennec ARGS` from the repository root on the CPU."""
+def _start(args: tuple[str, ...], verbose_env: bool = False
+           ) -> subprocess.Popen:
+  """Starts `fennec ARGS` from the repository root on the CPU."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   env.pop('FENNEC_VERBOSE', None)
   if verbose_env:
     env['FENNEC_VERBOSE'] = '1'
-  return subprocess.run([sys.executable, '-m', 'fennec_jax.cli', *args],
-                        cwd=_ROOT, env=env, capture_output=True, text=True,
-                        timeout=300, check=False)
+  return subprocess.Popen([sys.executable, '-m', 'fennec_jax.cli', *args],
+                          cwd=_ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+  stdout, stderr = proc.communicate(timeout=300)
+  return subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
+                                     stderr)
+
+
+def _fennec(*args: str) -> subprocess.CompletedProcess:
+  """Runs `fennec ARGS`."""
+  return _finish(_start(args))
+
+
+def _fennec_many(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+  """Runs several `fennec` commands at once (each is mostly imports)."""
+  return [_finish(p) for p in [_start(args) for args in calls]]
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -81,12 +97,12 @@ class ReadableErrorsTest(BadInputTestCase):
     out = os.path.join(out_dir, 'rank.csv')
     args = ('score', '--features=no_such.npz', '--estimators=logme',
             f'--out={out}')
-    self.assert_user_error(_fennec(*args), 'no_such.npz', 'does not exist')
-    self.assert_dir_empty(out_dir)
-    self.assert_user_error(_fennec('score', '--top=3'), "'top'",
-                           'fennec score --help')
-    for proc in (_fennec(*args, '--verbose'),
-                 _fennec(*args, verbose_env=True)):
+    started = [_start(args), _start(('score', '--top=3')),
+               _start(args + ('--verbose',)), _start(args, verbose_env=True)]
+    plain, bad_flag, *verbose = [_finish(p) for p in started]
+    self.assert_user_error(plain, 'no_such.npz', 'does not exist')
+    self.assert_user_error(bad_flag, "'top'", 'fennec score --help')
+    for proc in verbose:
       self.assertEqual(proc.returncode, 2)
       self.assertIn('Traceback', proc.stderr)
       self.assertIn('fennec score: error: ', proc.stderr)
@@ -120,9 +136,10 @@ class FailFastTest(BadInputTestCase):
         (('recommend', '--history=none.csv', f'--save={a_file}'),
          ('--save', 'already exists')),
     ]
-    for args, words in cases:
+    procs = _fennec_many(*[args for args, _ in cases])
+    for (args, words), proc in zip(cases, procs):
       with self.subTest(args[0] + ' ' + ' '.join(words)):
-        self.assert_user_error(_fennec(*args), *words)
+        self.assert_user_error(proc, *words)
     self.assertEqual(sorted(os.listdir(tmp)), ['a_file'])
     with open(a_file) as f:
       self.assertEqual(f.read(), 'keep me')
@@ -243,31 +260,30 @@ class ScoreUnitsTest(BadInputTestCase):
     self.assertLess(low, self.reference.min())
     self.assertGreater(high, self.reference.max())
 
-  def test_recommend_refuses_fractions_for_a_percent_table(self):
-    scores = self.write('obs.csv', 'model,score\nresnet50,0.91\n'
-                        'resnet34,0.85\n')
-    self.assert_user_error(
-        _fennec('recommend', '--benchmark=sfda_group1', f'--scores={scores}'),
-        scores, 'fractions', 'percent', '--convert_units')
-
-  def test_recommend_refuses_an_outlier_naming_its_line(self):
-    scores = self.write('obs.csv', 'model,score\nresnet34,85\n'
-                        'resnet50,1e30\n')
-    self.assert_user_error(
-        _fennec('recommend', '--benchmark=sfda_group1', f'--scores={scores}'),
-        f'{scores}: line 3', '1e+30', '--allow_outliers')
+  def test_recommend_refuses_fractions_and_outliers(self):
+    fractions = self.write('obs.csv', 'model,score\nresnet50,0.91\n'
+                           'resnet34,0.85\n')
+    outlier = self.write('obs.csv', 'model,score\nresnet34,85\n'
+                         'resnet50,1e30\n')
+    procs = _fennec_many(*[('recommend', '--benchmark=sfda_group1',
+                            f'--scores={path}') for path in (fractions,
+                                                            outlier)])
+    self.assert_user_error(procs[0], fractions, 'fractions', 'percent',
+                           '--convert_units')
+    self.assert_user_error(procs[1], f'{outlier}: line 3', '1e+30',
+                           '--allow_outliers')
 
 
 class ListTest(BadInputTestCase):
   """Item 5: `fennec list`."""
 
   def test_list_a_benchmarks_models_and_a_bad_subject(self):
-    proc = _fennec('list', 'models', '--benchmark=sfda_group1')
+    proc, bad = _fennec_many(('list', 'models', '--benchmark=sfda_group1'),
+                             ('list', 'model'))
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertEqual(proc.stdout.split(),
                      list(public.load_benchmark('sfda_group1').model_ids))
-    self.assert_user_error(_fennec('list', 'model'), "'model'", 'benchmarks',
-                           'estimators')
+    self.assert_user_error(bad, "'model'", 'benchmarks', 'estimators')
 
 
 class CsvDialectsAndDuplicatesTest(BadInputTestCase):
@@ -285,10 +301,10 @@ class CsvDialectsAndDuplicatesTest(BadInputTestCase):
     rows = [f'm{i},t{j},{50 + 3 * i + j}' for i in range(4) for j in range(3)]
     path = self.write('h.csv', '\n'.join(['model,task,score'] + rows
                                          + ['m0,t0,60']) + '\n')
-    self.assert_user_error(_fennec('recommend', f'--history={path}'),
-                           "'m0'", "'t0'", '--duplicates')
-    proc = _fennec('recommend', f'--history={path}', '--duplicates=mean',
-                   '--top=2')
+    bad, proc = _fennec_many(
+        ('recommend', f'--history={path}'),
+        ('recommend', f'--history={path}', '--duplicates=mean', '--top=2'))
+    self.assert_user_error(bad, "'m0'", "'t0'", '--duplicates')
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertIn('  1. m3', proc.stdout)
 
