@@ -11,12 +11,23 @@ directly.
 
 `fennec --help` lists the commands; `fennec <command> --help` (or `-h`) that
 command's flags with their help and defaults.
+
+Errors of the user's input (a bad flag value, a missing or malformed file, a
+damaged checkpoint: `ValueError`, `FileNotFoundError`, `NotADirectoryError`,
+`IsADirectoryError`, `PermissionError`, `checkpoint.CheckpointError`, absl
+flag errors) print `fennec <command>: error: ...` on one or two lines and exit
+with code 2, without a traceback. `fennec --verbose <command> ...` (the flag
+may stand anywhere on the line) or the environment variable
+`FENNEC_VERBOSE=1` also prints the traceback. Other exceptions are bugs and
+always show their traceback.
 """
 
 import ast
 import importlib
 import importlib.util
+import os
 import sys
+import traceback
 
 from absl import app
 from absl import flags
@@ -30,10 +41,17 @@ COMMANDS = {
     'build-benchmark': 'build_benchmark',
     'recommend': 'recommend',
     'demo': 'demo',
+    'list': 'listing',
 }
 _HELP_FLAGS = ('-h', '--help', '-help', '-?')
-# Errors of the user's input: printed as one line, without a traceback.
-_USER_ERRORS = (ValueError, FileNotFoundError)
+_VERBOSE_FLAGS = ('--verbose', '-verbose')
+VERBOSE_ENV = 'FENNEC_VERBOSE'
+# Exit status of a user error (bad flag, file or data), as argparse uses.
+USER_ERROR_EXIT = 2
+# Errors of the user's input: printed without a traceback
+# (`checkpoint.CheckpointError` is a ValueError).
+_USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError,
+                IsADirectoryError, PermissionError, flags.Error)
 
 
 def _module_name(command: str) -> str:
@@ -54,7 +72,8 @@ def _usage() -> str:
   width = max(len(c) for c in COMMANDS)
   lines = [f'  {c:{width}s}  {_summary(c)}' for c in sorted(COMMANDS)]
   return ('usage: fennec <command> [--flags]\n\ncommands:\n' + '\n'.join(lines)
-          + '\n\n`fennec <command> --help` lists the flags of a command.')
+          + '\n\n`fennec <command> --help` lists the flags of a command.\n'
+          f'`--verbose` (or {VERBOSE_ENV}=1) adds the traceback to an error.')
 
 
 def command_help(command: str) -> str:
@@ -64,20 +83,55 @@ def command_help(command: str) -> str:
           f'{flags.FLAGS.module_help(module)}')
 
 
-def _main_reporting_errors(main):
+def _verbose(argv: list[str]) -> bool:
+  """Whether `--verbose` is on the command line or FENNEC_VERBOSE is set."""
+  return (any(a in _VERBOSE_FLAGS for a in argv)
+          or os.environ.get(VERBOSE_ENV, '') not in ('', '0'))
+
+
+def _report(prog: str, error: BaseException, verbose: bool) -> None:
+  """Prints a user error (and its traceback when `verbose`), exits 2."""
+  if verbose:
+    traceback.print_exception(error)
+  message = str(error) or type(error).__name__
+  if isinstance(error, OSError) and error.filename and error.strerror:
+    message = f'{error.filename}: {error.strerror}.'
+  if 'Traceback (most recent call last)' in message:
+    # A flag parser (e.g. ml_collections' config_flags) that embeds the
+    # traceback of the error in its message: keep its first and last lines.
+    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    message = f'{lines[0]} {lines[-1]}'
+  if isinstance(error, flags.Error):
+    message += f' (see `{prog} --help`)'
+  print(f'{prog}: error: {message}', file=sys.stderr)
+  sys.exit(USER_ERROR_EXIT)
+
+
+def _main_reporting_errors(main, verbose: bool):
   """`main` with user errors printed as `fennec <command>: error: ...`."""
   def wrapped(argv: list[str]) -> None:
     try:
       main(argv)
     except _USER_ERRORS as e:
-      print(f'{argv[0]}: error: {e}', file=sys.stderr)
-      sys.exit(1)
+      _report(argv[0], e, verbose)
   return wrapped
+
+
+def _flags_parser(verbose: bool):
+  """absl's flag parsing with a bad flag reported as a user error."""
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      _report(argv[0], e, verbose)
+  return parse
 
 
 def run(argv: list[str] | None = None) -> None:
   """Entry point of the `fennec` console script."""
   argv = list(sys.argv if argv is None else argv)
+  verbose = _verbose(argv)
+  argv = [a for a in argv if a not in _VERBOSE_FLAGS]
   if len(argv) < 2 or argv[1] in _HELP_FLAGS + ('help',):
     print(_usage())
     sys.exit(0 if len(argv) >= 2 else 2)
@@ -89,8 +143,9 @@ def run(argv: list[str] | None = None) -> None:
     print(command_help(name))
     sys.exit(0)
   module = importlib.import_module(_module_name(name))
-  app.run(_main_reporting_errors(module.main),
-          argv=[f'fennec {name}'] + argv[2:])
+  app.run(_main_reporting_errors(module.main, verbose),
+          argv=[f'fennec {name}'] + argv[2:],
+          flags_parser=_flags_parser(verbose))
 
 
 if __name__ == '__main__':

@@ -18,11 +18,24 @@ Duplicate (model, task) records: identical scores are kept once; differing
 scores are resolved by the `duplicates` policy: `'error'` (default), `'mean'`,
 `'max'` or `'first'` (first in input order). Every merge is counted in an
 `absl.logging` line; nothing is dropped silently.
+
+CSV dialect: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is skipped, and a
+header line with no comma but semicolons or tabs selects that delimiter
+(`sniff_delimiter`).
+
+Scores of a new task are checked against a history's own scores
+(`check_new_scores`): their unit, fraction (all in [0, 1]) or percent (all in
+[0, 100], 95% above 1), must match; each must lie in the plausible range
+[min - 3 MAD, max + 3 MAD] of all the history's scores, MAD the median absolute
+deviation scaled by 1.4826 (a normal sample's std). A typo such as 7296 for
+72.96 falls far outside; a task harder or easier than every historical one by
+less than three spreads stays inside.
 """
 
 import collections
 import csv
 import dataclasses
+import io
 import math
 import os
 import types
@@ -32,6 +45,11 @@ from absl import logging
 import numpy as np
 
 DUPLICATE_POLICIES = ('error', 'mean', 'max', 'first')
+DELIMITERS = {',': 'comma', ';': 'semicolon', '\t': 'tab'}
+# Plausible range of a new score: the history's [min, max] widened by this
+# many (normal-consistent) median absolute deviations.
+OUTLIER_MADS = 3.0
+_MAD_TO_STD = 1.4826
 MODEL_PREFIX = 'model:'
 TASK_PREFIX = 'task:'
 
@@ -352,8 +370,8 @@ class History:
         conflicting duplicates or metadata, or a table with no rows.
     """
     path = os.fspath(path)
-    with open(path, newline='', encoding='utf-8') as f:
-      reader = csv.reader(f)
+    with open_csv(path) as f:
+      reader = csv.reader(f, delimiter=sniff_delimiter(f))
       try:
         header = next(reader)
       except StopIteration:
@@ -470,6 +488,111 @@ class History:
             [cell(self.task_metadata[k][j]) for k in task_keys])
 
 
+def open_csv(path: str | os.PathLike[str]) -> io.StringIO:
+  """A CSV file's decoded text as a file object (a UTF-8 BOM skipped).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: naming the file, if it is not UTF-8 text.
+  """
+  with open(path, 'rb') as f:
+    data = f.read()
+  try:
+    text = data.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'{os.fspath(path)}: not UTF-8 text (byte {e.start}: '
+                     f'{e.reason}); save it as "CSV UTF-8".') from None
+  return io.StringIO(text, newline='')
+
+
+def sniff_delimiter(f: Any) -> str:
+  """The delimiter of a text file object positioned at its header line.
+
+  A comma if the header has one; else a semicolon or a tab if it has one
+  (European spreadsheets, TSV); else a comma (a one-column file). The file is
+  rewound to where it was.
+  """
+  start = f.tell()
+  header = f.readline()
+  f.seek(start)
+  for delimiter in DELIMITERS:
+    if delimiter in header:
+      return delimiter
+  return ','
+
+
+def score_unit(scores: np.ndarray) -> str | None:
+  """'fraction', 'percent' or None (neither) for a history's scores.
+
+  Fraction: every score in [0, 1]. Percent: every score in [0, 100] and at
+  least 95% of them above 1 (so a percent table is not taken for fractions
+  because of a few scores below 1%).
+  """
+  scores = np.asarray(scores, float)
+  scores = scores[np.isfinite(scores)]
+  if not scores.size or scores.min() < 0:
+    return None
+  if scores.max() <= 1:
+    return 'fraction'
+  if scores.max() <= 100 and np.mean(scores > 1) >= 0.95:
+    return 'percent'
+  return None
+
+
+def plausible_range(scores: np.ndarray) -> tuple[float, float]:
+  """[min - k MAD, max + k MAD] of the finite scores, k = `OUTLIER_MADS`."""
+  scores = np.asarray(scores, float)
+  scores = scores[np.isfinite(scores)]
+  mad = _MAD_TO_STD * np.median(np.abs(scores - np.median(scores)))
+  return (float(scores.min() - OUTLIER_MADS * mad),
+          float(scores.max() + OUTLIER_MADS * mad))
+
+
+def check_new_scores(scores: Sequence[tuple[float, str]],
+                     reference: np.ndarray, *, convert_units: bool = False,
+                     allow_outliers: bool = False) -> float:
+  """Checks new scores against a history's unit and plausible range.
+
+  Args:
+    scores: `(score, where)` pairs, `where` naming the file and line.
+    reference: the history's observed scores (any shape; NaN ignored).
+    convert_units: convert fraction <-> percent scores to the history's unit
+      instead of refusing them.
+    allow_outliers: keep scores outside `plausible_range(reference)`.
+
+  Returns:
+    The factor to multiply the scores by: 1, or 100 / 0.01 when converted.
+
+  Raises:
+    ValueError: the scores are in the other unit (without `convert_units`),
+      naming both units and the conversion; or a score outside the
+      plausible range (without `allow_outliers`), naming where it is.
+  """
+  if not scores:
+    return 1.0
+  values = np.array([s for s, _ in scores], float)
+  unit, factor = score_unit(reference), 1.0
+  if unit == 'percent' and values.min() >= 0 and values.max() <= 1:
+    factor = 100.0
+  elif (unit == 'fraction' and values.min() >= 0 and values.max() <= 100
+        and values.max() > 1):
+    factor = 0.01
+  if factor != 1.0 and not convert_units:
+    theirs = 'fractions (0-1)' if factor == 100 else 'percentages (0-100)'
+    raise ValueError(
+        f'{scores[0][1].split(": line")[0]}: the scores look like {theirs} '
+        f'but the history uses {unit} scores; multiply them by {factor:g} '
+        'or pass --convert_units.')
+  low, high = plausible_range(reference)
+  for value, where in scores:
+    if not allow_outliers and not low <= value * factor <= high:
+      raise ValueError(
+          f'{where}: score {value:g} is outside the plausible range '
+          f'[{low:.4g}, {high:.4g}] of the history ({unit or "its"} scores '
+          f'+- {OUTLIER_MADS:g} MAD); fix it or pass --allow_outliers.')
+  return factor
+
+
 def _index(kind: str, ids: tuple[str, ...], key: str) -> int:
   try:
     return ids.index(key)
@@ -540,7 +663,8 @@ def _build(located, *, duplicates, model_metadata, task_metadata, name,
         raise ValueError(
             f'{source}: conflicting scores for model '
             f'{list(models)[i]!r} on task {list(tasks)[j]!r}: {shown}. Pass '
-            f"duplicates='mean'|'max'|'first' to resolve them.")
+            "duplicates='mean'|'max'|'first' (the commands' --duplicates "
+            'flag) to resolve them.')
       merged += len(values) - 1
       values = {'mean': [float(np.mean(values))], 'max': [max(values)],
                 'first': values[:1]}[duplicates]

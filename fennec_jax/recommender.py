@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax import checkpoint
+from fennec_jax import history as history_lib
 from fennec_jax import neighbors as neighbors_lib
 from fennec_jax import posterior as posterior_lib
 from fennec_jax import space as space_lib
@@ -599,32 +600,40 @@ def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any],
   return out
 
 
-def read_scores_csv(path: str) -> dict[str, dict[str, float]]:
+def read_scores_csv(path: str, reference: np.ndarray | None = None, *,
+                    convert_units: bool = False, allow_outliers: bool = False
+                    ) -> dict[str, dict[str, float]]:
   """Observed scores of new tasks from a CSV, for `recommend(observed=...)`.
 
-  Columns `model,score` (one new task, named after the file) or
-  `model,task,score` (several). Other columns are ignored.
+  Columns `model,score` (one task, named after the file) or `model,task,score`
+  (several), others ignored; a BOM is skipped, a `;` or tab delimiter found.
 
   Args:
     path: the CSV file.
+    reference: the history's observed scores; when given, the scores are
+      checked against its unit and plausible range (`history.check_new_scores`).
+    convert_units: convert fraction <-> percent scores to the reference's unit.
+    allow_outliers: keep scores outside the reference's plausible range.
 
   Returns:
-    `{task: {model_id: score}}` in file order.
+    `{task: {model_id: score}}` in file order (in the reference's unit).
 
   Raises:
     ValueError: naming the file, line and column of a missing column, an
-      empty id, a non-numeric or non-finite score, or a repeated model.
+      empty id, a non-numeric or non-finite score, a repeated model, or (with
+      `reference`) a score in the other unit or outside the plausible range.
   """
   out: dict[str, dict[str, float]] = {}
+  located = []
   default_task = os.path.splitext(os.path.basename(path))[0]
-  with open(path, newline='', encoding='utf-8') as f:
-    reader = csv.DictReader(f)
+  with history_lib.open_csv(path) as f:
+    reader = csv.DictReader(f, delimiter=history_lib.sniff_delimiter(f))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in ('model', 'score') if c not in header]
     if missing:
       raise ValueError(f'{path}: line 1 (header) lacks column(s) {missing}; '
                        f'found {header}. Expected model,score or '
-                       'model,task,score.')
+                       'model,task,score, separated by commas.')
     reader.fieldnames = header
     for row in reader:
       line = reader.line_num
@@ -646,21 +655,46 @@ def read_scores_csv(path: str) -> dict[str, dict[str, float]]:
         raise ValueError(f'{path}: line {line}: model {model!r} is repeated '
                          f'for task {task!r}.')
       scores[model] = score
+      located.append((score, f'{path}: line {line}'))
   if not out:
     raise ValueError(f'{path}: no rows.')
+  if reference is not None:
+    factor = history_lib.check_new_scores(
+        located, reference, convert_units=convert_units,
+        allow_outliers=allow_outliers)
+    out = {t: {m: v * factor for m, v in s.items()} for t, s in out.items()}
   return out
 
 
 def format_recommendation(rec: Recommendation, tasks: Sequence[str],
                           observed: Mapping[str, Mapping[str, float]] | None
-                          = None) -> str:
-  """A plain-text table per task: rank, model, predicted score +- std."""
+                          = None, top: int | None = None) -> str:
+  """A plain-text block per task: observed models, then the ranking.
+
+  Observed models come apart, with their observed score; the ranking holds
+  the first `top` unobserved models of `rec`. Scores and std share one number
+  of decimals per task: 4 significant digits of the largest score.
+
+  Raises:
+    ValueError: a non-finite prediction or std, naming the task and models.
+  """
   lines = []
   for b, task in enumerate(tasks):
     seen = (observed or {}).get(task, {})
-    lines.append(f'task {task} ({len(seen)} observed scores):')
-    for r, (model, p, s) in enumerate(zip(rec.model_ids[b], rec.predicted[b],
-                                          rec.std[b])):
-      note = f'  (observed {seen[model]:.4g})' if model in seen else ''
-      lines.append(f'  {r + 1:2d}. {model:50s} {p:9.4g} +- {s:.3g}{note}')
+    rows = list(zip(rec.model_ids[b], rec.predicted[b], rec.std[b]))
+    bad = [m for m, p, s in rows if not np.isfinite([p, s]).all()]
+    if bad or not np.isfinite(rec.all_predicted[b]).all():
+      raise ValueError(f'task {task}: non-finite predictions ({bad[:5]}); '
+                       'check the scores for outliers and wrong units.')
+    ranked = [r for r in rows if r[0] not in seen][:top]
+    largest = max([abs(v) for v in list(seen.values())
+                   + [p for _, p, _ in ranked]] + [1e-12])
+    digits = max(0, 3 - int(np.floor(np.log10(largest))))
+    lines.append(f'task {task}: {len(seen)} observed (obs), then unobserved '
+                 'models ranked, predicted +- std:')
+    for model, value in seen.items():
+      lines.append(f'  obs: {model:52s} {value:9.{digits}f} observed')
+    for r, (model, p, s) in enumerate(ranked):
+      lines.append(f'  {r + 1:3d}. {model:52s} {p:9.{digits}f} '
+                   f'+- {s:.{digits}f}')
   return '\n'.join(lines)

@@ -1,4 +1,4 @@
-"""History: validation, duplicate rules, long-format CSV I/O and its errors."""
+"""History: validation, duplicates, CSV I/O and dialects, new-score checks."""
 
 import os
 import tempfile
@@ -187,6 +187,68 @@ class CsvTest(absltest.TestCase):
                          score_column='acc', duplicates='mean')
     self.assertAlmostEqual(h.scores[0, 0], 0.6)
     self.assertEqual(h.score_name, 'acc')
+
+  def test_bom_semicolon_and_tab_files(self):
+    tmp = self.enterContext(tempfile.TemporaryDirectory())
+    expected = History.read_csv(_write(tmp, 'model,task,score\na,x,0.5\n'
+                                       'b,x,1\n'))
+    for text in ('\ufeffmodel,task,score\na,x,0.5\nb,x,1\n',
+                 '\ufeffmodel;task;score\na;x;0.5\nb;x;1\n',
+                 'model\ttask\tscore\na\tx\t0.5\nb\tx\t1\n'):
+      with self.subTest(repr(text[:8])):
+        h = History.read_csv(_write(tmp, text))
+        self.assertEqual((h.model_ids, h.task_ids),
+                         (expected.model_ids, expected.task_ids))
+        np.testing.assert_array_equal(h.scores, expected.scores)
+
+  def test_one_column_file_names_what_it_found(self):
+    path = _write(self.enterContext(tempfile.TemporaryDirectory()),
+                  'model|task|score\na|x|1\n')
+    with self.assertRaisesRegex(ValueError, r"lacks column.*found "
+                                r"\['model\|task\|score'\]"):
+      History.read_csv(path)
+
+  def test_duplicate_error_names_the_flag(self):
+    path = _write(self.enterContext(tempfile.TemporaryDirectory()),
+                  'model,task,score\na,x,0.5\na,x,0.7\n')
+    with self.assertRaisesRegex(ValueError, '--duplicates'):
+      History.read_csv(path)
+
+
+class NewScoresTest(absltest.TestCase):
+  """`score_unit`, `plausible_range` and `check_new_scores`."""
+
+  def test_units(self):
+    self.assertEqual(history_lib.score_unit(np.array([0.2, 1.0, np.nan])),
+                     'fraction')
+    percent = np.concatenate([np.linspace(20, 99, 40), [0.5]])
+    self.assertEqual(history_lib.score_unit(percent), 'percent')
+    self.assertIsNone(history_lib.score_unit(np.array([0.5, 2, 3])))
+    self.assertIsNone(history_lib.score_unit(np.array([-1.0, 0.5])))
+    self.assertIsNone(history_lib.score_unit(np.array([50.0, 150.0])))
+
+  def test_plausible_range_is_min_max_widened_by_3_mad(self):
+    scores = np.array([1.0, 2, 3, 4, 100])
+    mad = 1.4826 * 1.0  # median 3, |deviations| 2,1,0,1,97 -> median 1.
+    low, high = history_lib.plausible_range(scores)
+    self.assertAlmostEqual(low, 1 - 3 * mad)
+    self.assertAlmostEqual(high, 100 + 3 * mad)
+
+  def test_check_new_scores(self):
+    reference = np.linspace(0.3, 0.9, 20)
+    where = 'f.csv: line 2'
+    self.assertEqual(history_lib.check_new_scores([(0.5, where)], reference),
+                     1.0)
+    with self.assertRaisesRegex(ValueError, 'f.csv: the scores look like '
+                                'percentages.*fraction.*by 0.01'):
+      history_lib.check_new_scores([(55.0, where)], reference)
+    self.assertEqual(history_lib.check_new_scores(
+        [(55.0, where)], reference, convert_units=True), 0.01)
+    with self.assertRaisesRegex(ValueError, 'f.csv: line 2: score -7 is '
+                                'outside'):
+      history_lib.check_new_scores([(-7.0, where)], reference)
+    self.assertEqual(history_lib.check_new_scores(
+        [(-7.0, where)], reference, allow_outliers=True), 1.0)
 
 
 if __name__ == '__main__':

@@ -24,6 +24,7 @@ from ml_collections import config_flags
 
 from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import build
+from fennec_jax.commands import checks
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (get_config() module); overrides --preset.')
@@ -74,6 +75,9 @@ def main(argv: list[str]) -> None:
   config = config_from_flags()
   if config.stage == 'export' and not config.export_dir:
     raise ValueError('--stage=export needs --export_dir.')
+  checks.output_dir('--workdir', _WORKDIR.value)
+  if config.export_dir:
+    checks.output_dir('--export_dir', config.export_dir)
   if _QUIET.value:
     logging.get_absl_handler().addFilter(_LibraryFilter())
   out = runner.run(config, _WORKDIR.value)

@@ -18,6 +18,7 @@ import ml_collections
 
 from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import demo as demo_lib
+from fennec_jax.commands import checks
 
 _TASK = flags.DEFINE_string('task', None, 'Held-out task (default: drawn).')
 _TOP = flags.DEFINE_integer('top', 5, 'Models to show.')
@@ -40,6 +41,7 @@ def config_from_flags() -> ml_collections.ConfigDict:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  checks.at_least('--top', _TOP.value, 1)
   wall, cpu = time.perf_counter(), time.process_time()
   result = runner.run(config_from_flags(), None)
   print(demo_lib.format_demo(result))

@@ -22,6 +22,8 @@ import ml_collections
 from fennec_jax.benchmarks import images
 from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks import runner
+from fennec_jax.commands import checks
+from fennec_jax.estimators import registry
 
 _BENCHMARK = flags.DEFINE_string(
     'benchmark', None, 'Bundled benchmark name (see '
@@ -64,14 +66,11 @@ def config_from_flags() -> ml_collections.ConfigDict:
   """The runner config the flags describe.
 
   Raises:
-    ValueError: non-integer --k_shots, or --protocol=images without
-      --benchmark=offline.
+    ValueError: --k_shots not integers >= 0, --seeds < 1, an unknown
+      --estimators name, or --protocol=images without --benchmark=offline.
   """
-  try:
-    k_shots = tuple(int(k) for k in _K_SHOTS.value)
-  except ValueError:
-    raise ValueError(f'--k_shots must be integers, got {_K_SHOTS.value}.'
-                     ) from None
+  k_shots = checks.integers('--k_shots', _K_SHOTS.value, 0)
+  checks.at_least('--seeds', _SEEDS.value, 1)
   config = runner.default_config(_RUNNER_OF_PROTOCOL[_PROTOCOL.value])
   config.seed = _SEED.value
   if _PROTOCOL.value == 'images':
@@ -79,6 +78,8 @@ def config_from_flags() -> ml_collections.ConfigDict:
       raise ValueError('--protocol=images needs --benchmark=offline (the only '
                        'benchmark that ships images and zoo weights).')
     config.data_dir = _DATA_DIR.value or ''
+    checks.names('--estimators', _ESTIMATORS.value,
+                 registry.list_estimators())
     config.estimators = tuple(_ESTIMATORS.value)
   else:
     config.benchmark = _BENCHMARK.value or ''
@@ -96,6 +97,7 @@ def config_from_flags() -> ml_collections.ConfigDict:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  checks.output_dir('--out', _OUT.value)
   config = config_from_flags()
   if _PROTOCOL.value == 'models':
     rows, path = runner.run(config, _OUT.value)

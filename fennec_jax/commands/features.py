@@ -14,6 +14,7 @@ and its second-moment summary (see `fennec_jax.proxy.pipeline`).
 from absl import flags
 import jax.numpy as jnp
 
+from fennec_jax.commands import checks
 from fennec_jax.data import sources
 from fennec_jax.proxy import pipeline
 from fennec_jax.proxy import proxy as proxy_lib
@@ -52,6 +53,9 @@ def main(argv: list[str]) -> None:
     raise ValueError('Pass exactly one of --images=DIR or --tfds=NAME.')
   if not _OUT.value:
     raise ValueError('--out=FILE.npz is required.')
+  checks.output_file('--out', _OUT.value, suffix='.npz')
+  checks.at_least('--batch_size', _BATCH.value, 1)
+  checks.at_least('--probe', _PROBE.value, 0)
   if not _CHECKPOINT.value and not _RANDOM.value:
     raise ValueError('--checkpoint is required (or --random_weights for a '
                      'demo with random weights).')
@@ -67,8 +71,8 @@ def main(argv: list[str]) -> None:
       seed=_SEED.value)
   arrays = pipeline.task_features(proxy, source, probe=_PROBE.value,
                                   seed=_SEED.value, batch_size=_BATCH.value)
-  pipeline.write_features(
-      _OUT.value, arrays, model=_MODEL.value,
-      checkpoint='random' if _RANDOM.value else _CHECKPOINT.value)
+  checks.write_atomically(_OUT.value, lambda path: pipeline.write_features(
+      path, arrays, model=_MODEL.value,
+      checkpoint='random' if _RANDOM.value else _CHECKPOINT.value))
   print(f'wrote {_OUT.value}: features {arrays["features"].shape}, '
         f'task_embedding {arrays["task_embedding"].shape}')

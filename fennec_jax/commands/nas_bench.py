@@ -19,6 +19,7 @@ from ml_collections import config_flags
 
 from fennec_jax.archi2vec import nas_bench
 from fennec_jax.benchmarks import runner
+from fennec_jax.commands import checks
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file (get_config() module); when set, its values '
@@ -65,6 +66,8 @@ def config_from_flags() -> ml_collections.ConfigDict:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  checks.output_dir('--out', _OUT.value)
+  checks.at_least('--seeds', _SEEDS.value, 1)
   rows = runner.run(config_from_flags(), _OUT.value)
   table = nas_bench.format_table(nas_bench.summarize(rows))
   print(f'Kendall tau on held-out NAS-Bench-201 cells (mean ± std over '

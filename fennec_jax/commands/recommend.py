@@ -14,14 +14,27 @@ benchmark only; images of any size, resized) embeds the task's images with
 the benchmark's proxy and maps them to a task vector (the scores, if any,
 are folded in on top). Logic:
 `fennec_jax.recommender`.
+
+Every flag is checked before anything is loaded or fit. The `--scores` are
+checked against the history's own scores (`fennec_jax.history`,
+`check_new_scores`; not with `--checkpoint`, which keeps none): fractions
+(0-1) given for a percent table, or the reverse, are refused (or converted
+with `--convert_units`); a score outside [min - 3 MAD, max + 3 MAD] of the
+history's scores is refused with its file and line (kept with
+`--allow_outliers`). The output lists each task's observed models with their
+observed score, apart from the ranking of the unobserved ones; a non-finite
+prediction is an error, never a ranking.
 """
 
 from absl import flags
 from absl import logging
 
+from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks.offline import demo as demo_lib
+from fennec_jax.benchmarks.offline import loader as offline_loader
+from fennec_jax.commands import checks
 from fennec_jax.data import sources
 
 _BENCHMARK = flags.DEFINE_string('benchmark', None,
@@ -46,59 +59,131 @@ _DATA_DIR = flags.DEFINE_string(
     'fennec_jax/benchmarks/offline_data).')
 _SCORES = flags.DEFINE_string(
     'scores', None, 'CSV of observed scores: model,score or model,task,score.')
-_TOP = flags.DEFINE_integer('top', 5, 'Models to list per task.')
+_TOP = flags.DEFINE_integer(
+    'top', 5, 'Unobserved models to rank per task (observed ones are listed '
+    'apart, with their observed score).')
+_DUPLICATES = flags.DEFINE_enum(
+    'duplicates', 'error', list(history_lib.DUPLICATE_POLICIES),
+    'With --history: how differing scores of one (model, task) pair are '
+    'resolved.')
+_CONVERT = flags.DEFINE_boolean(
+    'convert_units', False, 'Convert --scores given as fractions (0-1) to a '
+    'percent history, or the reverse, instead of refusing them.')
+_OUTLIERS = flags.DEFINE_boolean(
+    'allow_outliers', False, "Keep --scores outside the history's plausible "
+    'range [min - 3 MAD, max + 3 MAD] instead of refusing them.')
 
 
-def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+def _check_flags() -> None:
+  """Every flag that can be checked before loading or fitting anything."""
   fit_from = [s for s in (_BENCHMARK.value, _HISTORY.value, _CHECKPOINT.value)
-             if s]
+              if s]
   if len(fit_from) != 1:
     raise ValueError('give exactly one of --benchmark, --history or '
                      '--checkpoint.')
   if _IMAGES.value and _TFDS.value:
     raise ValueError('give --images or --tfds, not both.')
+  if (_IMAGES.value or _TFDS.value) and _BENCHMARK.value != 'offline':
+    raise ValueError('--images / --tfds need --benchmark=offline: only its '
+                     'tasks have proxy embeddings to learn the image -> '
+                     'task map.')
+  if flags.FLAGS['duplicates'].present and not _HISTORY.value:
+    raise ValueError('--duplicates applies to --history only.')
+  checks.at_least('--top', _TOP.value, 1)
+  if _SAVE.value:
+    checks.new_path('--save', _SAVE.value)
+
+
+def _history() -> history_lib.History:
+  """The history of --benchmark, --history or (with --images) the offline
+  benchmark's."""
   if _IMAGES.value or _TFDS.value:
-    if _BENCHMARK.value != 'offline':
-      raise ValueError('--images / --tfds need --benchmark=offline: only its '
-                       'tasks have proxy embeddings to learn the image -> '
-                       'task map.')
+    return offline_loader.load(_DATA_DIR.value)
+  if _HISTORY.value:
+    return history_lib.History.read_csv(_HISTORY.value,
+                                        duplicates=_DUPLICATES.value)
+  history, _ = protocol.load_history(_BENCHMARK.value, None)
+  return history
+
+
+def _read_scores(history: history_lib.History | None
+                 ) -> dict[str, dict[str, float]]:
+  """--scores ({} without it), checked against `history` when given.
+
+  A --checkpoint keeps the fitted space, not the raw scores: then only the
+  model ids are checked (`_check_model_ids`, after loading).
+  """
+  if not _SCORES.value:
+    return {}
+  if history is None:
+    logging.warning('--checkpoint: the --scores cannot be checked against '
+                    "the history's unit and range (a checkpoint keeps no raw "
+                    'scores).')
+  table = recommender.read_scores_csv(
+      _SCORES.value, None if history is None else history.scores[history.mask],
+      convert_units=_CONVERT.value, allow_outliers=_OUTLIERS.value)
+  if history is not None:
+    _check_model_ids(table, history.model_ids)
+  return table
+
+
+def _check_model_ids(table: dict[str, dict[str, float]],
+                     model_ids: tuple[str, ...]) -> None:
+  """Raises ValueError naming --scores' models that the history lacks."""
+  known = set(model_ids)
+  for task, scores in table.items():
+    unknown = [m for m in scores if m not in known]
+    if unknown:
+      raise ValueError(
+          f'--scores={_SCORES.value}: task {task!r}: model(s) {unknown[:5]} '
+          f'are not in the history ({len(known)} models; `fennec list '
+          'models --benchmark=NAME` lists a benchmark\'s).')
+
+
+def _save(fennec: recommender.Fennec) -> None:
+  if _SAVE.value:
+    fennec.save(_SAVE.value)
+    logging.info('saved the recommender to %s', _SAVE.value)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
+  _check_flags()
+  history = None if _CHECKPOINT.value else _history()
+  table = _read_scores(history)
+  # Observed models are listed apart from the ranking: ask for enough
+  # models that `--top` unobserved ones remain.
+  extra = max([len(t) for t in table.values()] + [0])
+  if _IMAGES.value or _TFDS.value:
+    if len(table) > 1:
+      raise ValueError(f'--images/--tfds describe one task; {_SCORES.value} '
+                       f'has {len(table)}: {list(table)}.')
+    observed = next(iter(table.values())) if table else {}
     if _IMAGES.value:
       images = sources.FolderSource(_IMAGES.value)
     else:
       images = sources.TfdsSource(_TFDS.value, split=_TFDS_SPLIT.value,
                                   data_dir=_TFDS_DATA_DIR.value)
-    observed = {}
-    if _SCORES.value:
-      table = recommender.read_scores_csv(_SCORES.value)
-      if len(table) != 1:
-        raise ValueError(f'--images/--tfds describe one task; {_SCORES.value} '
-                         f'has {len(table)}: {list(table)}.')
-      observed = next(iter(table.values()))
     rec, fennec = demo_lib.recommend_offline(
-        images, top=_TOP.value, observed=observed, labels=images.labels,
-        data_dir=_DATA_DIR.value)
-    if _SAVE.value:
-      fennec.save(_SAVE.value)
-      logging.info('saved the recommender to %s', _SAVE.value)
-    print(recommender.format_recommendation(rec, ['images'],
-                                            {'images': observed}))
+        images, top=_TOP.value + extra, observed=observed,
+        labels=images.labels, data_dir=_DATA_DIR.value)
+    _save(fennec)
+    print(recommender.format_recommendation(
+        rec, ['images'], {'images': observed}, top=_TOP.value))
     return
   if _CHECKPOINT.value:
     fennec = recommender.Fennec.load(_CHECKPOINT.value)
+    _check_model_ids(table, fennec.model_ids)
   else:
-    history, _ = protocol.load_history(_BENCHMARK.value, _HISTORY.value)
     fennec = recommender.Fennec().fit(history)
-  if _SAVE.value:
-    fennec.save(_SAVE.value)
-    logging.info('saved the recommender to %s', _SAVE.value)
-  if _SCORES.value:
-    observed = recommender.read_scores_csv(_SCORES.value)
-  else:
+  _save(fennec)
+  observed = table
+  if not observed:
     logging.info('no --scores or --images: ranking by the prior only.')
     observed = {'prior': {}}
   tasks = list(observed)
   rec = fennec.recommend(observed=[observed[t] for t in tasks],
-                         top=_TOP.value)
-  print(recommender.format_recommendation(rec, tasks, observed))
+                         top=min(_TOP.value + extra, len(fennec.model_ids)))
+  print(recommender.format_recommendation(rec, tasks, observed,
+                                          top=_TOP.value))

@@ -13,7 +13,9 @@ import json
 from absl import flags
 from absl import logging
 
+from fennec_jax.commands import checks
 from fennec_jax.estimators import ranking
+from fennec_jax.estimators import registry
 
 _FEATURES = flags.DEFINE_list(
     'features', None, '.npz file(s) with features/<model> arrays (or one '
@@ -32,11 +34,20 @@ def main(argv: list[str]) -> None:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
   if not _FEATURES.value:
     raise ValueError('--features is required (one or more .npz files).')
-  options = json.loads(_OPTIONS.value) if _OPTIONS.value else {}
+  checks.output_file('--out', _OUT.value)
+  checks.names('--estimators', _ESTIMATORS.value, registry.list_estimators())
+  try:
+    options = json.loads(_OPTIONS.value) if _OPTIONS.value else {}
+  except json.JSONDecodeError as e:
+    raise ValueError(f'--options is not valid JSON ({e}): {_OPTIONS.value}'
+                     ) from None
   if not isinstance(options, dict):
     raise ValueError(f'--options must be a JSON object, got {_OPTIONS.value}.')
+  if options:
+    checks.names('--options', options, _ESTIMATORS.value)
   inputs, labels = ranking.load_feature_files(_FEATURES.value, _LABELS.value)
   rows = ranking.rank(inputs, labels, _ESTIMATORS.value, options)
-  ranking.write_csv(rows, _OUT.value)
+  checks.write_atomically(_OUT.value,
+                          lambda path: ranking.write_csv(rows, path))
   logging.info('wrote %s', _OUT.value)
   print(ranking.format_table(rows))  # The command's user-facing output.

@@ -56,8 +56,8 @@ class CliTestCase(absltest.TestCase):
 
   def assert_fails_naming(self, proc: subprocess.CompletedProcess,
                           *words: str) -> None:
-    """Non-zero exit, one error line (no traceback) naming every word."""
-    self.assertNotEqual(proc.returncode, 0, proc.stdout[-2000:])
+    """Exit code 2, one error line (no traceback) naming every word."""
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
     self.assertNotIn('Traceback', proc.stderr)
     for word in words:
       self.assertIn(word, proc.stderr)
@@ -238,7 +238,8 @@ class BuildBenchmarkTest(CliTestCase):
     proc = _fennec('build-benchmark',
                    '--config=experiments/configs/build_benchmark.py:huge',
                    f'--workdir={self.tmp()}')
-    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertNotIn('Traceback', proc.stderr)
     self.assertIn("'huge'", proc.stderr)
 
 
