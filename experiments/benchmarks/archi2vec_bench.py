@@ -270,10 +270,12 @@ def main(argv):
   result['trace'] = trace_models(_MODELS.value) if _MODELS.value else []
   result['encode'] = encode_throughput() if _NUM_GRAPHS.value else None
   result['cells'] = encode_cells() if _NUM_CELLS.value else None
+  result['load_average_after'] = list(os.getloadavg())
   with open(os.path.join(_OUT.value, 'archi2vec_bench.json'), 'w') as f:
     json.dump(result, f, indent=1)
+  load = (result['load_average'][0], result['load_average_after'][0])
   lines = [f'# archi2vec benchmark ({result["device"]}, jax {jax.__version__},'
-           f' {result["cpu_count"]} CPUs, load {result["load_average"][0]:.1f})',
+           f' {result["cpu_count"]} CPUs, load {load[0]:.1f} -> {load[1]:.1f})',
            '']
   if result['trace']:
     lines += ['| model | trace s | nodes | edges | params | module nodes |',
