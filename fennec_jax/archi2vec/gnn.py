@@ -16,7 +16,7 @@ Batches are padded `GraphsTuple`s (`graphs.pad_graphs`), so a jitted encoder
 compiles once per padding budget. Padding nodes and edges belong to the padding
 graph only; `graph_mask` marks the real graphs. Small graphs (NAS cells) can
 instead come as `graphs.DenseGraphs` (one padded adjacency matrix per graph;
-batched matmuls, no scatters) with the same embeddings.
+no gathers or scatters) with the same embeddings.
 
 Plain interface for joint training elsewhere:
 `init, embed = make_encoder(vocab_size)`; `params = init(rng, graphs)`;
@@ -41,6 +41,21 @@ import optax
 from fennec_jax.archi2vec import graphs as graphs_lib
 
 
+# XLA:CPU's YNNPACK fusions (on by default) take this encoder's layers as one
+# fusion that reads every scalar constant and per-node degree as a full
+# [nodes, 2 * hidden] array; without them the encoder runs about twice as
+# fast on CPU (experiments/benchmarks/archi2vec_bench.py), same embeddings.
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def jit_encoder(fn: Callable[..., Any], **jit_kwargs: Any
+                ) -> Callable[..., Any]:
+  """`jax.jit(fn)`, with `CPU_COMPILER_OPTIONS` when the backend is CPU."""
+  if jax.default_backend() == 'cpu':
+    jit_kwargs.setdefault('compiler_options', CPU_COMPILER_OPTIONS)
+  return jax.jit(fn, **jit_kwargs)
+
+
 def graph_mask(graph: jraph.GraphsTuple) -> jax.Array:
   """True for real graphs (jraph puts the padding graph(s) last)."""
   return jraph.get_graph_padding_mask(graph)
@@ -55,8 +70,11 @@ def node_graph_index(graph: jraph.GraphsTuple) -> jax.Array:
 
 
 class _Affine(nn.Module):
-  """A dense layer's kernel and bias (as `nn.Dense` names and initializes
-  them), returned rather than applied so they can be folded together."""
+  """The kernel and bias of a dense layer, returned rather than applied.
+
+  Named and initialized as in `nn.Dense`, so the parameter tree is that of
+  `reference.ReferenceGraphEncoder`; returned so the layer can fold kernels.
+  """
   in_features: int
   features: int
 
@@ -100,7 +118,7 @@ def messages(graph: jraph.GraphsTuple, dtype: Any = jnp.float32) -> Messages:
 
 
 class DenseMessages(NamedTuple):
-  """`Messages` for `graphs.DenseGraphs`: batched matmuls by the adjacency.
+  """`Messages` for `graphs.DenseGraphs`: sums weighted by the adjacency.
 
   Attributes:
     adjacency: float[G, n, n], `adjacency[g, s, r]` edges s -> r.
@@ -113,8 +131,9 @@ class DenseMessages(NamedTuple):
 
   def aggregate(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(sum of h over each node's predecessors, ... over its successors)."""
-    return (jnp.einsum('gsr,gsd->grd', self.adjacency, h),
-            jnp.einsum('gsr,grd->gsd', self.adjacency, h))
+    # Broadcast products beat batched matmuls of a few rows on CPU.
+    a = self.adjacency[..., None]
+    return (a * h[:, :, None, :]).sum(1), (a * h[:, None, :, :]).sum(2)
 
 
 def dense_messages(graph: graphs_lib.DenseGraphs,
@@ -302,7 +321,7 @@ def pretrain(model: GraphEncoder, arrays: Sequence[dict[str, np.ndarray]],
   tx = optax.adamw(learning_rate, weight_decay=1e-4)
   opt = tx.init(params)
 
-  @jax.jit
+  @jit_encoder
   def step(params, opt, graph, rng):
     loss, grads = jax.value_and_grad(
         lambda p: masked_op_loss(model, p, graph, rng, mask_rate))(params)
@@ -332,8 +351,9 @@ def embed_all(embed_fn: Callable[..., jax.Array],
   """Embeds many graphs in fixed-shape padded batches (one compile).
 
   Args:
-    embed_fn: `embed(params, graph) -> [n_graph, d]`, jitted here unless it
-      already is (pass a jitted function to reuse its compile cache).
+    embed_fn: `embed(params, graph) -> [n_graph, d]`, jitted here (by
+      `jit_encoder`) unless it already is (pass a jitted function to reuse
+      its compile cache).
     params: its parameters.
     arrays: graphs as `graphs.graph_to_arrays` dicts.
     batch_size: graphs per batch.
@@ -346,7 +366,7 @@ def embed_all(embed_fn: Callable[..., jax.Array],
   Returns:
     float32 `[len(arrays), d]` (or `[len(arrays)]` for scalar outputs).
   """
-  fn = embed_fn if hasattr(embed_fn, 'lower') else jax.jit(embed_fn)
+  fn = embed_fn if hasattr(embed_fn, 'lower') else jit_encoder(embed_fn)
   if dense_nodes is not None:
     batches = graphs_lib.dense_batches(arrays, batch_size, dense_nodes)
   else:

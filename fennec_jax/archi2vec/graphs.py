@@ -245,8 +245,8 @@ def batches(arrays: Sequence[dict[str, Any]], batch_size: int,
 class DenseGraphs(NamedTuple):
   """Small graphs batched densely: each padded to one size, with an adjacency.
 
-  For graphs of a few nodes (NAS cells) a batched matmul with the adjacency
-  matrix is cheaper than gathers and scatter-adds over a flat edge list.
+  For graphs of a few nodes (NAS cells) sums weighted by the adjacency
+  matrix are cheaper than gathers and scatter-adds over a flat edge list.
 
   Attributes:
     op: int32[G, n] op ids (0 on padding nodes).

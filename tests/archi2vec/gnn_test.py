@@ -10,6 +10,7 @@ from fennec_jax.archi2vec import gnn
 from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.archi2vec import nas_bench
 from fennec_jax.archi2vec import reference
+from fennec_jax.archi2vec import trace as trace_lib
 
 _OPS = ['input', 'conv', 'pool', 'add', 'relu']
 _VOCAB = graphs_lib.OpVocab(_OPS)
@@ -110,6 +111,20 @@ class GNNTest(absltest.TestCase):
     _assert_same_embeddings(
         gnn.embed_all(self.embed, params, arrays, batch_size=4), expected)
 
+  def test_matches_reference_on_traced_resnet18(self):
+    g = trace_lib.trace('resnet18', (1, 32, 32, 3))
+    vocab = graphs_lib.OpVocab.from_graphs([g])
+    arrays = [graphs_lib.graph_to_arrays(g, vocab)]
+    self.assertGreater(len(arrays[0]['op']), 100)
+    config = dict(hidden=16, num_layers=2, embed_dim=8)
+    init, embed = gnn.make_encoder(len(vocab), **config)
+    probe = graphs_lib.to_graphs_tuple(arrays)
+    params = _perturbed(init(jax.random.key(2), probe))
+    ref = reference.ReferenceGraphEncoder(len(vocab), **config)
+    _assert_same_embeddings(
+        gnn.embed_all(embed, params, arrays, batch_size=1),
+        gnn.embed_all(ref.apply, params, arrays, batch_size=1))
+
   def test_dense_matches_reference_on_nas_bench_cells(self):
     rs = np.random.default_rng(4)
     cells = ['|' + '|+|'.join('|'.join(
@@ -140,6 +155,18 @@ class GNNTest(absltest.TestCase):
     dense = gnn.embed_all(dense_embed, params, arrays, batch_size=16,
                           dense_nodes=8)
     _assert_same_embeddings(dense, expected)
+
+  def test_jit_encoder_same_embeddings(self):
+    rs = np.random.default_rng(5)
+    arrays = [_random_dag_arrays(rs, n, len(_VOCAB)) for n in (300, 40)]
+    graph, _ = next(graphs_lib.batches(arrays, 2))
+    params = _perturbed(self.params)
+    fast = gnn.jit_encoder(self.embed)
+    _assert_same_embeddings(np.asarray(fast(params, graph)),
+                            np.asarray(jax.jit(self.embed)(params, graph)))
+    if jax.default_backend() == 'cpu':
+      compiled = fast.lower(params, graph).compile().as_text()
+      self.assertNotIn('ynn_fusion', compiled)
 
   def test_direction_matters(self):
     fwd = _chain(['input', 'conv', 'pool'])
