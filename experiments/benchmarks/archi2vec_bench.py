@@ -35,6 +35,7 @@ import functools
 import itertools
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -289,7 +290,7 @@ def main(argv):
   load = (result['load_average'][0], result['load_average_after'][0])
   lines = [f'# archi2vec benchmark ({result["device"]}, jax {jax.__version__},'
            f' {result["cpu_count"]} CPUs, load {load[0]:.1f} -> {load[1]:.1f})',
-           '']
+           '', f'`python {" ".join(sys.argv)}`', '']
   if result['trace']:
     lines += ['| model | trace s | nodes | edges | params | module nodes |',
               '|---|---|---|---|---|---|']

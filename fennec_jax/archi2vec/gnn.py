@@ -8,9 +8,11 @@ graph) and projected to a fixed-size embedding.
 
 Messages are affine maps of node states, so a layer sums neighbour states
 first (one gather and one scatter-add of width `hidden` per layer) and applies
-the message maps, folded into the update, per node: on CPU that is several
-times faster than the per-edge form in `reference.py` (a `jraph.GraphNetwork`),
-which computes the same function with the same parameters.
+the message maps, folded into the update, per node. `reference.py` holds the
+per-edge form (a `jraph.GraphNetwork`): the same function with the same
+parameters, about 1.5x slower on a 2-core CPU (2x when it is jitted without
+`jit_encoder`'s compiler options; experiments/benchmarks/results/
+archi2vec_cpu.md).
 
 Batches are padded `GraphsTuple`s (`graphs.pad_graphs`), so a jitted encoder
 compiles once per padding budget. Padding nodes and edges belong to the padding
@@ -41,10 +43,11 @@ import optax
 from fennec_jax.archi2vec import graphs as graphs_lib
 
 
-# XLA:CPU's YNNPACK fusions (on by default) take this encoder's layers as one
-# fusion that reads every scalar constant and per-node degree as a full
-# [nodes, 2 * hidden] array; without them the encoder runs about twice as
-# fast on CPU (experiments/benchmarks/archi2vec_bench.py), same embeddings.
+# XLA:CPU's YNNPACK fusions (on by default in jaxlib 0.10) take this
+# encoder's layers as one fusion that reads every scalar constant and per-node
+# degree as a full [nodes, 2 * hidden] array; without them the encoder runs
+# 1.3x-2.5x faster on a 2-core CPU, with the same embeddings
+# (experiments/benchmarks/archi2vec_bench.py).
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
