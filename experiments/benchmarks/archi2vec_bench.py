@@ -1,28 +1,41 @@
 r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
 
   python experiments/benchmarks/archi2vec_bench.py --out=runs/archi2vec_bench
-  python experiments/benchmarks/archi2vec_bench.py --num_graphs=1000 \
-      --out=/tmp/a2v                                  # quick look
+  python experiments/benchmarks/archi2vec_bench.py --models= \
+      --num_graphs=2000 --num_cells=15625 --out=/tmp/a2v   # encoding only
 
 1. Tracing: `trace(name)` wall time (abstract shapes only: eval_shape of the
    initializer + make_jaxpr + graph building) for `--models` (default
    ResNet-152 and ViT-L/16 from the model registry), plus node/edge counts of
    the primitive-level and module-level graphs. Target: <= 10 s each on the
    2-core CPU.
-2. Encoding: `--num_graphs` synthetic random DAGs with up to `--max_nodes`
-   nodes (sizes uniform in [max_nodes/10, max_nodes], a chain plus random skip
-   edges, random ops from a 64-op vocabulary), packed greedily into padded
-   batches of one static budget (`--batch_nodes` nodes), embedded by the
-   default `GraphEncoder` in one jitted loop (one compile). Reports graphs/s
-   and nodes/s of the device loop (host packing timed separately).
+2. Encoding large DAGs: `--num_graphs` synthetic random DAGs with up to
+   `--max_nodes` nodes (sizes uniform in [max_nodes/10, max_nodes], a chain
+   plus random skip edges, random ops from a 64-op vocabulary), packed
+   greedily into padded batches of one static budget (`--batch_nodes`
+   nodes), embedded in one jitted loop (one compile) by the per-edge jraph
+   form (`reference.ReferenceGraphEncoder`, the encoder before aggregation
+   came first) and by `gnn.GraphEncoder`, with the same parameters, passes
+   alternating so both see the same machine load. Reports graphs/s of each
+   device loop (host packing timed separately), their ratio, and the largest
+   embedding difference relative to the embeddings' scale.
+3. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
+   (<= 8 nodes), in batches of `--cell_batch`: reference and `GraphEncoder`
+   on padded `GraphsTuple`s, and `GraphEncoder` on `DenseGraphs`.
+
+The machine is shared and noisy: read the ratios (old and new timed in
+alternation on the same graphs), not absolute graphs/s.
 
 Writes `OUT/archi2vec_bench.json` and `OUT/archi2vec_bench.md`. Runs on any
 JAX backend; on a machine without jraph, put jraph's pure-Python package on
 PYTHONPATH (e.g. copy `.venv/lib/python3.11/site-packages/jraph`).
 """
 
+import functools
+import itertools
 import json
 import os
+import sys
 import time
 
 from absl import app
@@ -30,6 +43,12 @@ from absl import flags
 from absl import logging
 import jax
 import numpy as np
+
+from fennec_jax.archi2vec import gnn
+from fennec_jax.archi2vec import graphs as graphs_lib
+from fennec_jax.archi2vec import nas_bench
+from fennec_jax.archi2vec import reference
+from fennec_jax.archi2vec import trace as trace_lib
 
 _OUT = flags.DEFINE_string('out', 'runs/archi2vec_bench', 'Output directory.')
 _MODELS = flags.DEFINE_list('models', ['resnet152', 'vit_large_patch16_224'],
@@ -42,12 +61,14 @@ _HIDDEN = flags.DEFINE_integer('hidden', 64, 'Encoder width.')
 _LAYERS = flags.DEFINE_integer('layers', 4, 'Encoder layers.')
 _REPEATS = flags.DEFINE_integer('repeats', 2, 'Timed passes over all graphs.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic graphs.')
+_NUM_CELLS = flags.DEFINE_integer('num_cells', 15_625,
+                                  'NAS-Bench-201 cells to encode (0: skip).')
+_CELL_BATCH = flags.DEFINE_integer('cell_batch', 1024, 'Cells per batch.')
 _VOCAB_SIZE = 64
 
 
 def trace_models(names):
   """Wall time and sizes of tracing each registry model."""
-  from fennec_jax.archi2vec import trace as trace_lib  # pylint: disable=g-import-not-at-top
   out = []
   for name in names:
     t0 = time.perf_counter()
@@ -87,7 +108,6 @@ def random_dag_arrays(rs, n):
 
 def pack(arrays, batch_nodes, max_graphs, batch_edges):
   """Greedy packing into padded batches of one static budget."""
-  from fennec_jax.archi2vec import graphs as graphs_lib  # pylint: disable=g-import-not-at-top
   batches, chunk, nodes, edges = [], [], 0, 0
   for a in arrays:
     n, e = len(a['op']), len(a['senders'])
@@ -107,9 +127,52 @@ def pack(arrays, batch_nodes, max_graphs, batch_edges):
   return batches
 
 
+def time_alternating(fns, batches, repeats):
+  """Best wall time of a pass over `batches` for each of `fns` (by name).
+
+  Passes alternate between the functions, so a change in machine load hits
+  all of them alike. Returns `(best_seconds, all_seconds, outputs)` dicts.
+  """
+  for fn in fns.values():  # Compile outside the timed passes.
+    jax.block_until_ready(fn(batches[0][0]))
+  outputs = {}
+  seconds = {name: [] for name in fns}
+  for _ in range(repeats):
+    for name, fn in fns.items():
+      t0 = time.perf_counter()
+      outs = jax.block_until_ready([fn(b) for b, _ in batches])
+      seconds[name].append(time.perf_counter() - t0)
+      outputs[name] = outs
+  best = {name: min(v) for name, v in seconds.items()}
+  real = {name: np.concatenate([np.asarray(o)[:n] for o, (_, n) in
+                                zip(outs, batches)])
+          for name, outs in outputs.items()}
+  return best, seconds, real
+
+
+def variants(ref, params, encoders):
+  """The functions to time, `fn(batch)`, by name.
+
+  `reference` is the per-edge encoder jitted as before (`jax.jit`, default
+  compiler options); `reference_same_options` is it jitted as the encoder is
+  (`gnn.jit_encoder`; CPU only), for a same-compiler comparison; then
+  `encoders`.
+  """
+  fns = dict(reference=jax.jit(ref.apply))
+  if jax.default_backend() == 'cpu':
+    fns['reference_same_options'] = gnn.jit_encoder(ref.apply)
+  fns.update(encoders)
+  return {name: functools.partial(lambda fn, b: fn(params, b), fn)
+          for name, fn in fns.items()}
+
+
+def relative_difference(actual, expected):
+  """Largest |actual - expected| relative to the largest |expected|."""
+  return float(np.abs(actual - expected).max() / np.abs(expected).max())
+
+
 def encode_throughput():
-  """Graphs/s of the jitted GNN encoder over padded batches."""
-  from fennec_jax.archi2vec import gnn  # pylint: disable=g-import-not-at-top
+  """Graphs/s of the per-edge reference and the encoder on large DAGs."""
   rs = np.random.default_rng(_SEED.value)
   lo = max(2, _MAX_NODES.value // 10)
   sizes = rs.integers(lo, _MAX_NODES.value + 1, _NUM_GRAPHS.value)
@@ -124,36 +187,90 @@ def encode_throughput():
   t0 = time.perf_counter()
   batches = pack(arrays, batch_nodes, max_graphs, batch_edges)
   pack_seconds = time.perf_counter() - t0
-  init, embed = gnn.make_encoder(_VOCAB_SIZE, hidden=_HIDDEN.value,
-                                 num_layers=_LAYERS.value)
-  params = jax.jit(init)(jax.random.key(0), batches[0][0])
-  fn = jax.jit(embed)
-  device_batches = [(jax.device_put(b), n) for b, n in batches]
+  config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
+  model = gnn.GraphEncoder(_VOCAB_SIZE, **config)
+  ref = reference.ReferenceGraphEncoder(_VOCAB_SIZE, **config)
+  params = jax.jit(model.init)(jax.random.key(0), batches[0][0])
+  batches = [(jax.device_put(b), n) for b, n in batches]
+  new = gnn.jit_encoder(model.apply)
   t0 = time.perf_counter()
-  jax.block_until_ready(fn(params, device_batches[0][0]))
+  jax.block_until_ready(new(params, batches[0][0]))
   compile_seconds = time.perf_counter() - t0
-  times = []
-  for _ in range(_REPEATS.value):
-    t0 = time.perf_counter()
-    outs = [fn(params, b) for b, _ in device_batches]
-    jax.block_until_ready(outs)
-    times.append(time.perf_counter() - t0)
-  best = min(times)
+  fns = variants(ref, params, dict(encoder=new))
+  best, seconds, out = time_alternating(fns, batches, _REPEATS.value)
   res = dict(num_graphs=_NUM_GRAPHS.value, max_nodes=_MAX_NODES.value,
              total_nodes=total_nodes, total_edges=total_edges,
              batches=len(batches), batch_nodes=batch_nodes,
              batch_edges=batch_edges, max_graphs_per_batch=max_graphs,
              hidden=_HIDDEN.value, layers=_LAYERS.value,
              generate_seconds=gen_seconds, pack_seconds=pack_seconds,
-             compile_seconds=compile_seconds, pass_seconds=times,
-             graphs_per_second=_NUM_GRAPHS.value / best,
-             nodes_per_second=total_nodes / best,
+             compile_seconds=compile_seconds, pass_seconds=seconds,
+             graphs_per_second={k: _NUM_GRAPHS.value / v
+                                for k, v in best.items()},
+             nodes_per_second={k: total_nodes / v for k, v in best.items()},
+             speedup={k: best['reference'] / v for k, v in best.items()},
+             max_relative_difference=relative_difference(
+                 out['encoder'], out['reference']),
              real_node_fraction=total_nodes / (len(batches) * batch_nodes))
-  logging.info('encode: %d graphs (%d nodes) in %d batches: best pass %.2fs '
-               '-> %.0f graphs/s, %.3g nodes/s (compile %.1fs, packing %.1fs)',
-               _NUM_GRAPHS.value, total_nodes, len(batches), best,
-               res['graphs_per_second'], res['nodes_per_second'],
-               compile_seconds, pack_seconds)
+  logging.info('encode: %d graphs (%d nodes) in %d batches: graphs/s %s, '
+               'speedup %s, max relative difference %.1e', _NUM_GRAPHS.value,
+               total_nodes, len(batches), res['graphs_per_second'],
+               res['speedup'], res['max_relative_difference'])
+  return res
+
+
+def all_cells(count):
+  """The first `count` NAS-Bench-201 cell strings (ops in `OPS` order)."""
+  cells = []
+  for ops in itertools.islice(
+      itertools.product(nas_bench.OPS, repeat=6), count):
+    e = iter(ops)
+    cells.append('|' + '|+|'.join('|'.join(f'{next(e)}~{j}' for j in range(i))
+                                  for i in (1, 2, 3)) + '|')
+  return cells
+
+
+def encode_cells():
+  """Cells/s of the reference, the encoder, and the encoder on dense batches."""
+  t0 = time.perf_counter()
+  vocab = nas_bench.VOCAB
+  arrays = [graphs_lib.graph_to_arrays(nas_bench.cell_to_dag(c), vocab)
+            for c in all_cells(_NUM_CELLS.value)]
+  convert_seconds = time.perf_counter() - t0
+  batch = _CELL_BATCH.value
+  max_nodes = max(len(a['op']) for a in arrays)
+  t0 = time.perf_counter()
+  sparse = [(jax.device_put(b), n)
+            for b, n in graphs_lib.batches(arrays, batch)]
+  sparse_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  dense = [(jax.device_put(b), n) for b, n in
+           graphs_lib.dense_batches(arrays, batch, max_nodes)]
+  dense_seconds = time.perf_counter() - t0
+  config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
+  model = gnn.GraphEncoder(len(vocab), **config)
+  ref = reference.ReferenceGraphEncoder(len(vocab), **config)
+  params = jax.jit(model.init)(jax.random.key(0), sparse[0][0])
+  new = gnn.jit_encoder(model.apply)
+  best, seconds, out = time_alternating(
+      variants(ref, params, dict(encoder=new)), sparse, _REPEATS.value)
+  d_best, d_seconds, d_out = time_alternating(
+      dict(encoder_dense=lambda b: new(params, b)), dense, _REPEATS.value)
+  best.update(d_best)
+  seconds.update(d_seconds)
+  out.update(d_out)
+  n = len(arrays)
+  res = dict(num_cells=n, max_nodes=max_nodes, batch=batch,
+             convert_seconds=convert_seconds,
+             sparse_batch_seconds=sparse_seconds,
+             dense_batch_seconds=dense_seconds, pass_seconds=seconds,
+             graphs_per_second={k: n / v for k, v in best.items()},
+             speedup={k: best['reference'] / v for k, v in best.items()},
+             max_relative_difference={
+                 k: relative_difference(out[k], out['reference'])
+                 for k in ('encoder', 'encoder_dense')})
+  logging.info('cells: %s graphs/s, speedup %s', res['graphs_per_second'],
+               res['speedup'])
   return res
 
 
@@ -166,23 +283,41 @@ def main(argv):
                 load_average=list(os.getloadavg()))
   result['trace'] = trace_models(_MODELS.value) if _MODELS.value else []
   result['encode'] = encode_throughput() if _NUM_GRAPHS.value else None
+  result['cells'] = encode_cells() if _NUM_CELLS.value else None
+  result['load_average_after'] = list(os.getloadavg())
   with open(os.path.join(_OUT.value, 'archi2vec_bench.json'), 'w') as f:
     json.dump(result, f, indent=1)
+  load = (result['load_average'][0], result['load_average_after'][0])
   lines = [f'# archi2vec benchmark ({result["device"]}, jax {jax.__version__},'
-           f' load {result["load_average"][0]:.1f})', '',
-           '| model | trace s | nodes | edges | params | module nodes |',
-           '|---|---|---|---|---|---|']
+           f' {result["cpu_count"]} CPUs, load {load[0]:.1f} -> {load[1]:.1f})',
+           '', f'`python {" ".join(sys.argv)}`', '']
+  if result['trace']:
+    lines += ['| model | trace s | nodes | edges | params | module nodes |',
+              '|---|---|---|---|---|---|']
   for r in result['trace']:
     lines.append(f'| {r["model"]} | {r["seconds"]:.2f} | {r["nodes"]} | '
                  f'{r["edges"]} | {r["params"]:,} | {r["module_nodes"]} |')
-  e = result['encode']
-  if e:
-    lines += ['', f'Encoding {e["num_graphs"]} graphs of <= {e["max_nodes"]} '
-              f'nodes ({e["total_nodes"]:,} nodes, {e["batches"]} padded '
-              f'batches): **{e["graphs_per_second"]:.0f} graphs/s** '
-              f'({e["nodes_per_second"]:.3g} nodes/s; compile '
-              f'{e["compile_seconds"]:.1f} s, host packing '
-              f'{e["pack_seconds"]:.1f} s).']
+  columns = ('reference', 'reference_same_options', 'encoder',
+             'encoder_dense')
+  rows = []
+  for key, what in (('encode', 'DAGs of <= {max_nodes:,} nodes'),
+                    ('cells', 'NAS-Bench-201 cells (<= {max_nodes} nodes)')):
+    r = result[key]
+    if not r:
+      continue
+    count = r.get('num_graphs', r.get('num_cells'))
+    g, x = r['graphs_per_second'], r['speedup']
+    cells = [f'{g[c]:.1f} ({x[c]:.2f}x)' if c in g else '' for c in columns]
+    diff = r['max_relative_difference']
+    diff = max(diff.values()) if isinstance(diff, dict) else diff
+    rows.append(f'| {count:,} {what.format(**r)} | ' + ' | '.join(cells) +
+                f' | {diff:.1e} |')
+  if rows:
+    lines += ['', 'Encoding, graphs/s (speedup over the reference) in the '
+              'best of the alternating passes:', '',
+              '| graphs | ' + ' | '.join(columns) +
+              ' | max relative difference |',
+              '|---' * (len(columns) + 2) + '|'] + rows
   with open(os.path.join(_OUT.value, 'archi2vec_bench.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))

@@ -1,15 +1,24 @@
-"""A direction-aware jraph graph network that embeds architecture DAGs.
+"""A direction-aware graph network that embeds architecture DAGs.
 
-Each layer is a `jraph.GraphNetwork` whose edge function sends two messages per
-edge: one along it (sender -> receiver, "what feeds me") and one against it
-(receiver -> sender, "what consumes me"); the node function sums them
-separately, so a conv feeding a pool differs from a pool feeding a conv. Node
-states of every layer are read out (sum and mean per graph) and projected to a
-fixed-size embedding.
+Each layer sends two messages per edge: one along it (sender -> receiver,
+"what feeds me") and one against it (receiver -> sender, "what consumes me");
+a node sums each kind separately, so a conv feeding a pool differs from a pool
+feeding a conv. Node states of every layer are read out (sum and mean per
+graph) and projected to a fixed-size embedding.
+
+Messages are affine maps of node states, so a layer sums neighbour states
+first (one gather and one scatter-add of width `hidden` per layer) and applies
+the message maps, folded into the update, per node. `reference.py` holds the
+per-edge form (a `jraph.GraphNetwork`): the same function with the same
+parameters, about 1.5x slower on a 2-core CPU (2x when it is jitted without
+`jit_encoder`'s compiler options; experiments/benchmarks/results/
+archi2vec_cpu.md).
 
 Batches are padded `GraphsTuple`s (`graphs.pad_graphs`), so a jitted encoder
 compiles once per padding budget. Padding nodes and edges belong to the padding
-graph only; `graph_mask` marks the real graphs.
+graph only; `graph_mask` marks the real graphs. Small graphs (NAS cells) can
+instead come as `graphs.DenseGraphs` (one padded adjacency matrix per graph;
+no gathers or scatters) with the same embeddings.
 
 Plain interface for joint training elsewhere:
 `init, embed = make_encoder(vocab_size)`; `params = init(rng, graphs)`;
@@ -21,7 +30,7 @@ the node states, which needs only unlabelled graphs.
 """
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import flax.linen as nn
@@ -32,6 +41,22 @@ import numpy as np
 import optax
 
 from fennec_jax.archi2vec import graphs as graphs_lib
+
+
+# XLA:CPU's YNNPACK fusions (on by default in jaxlib 0.10) take this
+# encoder's layers as one fusion that reads every scalar constant and per-node
+# degree as a full [nodes, 2 * hidden] array; without them the encoder runs
+# 1.3x-2.5x faster on a 2-core CPU, with the same embeddings
+# (experiments/benchmarks/archi2vec_bench.py).
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
+
+
+def jit_encoder(fn: Callable[..., Any], **jit_kwargs: Any
+                ) -> Callable[..., Any]:
+  """`jax.jit(fn)`, with `CPU_COMPILER_OPTIONS` when the backend is CPU."""
+  if jax.default_backend() == 'cpu':
+    jit_kwargs.setdefault('compiler_options', CPU_COMPILER_OPTIONS)
+  return jax.jit(fn, **jit_kwargs)
 
 
 def graph_mask(graph: jraph.GraphsTuple) -> jax.Array:
@@ -47,41 +72,118 @@ def node_graph_index(graph: jraph.GraphsTuple) -> jax.Array:
                     total_repeat_length=n_nodes)
 
 
+class _Affine(nn.Module):
+  """The kernel and bias of a dense layer, returned rather than applied.
+
+  Named and initialized as in `nn.Dense`, so the parameter tree is that of
+  `reference.ReferenceGraphEncoder`; returned so the layer can fold kernels.
+  """
+  in_features: int
+  features: int
+
+  @nn.compact
+  def __call__(self) -> tuple[jax.Array, jax.Array]:
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (self.in_features, self.features))
+    bias = self.param('bias', nn.initializers.zeros_init(), (self.features,))
+    return kernel, bias
+
+
+class Messages(NamedTuple):
+  """Edge indices for aggregating both directions in one gather/scatter.
+
+  Attributes:
+    gather: int32[2E], the node read by each message: senders, then receivers.
+    scatter: int32[2E], where it is summed in a [2N] buffer: receivers (rows
+      0..N-1, "what feeds me"), then senders + N ("what consumes me").
+    in_degree: float[N] incoming edges per node.
+    out_degree: float[N] outgoing edges per node.
+  """
+  gather: jax.Array
+  scatter: jax.Array
+  in_degree: jax.Array
+  out_degree: jax.Array
+
+  def aggregate(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of h over each node's predecessors, ... over its successors)."""
+    n = h.shape[0]
+    sums = jax.ops.segment_sum(h[self.gather], self.scatter, 2 * n)
+    return sums[:n], sums[n:]
+
+
+def messages(graph: jraph.GraphsTuple, dtype: Any = jnp.float32) -> Messages:
+  """The `Messages` of a (padded) batch, computed once for all layers."""
+  n = graph.nodes['op'].shape[0]
+  gather = jnp.concatenate([graph.senders, graph.receivers])
+  scatter = jnp.concatenate([graph.receivers, graph.senders + n])
+  degree = jax.ops.segment_sum(jnp.ones(scatter.shape, dtype), scatter, 2 * n)
+  return Messages(gather, scatter, degree[:n], degree[n:])
+
+
+class DenseMessages(NamedTuple):
+  """`Messages` for `graphs.DenseGraphs`: sums weighted by the adjacency.
+
+  Attributes:
+    adjacency: float[G, n, n], `adjacency[g, s, r]` edges s -> r.
+    in_degree: float[G, n] incoming edges per node.
+    out_degree: float[G, n] outgoing edges per node.
+  """
+  adjacency: jax.Array
+  in_degree: jax.Array
+  out_degree: jax.Array
+
+  def aggregate(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(sum of h over each node's predecessors, ... over its successors)."""
+    # Broadcast products beat batched matmuls of a few rows on CPU.
+    a = self.adjacency[..., None]
+    return (a * h[:, :, None, :]).sum(1), (a * h[:, None, :, :]).sum(2)
+
+
+def dense_messages(graph: graphs_lib.DenseGraphs,
+                   dtype: Any = jnp.float32) -> DenseMessages:
+  """The `DenseMessages` of a dense batch, computed once for all layers."""
+  adjacency = jnp.asarray(graph.adjacency, dtype)
+  return DenseMessages(adjacency, adjacency.sum(1), adjacency.sum(2))
+
+
 class DirectedLayer(nn.Module):
-  """One message-passing step with separate forward and backward messages."""
+  """One message-passing step with separate forward and backward messages.
+
+  Each edge sends `forward_message(h[sender])` to its receiver and
+  `backward_message(h[receiver])` to its sender; a node sums each kind and
+  updates itself from `[h, sum forward, sum backward]` (dense, gelu, dense,
+  residual, LayerNorm). The messages are affine, so their sums are computed
+  as `sum(h[neighbor]) @ W + degree * b`, and the message kernels are folded
+  into the first update kernel: one aggregation of node states (width
+  `hidden`) per layer instead of dense layers and scatter-adds over every
+  edge. `reference.ReferenceDirectedLayer` is the per-edge form.
+  """
   hidden: int
 
   @nn.compact
-  def __call__(self, h: jax.Array, graph: jraph.GraphsTuple) -> jax.Array:
+  def __call__(self, h: jax.Array, msg: Messages | DenseMessages
+               ) -> jax.Array:
     hidden = self.hidden
-    fwd_dense = nn.Dense(hidden, name='forward_message')
-    bwd_dense = nn.Dense(hidden, name='backward_message')
-
-    def update_edge_fn(edges, sent, received, globals_):
-      del edges, globals_
-      # [message to the receiver from its sender, message to the sender from
-      # its receiver].
-      return jnp.concatenate([fwd_dense(sent), bwd_dense(received)], axis=-1)
-
-    def update_node_fn(nodes, sent, received, globals_):
-      del globals_
-      from_preds = received[..., :hidden]   # sum over incoming edges
-      from_succs = sent[..., hidden:]       # sum over outgoing edges
-      x = jnp.concatenate([nodes, from_preds, from_succs], axis=-1)
-      x = nn.Dense(2 * hidden, name='update_0')(x)
-      x = nn.gelu(x)
-      x = nn.Dense(hidden, name='update_1')(x)
-      return nn.LayerNorm(name='norm')(nodes + x)
-
-    net = jraph.GraphNetwork(update_edge_fn=update_edge_fn,
-                             update_node_fn=update_node_fn,
-                             aggregate_edges_for_nodes_fn=jraph.segment_sum)
-    out = net(graph._replace(nodes=h, edges=None))
-    return out.nodes
+    w_fwd, b_fwd = _Affine(hidden, hidden, name='forward_message')()
+    w_bwd, b_bwd = _Affine(hidden, hidden, name='backward_message')()
+    w_up, b_up = _Affine(3 * hidden, 2 * hidden, name='update_0')()
+    w_self, w_pred, w_succ = jnp.split(w_up, 3)
+    from_preds, from_succs = msg.aggregate(h)
+    x = (h @ w_self + from_preds @ (w_fwd @ w_pred)
+         + from_succs @ (w_bwd @ w_succ)
+         + msg.in_degree[..., None] * (b_fwd @ w_pred)
+         + msg.out_degree[..., None] * (b_bwd @ w_succ) + b_up)
+    x = nn.gelu(x)
+    x = nn.Dense(hidden, name='update_1')(x)
+    return nn.LayerNorm(name='norm')(h + x)
 
 
 class GraphEncoder(nn.Module):
   """Architecture DAG -> fixed-size embedding.
+
+  Takes a padded `jraph.GraphsTuple` (any graph sizes) or a
+  `graphs.DenseGraphs` batch (small graphs; faster for NAS cells); both give
+  the same embeddings.
 
   Attributes:
     vocab_size: number of op ids (`len(OpVocab)`); one more id, `vocab_size`,
@@ -96,19 +198,29 @@ class GraphEncoder(nn.Module):
   embed_dim: int = 64
 
   @nn.compact
-  def __call__(self, graph: jraph.GraphsTuple, return_nodes: bool = False):
-    ops = graph.nodes['op']
-    feat = graph.nodes['feat']
+  def __call__(self, graph: jraph.GraphsTuple | graphs_lib.DenseGraphs,
+               return_nodes: bool = False):
+    dense = isinstance(graph, graphs_lib.DenseGraphs)
+    ops, feat = (graph.op, graph.feat) if dense else (graph.nodes['op'],
+                                                      graph.nodes['feat'])
     h = nn.Embed(self.vocab_size + 1, self.hidden, name='op_embed')(ops)
     h = h + nn.Dense(self.hidden, name='feat_embed')(feat)
     h = nn.LayerNorm(name='input_norm')(h)
-    idx = node_graph_index(graph)
-    n_graph = graph.n_node.shape[0]
+    if dense:
+      msg = dense_messages(graph, h.dtype)
+      real = jnp.arange(ops.shape[1]) < graph.n_node[:, None]
+      readout = lambda h: jnp.where(real[..., None], h, 0.0).sum(1)
+    else:
+      msg = messages(graph, h.dtype)
+      idx = node_graph_index(graph)
+      n_graph = graph.n_node.shape[0]
+      readout = lambda h: jax.ops.segment_sum(h, idx, n_graph,
+                                              indices_are_sorted=True)
     count = jnp.maximum(graph.n_node, 1).astype(h.dtype)[:, None]
     readouts = []
     for i in range(self.num_layers):
-      h = DirectedLayer(self.hidden, name=f'layer_{i}')(h, graph)
-      total = jax.ops.segment_sum(h, idx, n_graph)
+      h = DirectedLayer(self.hidden, name=f'layer_{i}')(h, msg)
+      total = readout(h)
       readouts += [total, total / count]
     z = jnp.concatenate(readouts, axis=-1)
     z = nn.Dense(self.embed_dim, name='project')(z)
@@ -212,7 +324,7 @@ def pretrain(model: GraphEncoder, arrays: Sequence[dict[str, np.ndarray]],
   tx = optax.adamw(learning_rate, weight_decay=1e-4)
   opt = tx.init(params)
 
-  @jax.jit
+  @jit_encoder
   def step(params, opt, graph, rng):
     loss, grads = jax.value_and_grad(
         lambda p: masked_op_loss(model, p, graph, rng, mask_rate))(params)
@@ -234,26 +346,33 @@ def pretrain(model: GraphEncoder, arrays: Sequence[dict[str, np.ndarray]],
   return {'params': params['params']['encoder']}, losses
 
 
-def embed_all(embed_fn: Callable[[Any, jraph.GraphsTuple], jax.Array],
+def embed_all(embed_fn: Callable[..., jax.Array],
               params: Any, arrays: Sequence[dict[str, np.ndarray]],
               batch_size: int = 1024,
-              budget: tuple[int, int, int] | None = None) -> np.ndarray:
+              budget: tuple[int, int, int] | None = None,
+              dense_nodes: int | None = None) -> np.ndarray:
   """Embeds many graphs in fixed-shape padded batches (one compile).
 
   Args:
-    embed_fn: `embed(params, graph) -> [n_graph, d]`, jitted here unless it
-      already is (pass a jitted function to reuse its compile cache).
+    embed_fn: `embed(params, graph) -> [n_graph, d]`, jitted here (by
+      `jit_encoder`) unless it already is (pass a jitted function to reuse
+      its compile cache).
     params: its parameters.
     arrays: graphs as `graphs.graph_to_arrays` dicts.
     batch_size: graphs per batch.
-    budget: padding budget; default the worst case for `batch_size`.
+    budget: padding budget of `GraphsTuple` batches; default the worst case
+      for `batch_size`.
+    dense_nodes: if set, batch as `graphs.DenseGraphs` of this many nodes per
+      graph instead (for small graphs; `embed_fn` must accept them, as
+      `GraphEncoder` does).
 
   Returns:
     float32 `[len(arrays), d]` (or `[len(arrays)]` for scalar outputs).
   """
-  fn = embed_fn if hasattr(embed_fn, 'lower') else jax.jit(embed_fn)
-  out = []
-  for graph, n in graphs_lib.batches(arrays, batch_size, budget):
-    out.append(np.asarray(fn(params, graph))[:n])
+  fn = embed_fn if hasattr(embed_fn, 'lower') else jit_encoder(embed_fn)
+  if dense_nodes is not None:
+    batches = graphs_lib.dense_batches(arrays, batch_size, dense_nodes)
+  else:
+    batches = graphs_lib.batches(arrays, batch_size, budget)
+  out = [np.asarray(fn(params, graph))[:n] for graph, n in batches]
   return np.concatenate(out)
-

@@ -73,6 +73,35 @@ class GraphsTest(parameterized.TestCase):
     with self.assertRaisesRegex(ValueError, 'Padding budget too small'):
       graphs_lib.pad_graphs(graphs_lib.to_graphs_tuple(arrays), 5, 8, 3)
 
+  def test_dense_batches(self):
+    gs = [_dag(['a', 'b'], [(0, 1)]), _dag(['a', 'b', 'c'], [(0, 1), (0, 2)])]
+    vocab = graphs_lib.OpVocab.from_graphs(gs)
+    arrays = [graphs_lib.graph_to_arrays(g, vocab) for g in gs]
+    (batch, n), = list(graphs_lib.dense_batches(arrays, 4, n_node=4))
+    self.assertEqual(n, 2)
+    self.assertEqual(batch.n_node.tolist(), [2, 3, 0, 0])
+    self.assertEqual(batch.op.shape, (4, 4))
+    self.assertEqual(batch.op[1].tolist(), arrays[1]['op'].tolist() + [0])
+    np.testing.assert_array_equal(batch.feat[1, :3], arrays[1]['feat'])
+    self.assertEqual(batch.feat[1, 3].tolist(), [0.0] * 5)
+    # adjacency[g, s, r] counts edges s -> r; nothing touches padding.
+    expected = np.zeros((4, 4))
+    expected[arrays[1]['senders'], arrays[1]['receivers']] = 1
+    np.testing.assert_array_equal(batch.adjacency[1], expected)
+    self.assertEqual(batch.adjacency[0].sum(), 1)
+    self.assertEqual(batch.adjacency[2:].sum(), 0)
+    # A repeated edge counts twice, as in the edge-list form.
+    twice = dict(arrays[0], senders=np.array([0, 0], np.int32),
+                 receivers=np.array([1, 1], np.int32))
+    self.assertEqual(graphs_lib.to_dense([twice], 2).adjacency[0, 0, 1], 2)
+    with self.assertRaisesRegex(ValueError, 'graph 1 has 3 nodes, budget is '
+                                'n_node=2'):
+      graphs_lib.to_dense(arrays, 2)
+    with self.assertRaisesRegex(ValueError, '2 graphs, budget is n_graph=1'):
+      graphs_lib.to_dense(arrays, 4, 1)
+    with self.assertRaisesRegex(ValueError, 'no graphs'):
+      graphs_lib.to_dense([], 4)
+
   @parameterized.parameters('json', 'graphml')
   def test_round_trip(self, ext):
     g = _dag(['input', 'conv', 'add'], [(0, 1), (1, 2), (0, 2)])
