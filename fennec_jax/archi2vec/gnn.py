@@ -30,6 +30,7 @@ the node states, which needs only unlabelled graphs.
 """
 
 from collections.abc import Callable, Sequence
+import functools
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -51,11 +52,29 @@ from fennec_jax.archi2vec import graphs as graphs_lib
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
+@functools.cache
+def cpu_compiler_options() -> dict[str, str]:
+  """`CPU_COMPILER_OPTIONS` if this XLA knows them, else none.
+
+  The option is experimental: an XLA that renamed or dropped it refuses to
+  compile with it, so it is tried once on a trivial function and left out
+  (logged) where it is unknown; the embeddings are the same either way.
+  """
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=CPU_COMPILER_OPTIONS).lower(
+        1.0).compile()
+  except Exception as e:  # pylint: disable=broad-except
+    logging.info('archi2vec: XLA does not take %s (%s); compiling without.',
+                 sorted(CPU_COMPILER_OPTIONS), str(e).splitlines()[0])
+    return {}
+  return dict(CPU_COMPILER_OPTIONS)
+
+
 def jit_encoder(fn: Callable[..., Any], **jit_kwargs: Any
                 ) -> Callable[..., Any]:
-  """`jax.jit(fn)`, with `CPU_COMPILER_OPTIONS` when the backend is CPU."""
+  """`jax.jit(fn)`, with `cpu_compiler_options()` when the backend is CPU."""
   if jax.default_backend() == 'cpu':
-    jit_kwargs.setdefault('compiler_options', CPU_COMPILER_OPTIONS)
+    jit_kwargs.setdefault('compiler_options', cpu_compiler_options())
   return jax.jit(fn, **jit_kwargs)
 
 

@@ -1,5 +1,7 @@
 """Tests of the direction-aware encoder and its pretraining objective."""
 
+from unittest import mock
+
 from absl.testing import absltest
 import chex
 import jax
@@ -217,6 +219,18 @@ class GNNTest(absltest.TestCase):
     e = _embed(self.params, self.embed, gs, (16, 16, 4))
     np.testing.assert_allclose(e[0], e[1], rtol=1e-6, atol=1e-6)
     self.assertGreater(np.abs(e[0] - e[2]).max(), 1e-3)
+
+
+class CompilerOptionsTest(absltest.TestCase):
+
+  def test_unknown_option_is_left_out(self):
+    gnn.cpu_compiler_options.cache_clear()
+    self.addCleanup(gnn.cpu_compiler_options.cache_clear)
+    with mock.patch.object(gnn, 'CPU_COMPILER_OPTIONS',
+                           {'xla_cpu_no_such_option_for_test': ''}):
+      self.assertEqual(gnn.cpu_compiler_options(), {})
+      fn = gnn.jit_encoder(lambda x: 2 * x)
+      self.assertEqual(float(fn(1.5)), 3.0)
 
 
 if __name__ == '__main__':
