@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import sharding
 from fennec_jax.estimators import _common
 from fennec_jax.estimators import preprocess
 
@@ -94,10 +95,9 @@ def _compiled(name: str, kind: str, core: Callable, static: tuple,
 
   if not sharded:
     return jax.jit(batched)
-  mesh = jax.make_mesh((jax.device_count(),), ('models',))
-  model_sharding = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec('models'))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mesh = sharding.make_mesh(axis=sharding.MODELS_AXIS)
+  model_sharding = sharding.split(mesh)
+  replicated = sharding.replicated(mesh)
   return jax.jit(batched, in_shardings=(model_sharding, replicated),
                  out_shardings=(model_sharding, model_sharding))
 
