@@ -228,7 +228,7 @@ def write_data_card(out_dir: str) -> str:
       '# Offline benchmark: data card',
       '',
       'A models x tasks table of measured fine-tuning accuracy, built end to '
-      'end on offline data by `fennec_jax.benchmarks.build` (issue 6). '
+      'end on offline data by `fennec_jax.benchmarks.offline.build`. '
       'Everything here is generated; nothing was downloaded.',
       '',
       f"* **{stats['num_targets']} target tasks** over "
