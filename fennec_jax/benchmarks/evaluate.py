@@ -29,6 +29,7 @@ def run(
     methods: Sequence[str] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    duplicates: str = 'error',
 ) -> tuple[protocol.Results, dict[str, str]]:
   """Loads a history, runs the protocol and writes CSV, markdown and PNG.
 
@@ -46,12 +47,15 @@ def run(
     methods: method names to run (default all that apply).
     space_config: `SpaceConfig` overrides.
     seed: root seed (draws and space).
+    duplicates: with `history_path`, how differing scores of one pair are
+      resolved (`fennec_jax.history.DUPLICATE_POLICIES`).
 
   Returns:
     `(results, paths)`.
   """
   start = time.perf_counter()
-  history, baseline_scores = protocol.load_history(benchmark, history_path)
+  history, baseline_scores = protocol.load_history(benchmark, history_path,
+                                                   duplicates)
   logging.info('evaluating %r', history)
   ranking_methods = methods_lib.build_methods(
       history, methods, baseline_scores, space_config, seed)

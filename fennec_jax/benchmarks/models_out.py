@@ -175,7 +175,8 @@ def evaluate_models_out(
 def run_models_out(out_dir: str, benchmark: str | None = None,
                    history_path: str | None = None,
                    space_config: Mapping[str, Any] | None = None,
-                   seed: int = 0) -> tuple[list[dict[str, Any]], str]:
+                   seed: int = 0, duplicates: str = 'error'
+                   ) -> tuple[list[dict[str, Any]], str]:
   """`fennec evaluate --protocol=models`: cold-start models from metadata.
 
   Writes `out_dir/models_out.csv` (`MODELS_OUT_COLUMNS`).
@@ -186,11 +187,13 @@ def run_models_out(out_dir: str, benchmark: str | None = None,
     history_path: long-format CSV file.
     space_config: `SpaceConfig` overrides.
     seed: seed of the space.
+    duplicates: with `history_path`, how differing scores of one pair are
+      resolved (`fennec_jax.history.DUPLICATE_POLICIES`).
 
   Returns:
     (rows of `evaluate_models_out`, csv path).
   """
-  history, _ = protocol.load_history(benchmark, history_path)
+  history, _ = protocol.load_history(benchmark, history_path, duplicates)
   emb, names = metadata_embeddings(history)
   logging.info('models out: %d metadata features: %s', len(names), names)
   rows = evaluate_models_out(history, emb, space_config=space_config,

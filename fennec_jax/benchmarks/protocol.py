@@ -370,13 +370,16 @@ def evaluate(
 
 
 def load_history(benchmark: str | None = None,
-                 history_path: str | None = None) -> tuple[Any, dict]:
+                 history_path: str | None = None,
+                 duplicates: str = 'error') -> tuple[Any, dict]:
   """A bundled benchmark (with its shipped estimator scores) or a CSV file.
 
   Args:
     benchmark: a name from `fennec_jax.benchmarks.list_benchmarks()`.
     history_path: a long-format CSV (`model,task,score`, see
       `fennec_jax.history`).
+    duplicates: how a CSV's differing scores of one pair are resolved
+      (`fennec_jax.history.DUPLICATE_POLICIES`).
 
   Returns:
     `(history, baseline_scores)`; baseline scores are empty for a CSV.
@@ -388,6 +391,7 @@ def load_history(benchmark: str | None = None,
     raise ValueError('give exactly one of --benchmark or --history, got '
                      f'benchmark={benchmark!r}, history={history_path!r}.')
   if history_path:
-    return history_lib.History.read_csv(history_path), {}
+    return history_lib.History.read_csv(history_path,
+                                        duplicates=duplicates), {}
   history = public.load_benchmark(benchmark)
   return history, dict(public.load_baseline_scores(benchmark))

@@ -81,6 +81,7 @@ def _evaluate_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.benchmark = 'transfergraph_image'
   c.history = ''  # A long-format CSV (model,task,score) instead.
+  c.duplicates = 'error'  # With history: fennec_jax.history policies.
   c.k_shots = tuple(protocol.DEFAULT_K_SHOTS)
   c.num_seeds = protocol.DEFAULT_NUM_SEEDS
   c.targets = ()  # () = the benchmark's reported targets (or all).
@@ -109,6 +110,7 @@ def _models_out_defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.benchmark = 'parc_controlled'
   c.history = ''
+  c.duplicates = 'error'  # With history: fennec_jax.history policies.
   c.seed = 0
   c.space = _space_defaults()
   return c
@@ -190,7 +192,8 @@ def _evaluate(config, workdir):
       targets=tuple(config.targets) or None,
       all_targets=config.all_targets,
       methods=tuple(config.methods) or None,
-      space_config=config.space.to_dict(), seed=config.seed)
+      space_config=config.space.to_dict(), seed=config.seed,
+      duplicates=config.duplicates)
 
 
 def _images(config, workdir):
@@ -207,7 +210,7 @@ def _models_out(config, workdir):
   return models_out.run_models_out(
       _need_workdir(workdir, 'models_out'), config.benchmark or None,
       config.history or None, space_config=config.space.to_dict(),
-      seed=config.seed)
+      seed=config.seed, duplicates=config.duplicates)
 
 
 def build_config(config: ml_collections.ConfigDict

@@ -19,6 +19,7 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from fennec_jax import history as history_lib
 from fennec_jax.benchmarks import images
 from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks import runner
@@ -30,6 +31,10 @@ _BENCHMARK = flags.DEFINE_string(
     'fennec_jax.benchmarks.list_benchmarks()); or use --history.')
 _HISTORY = flags.DEFINE_string(
     'history', None, 'Long-format CSV with columns model,task,score.')
+_DUPLICATES = flags.DEFINE_enum(
+    'duplicates', 'error', list(history_lib.DUPLICATE_POLICIES),
+    'With --history: how differing scores of one (model, task) pair are '
+    'resolved.')
 _K_SHOTS = flags.DEFINE_list(
     'k_shots', ['0', '1', '3', '5', '10'],
     'K values: models of the target whose scores are revealed.')
@@ -84,6 +89,9 @@ def config_from_flags() -> ml_collections.ConfigDict:
   else:
     config.benchmark = _BENCHMARK.value or ''
     config.history = _HISTORY.value or ''
+    config.duplicates = _DUPLICATES.value
+  if flags.FLAGS['duplicates'].present and not _HISTORY.value:
+    raise ValueError('--duplicates applies to --history only.')
   if _PROTOCOL.value != 'models':
     config.k_shots = k_shots
     config.num_seeds = _SEEDS.value

@@ -53,6 +53,30 @@ class RunTest(absltest.TestCase):
             direct.targets.index(r['target'])]
       self.assertAlmostEqual(float(r['weighted_tau']), want, places=6)
 
+  def test_duplicates_policy_reaches_the_csv_reader(self):
+    out = self.enterContext(tempfile.TemporaryDirectory())
+    path = os.path.join(out, 'history.csv')
+    rows = [('a', 't1', 0.5), ('a', 't1', 0.7)] + [
+        (m, t, 0.1 * (i + 2 * j)) for i, m in enumerate('abc')
+        for j, t in enumerate(('t1', 't2', 't3', 't4'))
+        if (m, t) != ('a', 't1')]
+    with open(path, 'w', newline='') as f:
+      w = csv.writer(f)
+      w.writerow(['model', 'task', 'score'])
+      w.writerows(rows)
+    with self.assertRaisesRegex(ValueError, "conflicting scores for model "
+                                "'a' on task 't1'"):
+      evaluate.run(os.path.join(out, 'err'), history_path=path,
+                   k_shots=(0,), num_seeds=1, methods=['popularity'])
+    history, _ = protocol.load_history(history_path=path, duplicates='mean')
+    self.assertAlmostEqual(
+        history.scores[history.model_index('a'), history.task_index('t1')],
+        0.6)
+    results, _ = evaluate.run(os.path.join(out, 'mean'), history_path=path,
+                              k_shots=(0,), num_seeds=1,
+                              methods=['popularity'], duplicates='mean')
+    self.assertEqual(results.targets, ['t1', 't2', 't3', 't4'])
+
   def test_needs_exactly_one_history(self):
     with self.assertRaisesRegex(ValueError, 'exactly one of --benchmark'):
       evaluate.run(self.enterContext(tempfile.TemporaryDirectory()))
