@@ -34,7 +34,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fennec_jax import posterior
 
 # (k nearest historical images, smoothing) candidates; the smoothing is the
 # vote fraction added to every candidate task before renormalizing.
@@ -52,7 +51,7 @@ class NeighborMap(NamedTuple):
 
   Attributes:
     pool: [N, D] unit-norm image embeddings of the historical tasks (f32);
-      `fit` pads N to a power of two with zero rows (`pad_pool`).
+      `fit` pads N with zero rows to a bucket (`pad_pool`, `_bucket`).
     owner: [N] int32 column of the task each pool image belongs to (0..T-1,
       in the order of the tasks given to `fit`), -1 on padding rows.
     num_tasks: T.
@@ -120,12 +119,22 @@ def pad_sets(sets: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bucket(n: int) -> int:
-  """n rounded up to a power of two (>= 8): the padded size of a query or pool.
+  """The padded size of a pool: n rounded up to one of 16 sizes per octave.
 
-  Pools of leave-one-task-out folds or histories of slightly different sizes,
-  and batches of new tasks, then share one compilation per bucket.
+  The grain is a sixteenth of the next power of two (at least 8), so padding
+  adds less than an eighth to the search (a power of two could double it), and
+  pools of leave-one-task-out folds or histories of slightly different sizes
+  still share one compilation per bucket.
   """
-  return max(8, posterior.batch_bucket(n))
+  grain = 1 << max(max(int(n) - 1, 0).bit_length() - 4, 3)
+  return max(8, -(-int(n) // grain) * grain)
+
+
+def _query_bucket(q: int) -> int:
+  """The padded size of a query batch: `_bucket`, and past the chunk size a
+  multiple of it (the search runs chunk by chunk)."""
+  b = _bucket(q)
+  return b if b <= _CHUNK else -(-b // _CHUNK) * _CHUNK
 
 
 def pad_pool(pool: np.ndarray, owner: np.ndarray
@@ -167,9 +176,9 @@ def neighbor_owners(queries: np.ndarray, query_task: np.ndarray,
                     exclude: bool) -> jax.Array:
   """[Q, k] tasks owning each query's k nearest pool images (see `fit`).
 
-  The queries are padded to `_bucket` rows (a power of two, so a multiple of
-  the chunk size once past it), so any Q up to a bucket reuses one
-  compilation for a given pool shape.
+  The queries are padded to `_query_bucket` rows (a multiple of the chunk
+  size once past it), so any Q up to a bucket reuses one compilation for a
+  given pool shape.
 
   Args:
     queries: [Q, D] unit-norm query embeddings.
@@ -183,7 +192,7 @@ def neighbor_owners(queries: np.ndarray, query_task: np.ndarray,
     The [Q, k] owners.
   """
   q = len(queries)
-  pad = _bucket(q) - q
+  pad = _query_bucket(q) - q
   queries = np.pad(np.asarray(queries, np.float32), ((0, pad), (0, 0)))
   query_task = np.pad(np.asarray(query_task, np.int32), (0, pad),
                       constant_values=-1)

@@ -85,6 +85,19 @@ class NeighborMapTest(absltest.TestCase):
       ref = _numpy_affinity(_numpy_votes(q, sets, nmap.k), nmap.smoothing)
       np.testing.assert_allclose(got[b], ref, atol=1e-6)
 
+  def test_padded_sizes_waste_little_and_fit_the_chunks(self):
+    sizes = [neighbors._bucket(n) for n in range(1, 300_000, 97)]
+    for n, b in zip(range(1, 300_000, 97), sizes):
+      self.assertGreaterEqual(b, n)
+      self.assertLess(b - n, max(8, n / 8), n)
+    self.assertEqual(sizes, sorted(sizes))  # Monotone: few distinct shapes.
+    self.assertEqual(neighbors._bucket(2400), neighbors._bucket(2500))
+    for q in (1, 100, 255, 256, 257, 300, 1000, 5000):
+      b = neighbors._query_bucket(q)
+      self.assertGreaterEqual(b, q)
+      if b > neighbors._CHUNK:
+        self.assertEqual(b % neighbors._CHUNK, 0, q)
+
   def test_folds_and_batches_reuse_one_compilation(self):
     # Leave-one-task-out folds have pools (and query batches) of different
     # sizes; padded to their bucket, all folds' searches share one trace,
