@@ -677,8 +677,8 @@ def _build(located, *, duplicates, model_metadata, task_metadata, name,
                  "duplicates=%r.", source, merged, duplicates)
   declared = sum(s is None for _, _, s, _ in located)
   if declared:
-    logging.info('%s: %d record(s) with an empty score declare an unobserved '
-                 'pair.', source, declared)
+    logging.info('%s: %d pair(s) listed without a score are kept as '
+                 'unobserved.', source, declared)
 
   def meta(kind, columns, ids):
     out = {}

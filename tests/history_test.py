@@ -153,6 +153,15 @@ class CsvTest(absltest.TestCase):
     np.testing.assert_array_equal(h.scores, [[0.5, 0.1], [0.25, np.nan]])
     self.assertEqual(list(h.model_metadata['kind']), ['cnn', 'vit'])
 
+  def test_logs_pairs_listed_without_a_score(self):
+    tmp = self.enterContext(tempfile.TemporaryDirectory())
+    path = _write(tmp, 'model,task,score\na,x,0.5\nb,x,\na,y,\n')
+    with self.assertLogs('absl', 'INFO') as logs:
+      h = History.read_csv(path)
+    self.assertIn('2 pair(s) listed without a score are kept as unobserved.',
+                  '\n'.join(logs.output))
+    np.testing.assert_array_equal(h.mask, [[True, False], [False, False]])
+
   def test_errors_name_file_line_and_column(self):
     tmp = self.enterContext(tempfile.TemporaryDirectory())
     cases = {

@@ -5,7 +5,8 @@ r"""`fennec score`: rank models by transferability estimators.
   fennec score --features=a.npz,b.npz --estimators=hscore   # `fennec features`
 
 See `fennec_jax.estimators.ranking` for the .npz layout. Prints one ranking
-block per estimator and writes `estimator,rank,model,score` rows as CSV.
+block per estimator and writes `estimator,rank,model,score` rows as CSV; tied
+scores share a rank, and warnings name models by their names in the files.
 """
 
 import json

@@ -17,7 +17,7 @@ was traced, which is how tests prove it.
 
 import collections
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from absl import logging
@@ -102,10 +102,17 @@ def _compiled(name: str, kind: str, core: Callable, static: tuple,
                  out_shardings=(model_sharding, model_sharding))
 
 
+def _name_models(model_ids: Sequence[str], positions: np.ndarray) -> str:
+  """'a, b, c' for the models at `positions` (the first 20, then a count)."""
+  names = ', '.join(str(model_ids[i]) for i in positions[:20])
+  more = positions.size - 20
+  return names + (f' and {more} more' if more > 0 else '')
+
+
 def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
         options: dict[str, Any], *, shard_on_cpu: bool = False,
-        explain_invalid: Callable[[np.ndarray], Any] | None = None
-        ) -> np.ndarray:
+        explain_invalid: Callable[[np.ndarray], Any] | None = None,
+        model_ids: Sequence[str] | None = None) -> np.ndarray:
   """Scores m models whose inputs are stacked in `stack` ([m, n, ...]).
 
   Args:
@@ -122,6 +129,8 @@ def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
     explain_invalid: host-side validator called on the models whose input
       failed the device-side check; it should raise a descriptive
       ValueError.
+    model_ids: one name per stacked model, used in errors and warnings
+      (default: `#i`, the model's position in `stack`).
 
   Returns:
     [m] float64 NumPy scores.
@@ -158,21 +167,26 @@ def run(spec: Spec, stack: np.ndarray, labels: np.ndarray,
                  tuple(sorted(static.items())),
                  None if batch_size is None else int(batch_size), sharded, pca)
   scores, valid = jax.device_get(fn(jnp.asarray(stack), arrays))
+  if model_ids is None:
+    model_ids = [f'#{i}' for i in range(m)]
+  elif len(model_ids) != m:
+    raise ValueError(f'{spec.name}: {len(model_ids)} model ids for {m} '
+                     'stacked models.')
   invalid = np.flatnonzero(~np.asarray(valid))
   if invalid.size:
     if explain_invalid is not None:
       try:
         explain_invalid(stack[invalid])
       except ValueError as e:
-        raise ValueError(f'{spec.name}: model(s) {invalid.tolist()[:20]} '
-                         f'(of this width group): {e}') from None
+        raise ValueError(f'{spec.name}: model(s) '
+                         f'{_name_models(model_ids, invalid)}: {e}') from None
     raise ValueError(f'{spec.name}: invalid {spec.kind} (NaN/inf) for '
-                     f'model(s) {invalid.tolist()[:20]}.')
+                     f'model(s) {_name_models(model_ids, invalid)}.')
   scores = np.asarray(scores, dtype=np.float64)
   bad = np.flatnonzero(~np.isfinite(scores))
   if bad.size:
     logging.warning('%s: non-finite score for model(s) %s; see the '
                     'estimator docstring for its degenerate cases.',
-                    spec.name, bad.tolist()[:20])
+                    spec.name, _name_models(model_ids, bad))
   _common.warn_if_all_equal(spec.name, scores)
   return scores

@@ -70,6 +70,10 @@ def rank(inputs: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
          ) -> list[dict[str, Any]]:
   """Scores every model with every estimator; rows sorted best first.
 
+  Tied models share the best rank of their group ('min' ranking: 1, 2, 2,
+  4). Scores tie when they are equal to the 8 significant digits `write_csv`
+  writes, so equal scores in the CSV always carry equal ranks.
+
   Returns:
     list of {'estimator', 'rank' (1 = best), 'model', 'score'} rows.
 
@@ -86,14 +90,28 @@ def rank(inputs: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
                        'files hold none.')
     models = sorted(per_model)
     scores = registry.score_models(name, [per_model[m] for m in models],
-                                   labels, **options.get(name, {}))
+                                   labels, model_ids=models,
+                                   **options.get(name, {}))
     order = np.argsort(-scores, kind='stable')
     for position, i in enumerate(order):
       rows.append(dict(estimator=name, rank=position + 1, model=models[i],
                        score=float(scores[i])))
+    _rank_ties_as_ties(rows[-len(order):])
     logging.info('%s: best model %s (%.6g)', name, models[order[0]],
                  scores[order[0]])
   return rows
+
+
+def _rank_ties_as_ties(rows: Sequence[dict[str, Any]]) -> None:
+  """Gives sorted rows whose CSV scores are equal the rank of the first."""
+  for previous, row in zip(rows, rows[1:]):
+    if _csv_score(row['score']) == _csv_score(previous['score']):
+      row['rank'] = previous['rank']
+
+
+def _csv_score(score: float) -> str:
+  """The score as `write_csv` writes it."""
+  return f'{score:.8g}'
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
@@ -103,7 +121,7 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str) -> None:
     writer = csv.DictWriter(f, ['estimator', 'rank', 'model', 'score'])
     writer.writeheader()
     for row in rows:
-      writer.writerow({**row, 'score': f"{row['score']:.8g}"})
+      writer.writerow({**row, 'score': _csv_score(row['score'])})
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:

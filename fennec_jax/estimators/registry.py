@@ -112,6 +112,7 @@ def _explain(spec: _batch.Spec) -> Callable[[np.ndarray], Any]:
 
 
 def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
+                 model_ids: Sequence[str] | None = None,
                  **options: Any) -> np.ndarray:
   """Scores many models with one estimator in one jitted, vmapped call.
 
@@ -124,6 +125,8 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
       targets for `logme` with `regression=True`).
     shard_on_cpu: shard the model axis over several CPU devices too (see
       `_batch.run`; accelerators shard when the device count divides m).
+    model_ids: one id per model, in the order of `features`, named in errors
+      and warnings (default: `#i`, the model's position in `features`).
     **options: estimator options (see each module). These apply to all:
       `max_classes=K` fixes the static size of the class axis (default: the
       next power of two >= C); every call with the same K, n and width
@@ -140,16 +143,23 @@ def score_models(name: str, features, labels, *, shard_on_cpu: bool = False,
 
   Raises:
     ValueError: unknown estimator, bad shapes, NaN features, bad labels (a
-      label >= max_classes names the label and the bound).
+      label >= max_classes names the label and the bound), or `model_ids`
+      of another length than the models.
   """
   spec = get_spec(name)
   groups = _stack_inputs(spec, features)
   scores = np.empty(sum(len(idx) for idx, _ in groups))
+  if model_ids is None:
+    model_ids = [f'#{i}' for i in range(scores.size)]
+  elif len(model_ids) != scores.size:
+    raise ValueError(f'{name}: {len(model_ids)} model_ids for {scores.size} '
+                     'models.')
   for idx, stack in groups:
     stack = _validate_stack(spec, stack)
     scores[idx] = _batch.run(spec, stack, labels, options,
                              shard_on_cpu=shard_on_cpu,
-                             explain_invalid=_explain(spec))
+                             explain_invalid=_explain(spec),
+                             model_ids=[model_ids[i] for i in idx])
   return scores
 
 

@@ -16,6 +16,7 @@ them), and exposes:
 
 import dataclasses
 import functools
+import inspect
 import os
 from typing import Any, Mapping
 
@@ -121,6 +122,12 @@ class Proxy:
     return self.extractor(batch_size, mesh, **kwargs)(images)
 
 
+def _accepts(factory: Any, keyword: str) -> bool:
+  """Whether `factory` takes `keyword` (the small zoo modules have no dtype)."""
+  parameters = inspect.signature(factory).parameters.values()
+  return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def load_proxy(name: str,
                checkpoint_path: str | os.PathLike[str] | Mapping[str, Any]
                | None = None, *,
@@ -147,13 +154,22 @@ def load_proxy(name: str,
     The `Proxy`.
 
   Raises:
-    ValueError: unknown name, or a checkpoint that does not match.
+    ValueError: unknown name, a `dtype` or `attention_impl` the architecture
+      does not offer, or a checkpoint that does not match.
   """
   spec = models.get_spec(name)
   kwargs = dict(model_kwargs)
   kwargs.setdefault('num_classes', 0)
-  kwargs['dtype'] = dtype
+  if _accepts(spec.factory, 'dtype'):
+    kwargs['dtype'] = dtype
+  elif jnp.dtype(dtype) != jnp.float32:
+    raise ValueError(f'Proxy {name!r} computes in float32 only; dtype '
+                     f'{jnp.dtype(dtype).name} is not available for it.')
   if attention_impl is not None:
+    if not _accepts(spec.factory, 'attention_impl'):
+      raise ValueError(f'Proxy {name!r} has no attention layers; '
+                       f'attention_impl={attention_impl!r} applies to ViT '
+                       'architectures only.')
     kwargs['attention_impl'] = attention_impl
   model = models.get_model(name, **kwargs)
   if checkpoint_path is None:

@@ -50,6 +50,36 @@ class RankingTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "needs 'source_labels/<model>'"):
       ranking.rank(inputs, labels, ['nce'])
 
+  def test_tied_scores_share_a_rank(self):
+    rng = np.random.default_rng(0)
+    y = np.arange(30) % 3
+    good = rng.normal(size=(3, 4))[y] * 3 + rng.normal(size=(30, 4))
+    noise = rng.normal(size=(30, 4))
+    inputs = {'features': {'a': good, 'b': good.copy(), 'c': noise,
+                           'd': good + 0.3 * rng.normal(size=(30, 4)),
+                           'e': good * 2.0}}
+    rows = ranking.rank(inputs, y, ['hscore', 'fda'])
+    for name in ('hscore', 'fda'):
+      ranks = {r['model']: r['rank'] for r in rows if r['estimator'] == name}
+      # a, b and e = 2a are the same features up to scale, to which both
+      # estimators are invariant: one score, one rank (the best of the
+      # group); the others keep distinct ranks.
+      self.assertEqual(ranks['a'], ranks['b'], name)
+      self.assertEqual(ranks['a'], ranks['e'], name)
+      self.assertEqual(ranks['c'], 5, name)
+      self.assertIn(sorted(ranks.values()), ([1, 1, 1, 4, 5], [1, 2, 2, 2, 5]),
+                    name)
+    # In the CSV, equal scores always carry equal ranks.
+    out = os.path.join(self._tempdir(), 'rank.csv')
+    ranking.write_csv(rows, out)
+    with open(out) as f:
+      written = list(csv.DictReader(f))
+    rank_of = {}
+    for row in written:
+      key = (row['estimator'], row['score'])
+      self.assertEqual(rank_of.setdefault(key, row['rank']), row['rank'])
+    self.assertLess(len(rank_of), len(written))
+
   def test_missing_labels(self):
     tmp = self._tempdir()
     path, _, _, _, _ = _write_files(tmp)

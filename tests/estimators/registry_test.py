@@ -3,9 +3,11 @@
 from absl.testing import absltest
 from absl.testing import parameterized
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from fennec_jax import estimators
+from fennec_jax.estimators import _batch
 from fennec_jax.estimators import preprocess
 
 FEATURE_ESTIMATORS = [n for n in estimators.list_estimators()
@@ -72,6 +74,36 @@ class RegistryTest(parameterized.TestCase):
     with self.assertLogs('absl', level='WARNING') as logs:
       estimators.score_models('fda', np.repeat(stack, 3, 0), y)
     self.assertTrue(any('same score' in m for m in logs.output))
+
+  def test_invalid_input_names_the_model(self):
+    stack, y = _models(m=2)
+    wide = np.random.default_rng(1).normal(size=(stack.shape[1], 7))
+    bad = stack[1].copy()
+    bad[4, 1] = np.nan
+    models = [stack[0], bad, wide]
+    with self.assertRaisesRegex(ValueError, r'fda: model\(s\) noisy: .*row: 4'):
+      estimators.score_models('fda', models, y,
+                              model_ids=['good', 'noisy', 'wide'])
+    # Without ids a model is named by its position among all the models, not
+    # within its width group ('#2', the first of the 7-wide group).
+    wide_bad = wide.copy()
+    wide_bad[0, 0] = np.inf
+    with self.assertRaisesRegex(ValueError, r'fda: model\(s\) #2: '):
+      estimators.score_models('fda', [stack[0], stack[1], wide_bad], y)
+    with self.assertRaisesRegex(ValueError, '2 model_ids for 3 models'):
+      estimators.score_models('fda', models, y, model_ids=['a', 'b'])
+
+  def test_non_finite_score_warning_names_the_model(self):
+    spec = _batch.Spec(
+        name='test_inf_when_first_feature_positive',
+        core=lambda x: jnp.where(x[0, 0] > 0, jnp.inf, x[0, 0]),
+        prepare=lambda stack, labels: ({}, {}))
+    stack = np.array([[[-1.0]], [[2.0]], [[-3.0]]], np.float32)
+    with self.assertLogs('absl', level='WARNING') as logs:
+      scores = _batch.run(spec, stack, np.zeros(1, int), {},
+                          model_ids=['a', 'b', 'c'])
+    np.testing.assert_array_equal(scores, [-1.0, np.inf, -3.0])
+    self.assertIn('non-finite score for model(s) b;', '\n'.join(logs.output))
 
 
 class PCATest(absltest.TestCase):

@@ -146,6 +146,36 @@ class FeaturesTest(absltest.TestCase):
     self.assertNotEqual(bad.returncode, 0)
     self.assertIn('--checkpoint is required', bad.stderr)
 
+  def test_small_zoo_models_are_proxies(self):
+    # These modules have no dtype field: float32 works, another dtype is a
+    # clear error, as is an attention option on a model without attention.
+    src = sources.FolderSource(self._folder())
+    for name, dim in (('cnn_test_tiny', 8), ('mlp_test_tiny', 16),
+                      ('mixer_test_tiny', 8)):
+      proxy = proxy_lib.load_proxy(name, seed=0)
+      out = pipeline.task_features(proxy, src, batch_size=8)
+      self.assertEqual(out['features'].shape, (5, dim), name)
+      self.assertTrue(np.isfinite(out['features']).all(), name)
+      with self.assertRaisesRegex(ValueError, f"'{name}' computes in float32 "
+                                  'only; dtype bfloat16'):
+        proxy_lib.load_proxy(name, dtype='bfloat16')
+    with self.assertRaisesRegex(ValueError, "'resnet_tiny' has no attention"):
+      proxy_lib.load_proxy('resnet_tiny', attention_impl='cudnn')
+
+  def test_cli_small_zoo_model(self):
+    root = self._folder()
+    out = os.path.join(_tempdir(self), 'task.npz')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'fennec_jax.cli', 'features',
+         '--model=cnn_test_tiny', '--random_weights', f'--images={root}',
+         f'--out={out}', '--batch_size=8'],
+        env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+        text=True, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    with np.load(out) as npz:
+      self.assertEqual(npz['features'].shape, (5, 8))
+      self.assertEqual(str(npz['model']), 'cnn_test_tiny')
+
 
 if __name__ == '__main__':
   absltest.main()
