@@ -128,8 +128,17 @@ def global_array(local: Any, sharding: jax.sharding.NamedSharding,
 
 
 def put(tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
-  """`global_array` of every leaf of a pytree (jax arrays go through host)."""
-  return jax.tree.map(lambda a: global_array(np.asarray(a), sharding), tree)
+  """Every leaf of a pytree, held whole by every process, onto `sharding`.
+
+  Where `sharding` splits the leading dimension, each process hands over
+  only its own rows (`process_rows`); jax arrays go through the host.
+  """
+  def one(a):
+    a = np.asarray(a)
+    if num_shards(sharding) == 1:
+      return global_array(a, sharding)
+    return global_array(a[process_rows(a.shape[0])], sharding, a.shape)
+  return jax.tree.map(one, tree)
 
 
 def put_replicated(tree: Any, mesh: jax.sharding.Mesh) -> Any:

@@ -359,17 +359,6 @@ def _layout(config: SpaceConfig, shape: tuple[int, int], num_observed: int
   return 'dense' if dense_ok else 'sparse'
 
 
-def _put_rows(tree, where):
-  """Every leaf (whole on every process) onto `where`, each process handing
-  over its share of the rows when `where` splits them."""
-  def put(a):
-    if sharding.num_shards(where) == 1:
-      return sharding.global_array(a, where)
-    return sharding.global_array(a[sharding.process_rows(a.shape[0])],
-                                 where, a.shape)
-  return jax.tree.map(put, tree)
-
-
 def _to_data(rows, cols, values, mesh):
   """Padded COO entries split over the mesh (padding has weight 0)."""
   n = rows.size
@@ -379,7 +368,7 @@ def _to_data(rows, cols, values, mesh):
       cols=np.pad(cols, (0, pad)).astype(np.int32),
       values=np.pad(values, (0, pad)).astype(np.float32),
       weights=np.pad(np.ones(n, np.float32), (0, pad)))
-  return _put_rows(arrays, sharding.split(mesh))
+  return sharding.put(arrays, sharding.split(mesh))
 
 
 def _to_dense(rows, cols, values, shape, mesh):
@@ -391,7 +380,7 @@ def _to_dense(rows, cols, values, shape, mesh):
   dense_mask[rows, cols] = True
   where = (sharding.split(mesh) if shape[0] % mesh.size == 0
            else sharding.replicated(mesh))
-  return _put_rows(DenseData(dense_values, dense_mask), where)
+  return sharding.put(DenseData(dense_values, dense_mask), where)
 
 
 def _noise_variance(params, data, scale, use_bias):
