@@ -231,3 +231,17 @@ def load(path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
     raise CheckpointError(f'{manifest_path}: the content does not match its '
                           'sha256; the checkpoint was damaged or edited.')
   return _unflatten(flat), manifest.get('meta')
+
+
+def config_diff(expected: Mapping[str, Any], saved: Mapping[str, Any],
+                prefix: str = '') -> dict[str, tuple[Any, Any]]:
+  """`{'a.b': (expected, saved)}` for every differing leaf of two nested
+  JSON configurations: what a configuration-mismatch error names."""
+  out = {}
+  for k in sorted(set(expected) | set(saved)):
+    a, b = expected.get(k), saved.get(k)
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+      out.update(config_diff(a, b, f'{prefix}{k}.'))
+    elif a != b:
+      out[f'{prefix}{k}'] = (a, b)
+  return out

@@ -19,7 +19,11 @@ votes reach 0.637-0.641 over four probe draws
 
 `fit` chooses k and the smoothing by leave-one-task-out: each historical task
 is predicted from the others' votes, and the pair with the lowest mean
-squared error on the observed normalized scores wins. The top-k search runs
+squared error on the observed normalized scores wins. The same pass measures
+how far each historical task's images lie from the other tasks' (the median
+over its images of the cosine distance to the nearest other task's image)
+and how spread out its images are (the median pairwise cosine distance):
+`task_maps.NeighborsMap.confidence` compares a new task with these. The top-k search runs
 in JAX, chunked over query images, so a history of 100k images fits on one
 device; queries and pool are padded to powers of two (masked), so folds and
 batches of similar size share one compilation.
@@ -58,6 +62,9 @@ class NeighborMap(NamedTuple):
     k: neighbours per query image.
     smoothing: vote fraction added to every task.
     loo_error: the leave-one-task-out mean squared error at (k, smoothing).
+    loo_distance: [T] each task's `set_distances` to the other tasks' images
+      (leave-one-task-out), or None (maps built before it was kept).
+    spread: [T] each task's `set_spread`, or None.
   """
   pool: jax.Array
   owner: jax.Array
@@ -65,6 +72,8 @@ class NeighborMap(NamedTuple):
   k: int
   smoothing: float
   loo_error: float
+  loo_distance: np.ndarray | None = None
+  spread: np.ndarray | None = None
 
 
 def unit_sets(embeddings: Sequence[np.ndarray],
@@ -148,13 +157,14 @@ def pad_pool(pool: np.ndarray, owner: np.ndarray
 
 
 @functools.partial(jax.jit, static_argnames=('k', 'exclude'))
-def _neighbor_owners(queries, query_task, pool, owner, *, k, exclude):
-  """[Q, k] tasks owning each query's k nearest pool images.
+def _search(queries, query_task, pool, owner, *, k, exclude):
+  """([Q, k] cosine similarities, [Q, k] owning tasks) of each query's k
+  nearest pool images.
 
   Pool rows with owner -1 are padding and never chosen. With `exclude`,
   pool images of the query's own task (`query_task`) are left out: this is
   what makes the fit-time votes leave-one-task-out. New tasks skip that
-  pass. Q is a multiple of the chunk size (`neighbor_owners` pads it).
+  pass. Q is a multiple of the chunk size (`search` pads it).
   """
 
   def chunk(args):
@@ -162,19 +172,20 @@ def _neighbor_owners(queries, query_task, pool, owner, *, k, exclude):
     sims = jnp.where(owner[None, :] >= 0, q @ pool.T, -jnp.inf)
     if exclude:
       sims = jnp.where(owner[None, :] == t[:, None], -jnp.inf, sims)
-    _, idx = jax.lax.top_k(sims, k)
-    return owner[idx]
+    top, idx = jax.lax.top_k(sims, k)
+    return top, owner[idx]
 
   size = min(_CHUNK, queries.shape[0])
   qs = queries.reshape(-1, size, queries.shape[1])
   ts = query_task.reshape(-1, size)
-  return jax.lax.map(chunk, (qs, ts)).reshape(-1, k)
+  top, owners = jax.lax.map(chunk, (qs, ts))
+  return top.reshape(-1, k), owners.reshape(-1, k)
 
 
-def neighbor_owners(queries: np.ndarray, query_task: np.ndarray,
-                    pool: jax.Array, owner: jax.Array, *, k: int,
-                    exclude: bool) -> jax.Array:
-  """[Q, k] tasks owning each query's k nearest pool images (see `fit`).
+def search(queries: np.ndarray, query_task: np.ndarray, pool: jax.Array,
+           owner: jax.Array, *, k: int, exclude: bool
+           ) -> tuple[jax.Array, jax.Array]:
+  """Each query's k nearest pool images (see `fit`).
 
   The queries are padded to `_query_bucket` rows (a multiple of the chunk
   size once past it), so any Q up to a bucket reuses one compilation for a
@@ -189,15 +200,16 @@ def neighbor_owners(queries: np.ndarray, query_task: np.ndarray,
     exclude: leave out pool rows of the query's own task.
 
   Returns:
-    The [Q, k] owners.
+    ([Q, k] cosine similarities, best first; [Q, k] their owners).
   """
   q = len(queries)
   pad = _query_bucket(q) - q
   queries = np.pad(np.asarray(queries, np.float32), ((0, pad), (0, 0)))
   query_task = np.pad(np.asarray(query_task, np.int32), (0, pad),
                       constant_values=-1)
-  return _neighbor_owners(jnp.asarray(queries), jnp.asarray(query_task),
-                          pool, owner, k=k, exclude=exclude)[:q]
+  top, owners = _search(jnp.asarray(queries), jnp.asarray(query_task), pool,
+                        owner, k=k, exclude=exclude)
+  return top[:q], owners[:q]
 
 
 def _votes(owners: jax.Array, valid: jax.Array, k: int,
@@ -257,9 +269,11 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
   kmax = min(max(int(k) for k, _ in grid),
              num_images - max(len(s) for s in sets))
   x, valid = pad_sets(sets)
-  owners = neighbor_owners(
+  top, owners = search(
       x.reshape(-1, x.shape[-1]), np.repeat(np.arange(t), x.shape[1]),
-      pool, owner, k=kmax, exclude=True).reshape(t, x.shape[1], kmax)
+      pool, owner, k=kmax, exclude=True)
+  owners = owners.reshape(t, x.shape[1], kmax)
+  loo_distance = _median_distance(top[:, 0].reshape(t, -1), valid)
   allowed = 1.0 - jnp.eye(t)
   best = None
   for k, s in grid:
@@ -273,7 +287,8 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
   err, k, s, a = best
   logging.info('neighbour map: %d tasks, %d images; k=%d, smoothing %.3g '
                '(leave-one-task-out MSE %.4f).', t, num_images, k, s, err)
-  return NeighborMap(pool, owner, t, k, s, err), a
+  return NeighborMap(pool, owner, t, k, s, err, loo_distance,
+                     np.asarray([set_spread(e) for e in sets])), a
 
 
 def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
@@ -288,13 +303,64 @@ def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
                      'proxy?).')
   x, valid = pad_sets(sets)
   b, n, d = x.shape
-  owners = neighbor_owners(
+  _, owners = search(
       x.reshape(-1, d), np.full((b * n,), -1, np.int32), nmap.pool,
-      nmap.owner, k=nmap.k, exclude=False).reshape(b, n, nmap.k)
-  return _votes(owners, jnp.asarray(valid), nmap.k, nmap.num_tasks)
+      nmap.owner, k=nmap.k, exclude=False)
+  return _votes(owners.reshape(b, n, nmap.k), jnp.asarray(valid), nmap.k,
+                nmap.num_tasks)
 
 
 def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
   """[B, T] affinities of B new tasks, each given by a [n_b, D] unit set."""
   return _smooth(votes(nmap, sets), nmap.smoothing,
                  jnp.ones((nmap.num_tasks,)))
+
+
+def _median_distance(similarity: jax.Array, valid: np.ndarray) -> np.ndarray:
+  """[B] median over each set's valid rows of 1 - [B, n] similarity."""
+  dist = 1.0 - np.asarray(similarity, np.float64)
+  return np.asarray([np.median(d[v]) for d, v in zip(dist, valid)])
+
+
+def set_distances(nmap: NeighborMap, sets: Sequence[np.ndarray]
+                  ) -> np.ndarray:
+  """[B] how far each new task's images lie from the history's images.
+
+  Each image's cosine distance to its nearest historical image, the median
+  over the task's images (robust to a few odd images). `fit` keeps the same
+  measure of each historical task against the other tasks
+  (`NeighborMap.loo_distance`).
+
+  Args:
+    nmap: the fitted map.
+    sets: B [n_b, D] unit-norm sets (`unit_sets`).
+
+  Returns:
+    [B] float64 distances in [0, 2].
+  """
+  x, valid = pad_sets(sets)
+  b, n, d = x.shape
+  # k as the votes' search, so both share one compilation.
+  top, _ = search(x.reshape(-1, d), np.full((b * n,), -1, np.int32),
+                  nmap.pool, nmap.owner, k=nmap.k, exclude=False)
+  return _median_distance(top[:, 0].reshape(b, n), valid)
+
+
+# Rows of a set that `set_spread` compares pairwise (evenly spaced), so a
+# task of many images costs at most this squared.
+_SPREAD_ROWS = 256
+
+
+def set_spread(unit_set: np.ndarray) -> float:
+  """The median pairwise cosine distance of a [n, D] unit-norm set.
+
+  Near 0 when the images all look alike to the proxy (e.g. random noise,
+  one repeated image): such a set gives the votes nothing to tell tasks
+  apart. NaN for a single row.
+  """
+  e = np.asarray(unit_set, np.float64)
+  if len(e) > _SPREAD_ROWS:
+    e = e[np.linspace(0, len(e) - 1, _SPREAD_ROWS).astype(int)]
+  if len(e) < 2:
+    return float('nan')
+  return float(np.median(1.0 - (e @ e.T)[np.triu_indices(len(e), 1)]))

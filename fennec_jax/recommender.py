@@ -16,6 +16,11 @@ A new task is then described by
 * both: the embedding prior updated by the K scores;
 * neither: the population prior (documented fallback: roughly popularity).
 
+`recommend` first asks the task map whether it can place each task
+(`task_maps.TaskConfidence`: enough images, not farther from the history
+than any historical task); a task it cannot place is ranked as one without
+embeddings, and `Recommendation.confidence` says so.
+
 `recommend` does this for many tasks at once: one batched posterior and one
 `[B, d] @ [d, M]` matmul (`fennec_jax.posterior`) give every model's
 predicted score and its uncertainty; the top models are returned ranked. The
@@ -118,6 +123,9 @@ class Recommendation(NamedTuple):
     all_predicted: [B, M] predicted score of every model.
     all_std: [B, M] their standard deviations.
     vectors: [B, d] the tasks' posterior mean weight vectors.
+    confidence: with task embeddings, per task its `TaskConfidence`; a task
+      not `in_distribution` was ranked by the population prior (and its
+      scores, if any). None without embeddings.
   """
   model_ids: list[list[str]]
   indices: np.ndarray
@@ -126,6 +134,7 @@ class Recommendation(NamedTuple):
   all_predicted: np.ndarray
   all_std: np.ndarray
   vectors: np.ndarray
+  confidence: list[task_maps_lib.TaskConfidence] | None = None
 
 
 class Fennec:
@@ -465,8 +474,18 @@ class Fennec:
         self._sigma_phi, shift)
     return tuple(np.asarray(a)[:num_tasks] for a in (pred, std, w))
 
+  def confidence(self, task_embeddings: Any
+                 ) -> list[task_maps_lib.TaskConfidence]:
+    """Per new task, whether the task map can place it (`TaskConfidence`)."""
+    self._check_fitted()
+    if self.task_map is None:
+      raise ValueError('this Fennec was fit without task embeddings.')
+    return self.task_map.confidence(
+        task_maps_lib.new_task_sets(task_embeddings))
+
   def recommend(self, task_embeddings: Any = None, observed: Any = None,
-                top: int = 5, full: bool = True) -> Recommendation:
+                top: int = 5, full: bool = True, fallback: bool = True
+                ) -> Recommendation:
     """Ranks every model for B new tasks (see `posterior` for the inputs).
 
     Args:
@@ -475,6 +494,8 @@ class Fennec:
       top: how many models to return per task.
       full: also return every model's prediction and std (`all_*`, [B, M]);
         False skips them (latency- and memory-bound uses).
+      fallback: rank a task the map cannot place (`confidence`) by the
+        population prior instead (False: by the map regardless).
 
     Returns:
       A `Recommendation`, best model first (`all_*` are empty [B, 0] arrays
@@ -486,6 +507,24 @@ class Fennec:
     self._check_fitted()
     if not 1 <= top <= len(self.model_ids):
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
+    if task_embeddings is None or self.task_map is None:
+      return self._rank(task_embeddings, observed, top, full)
+    confidence = self.confidence(task_embeddings)
+    rec = self._rank(task_embeddings, observed, top, full)
+    placed = np.asarray([c.in_distribution for c in confidence])
+    if fallback and not placed.all():
+      prior = self._rank(None, [{}] * len(placed) if observed is None
+                         else observed, top, full)
+      rec = Recommendation(*[
+          [a if p else b for a, b, p in zip(x, y, placed)]
+          if isinstance(x, list) else np.where(
+              placed.reshape((-1,) + (1,) * (x.ndim - 1)), x, y)
+          for x, y in zip(rec[:-1], prior[:-1])])
+    return rec._replace(confidence=confidence)
+
+  def _rank(self, task_embeddings: Any, observed: Any, top: int,
+            full: bool) -> Recommendation:
+    """`recommend` without the confidence check."""
     w, cov, shift, noise_var, num_tasks = self._posterior(task_embeddings,
                                                           observed)
     args = (self._phi, w, cov, noise_var, self.space.link, self._cold,
@@ -565,7 +604,7 @@ class Fennec:
     arrays, meta = checkpoint.load(path, _CHECKPOINT_KIND)
     saved = FennecConfig.from_json(meta['config'])
     if config is not None and config != saved:
-      diff = _config_diff(config.to_json(), saved.to_json())
+      diff = checkpoint.config_diff(config.to_json(), saved.to_json())
       raise ValueError(f'{os.path.abspath(path)} was made with another '
                        f'configuration; differences (expected vs saved): '
                        f'{diff}')
@@ -586,18 +625,6 @@ class Fennec:
     out.cold = np.asarray(arrays['cold']).astype(bool)
     out._cache()  # pylint: disable=protected-access
     return out
-
-
-def _config_diff(a: Mapping[str, Any], b: Mapping[str, Any],
-                 prefix: str = '') -> dict[str, tuple[Any, Any]]:
-  out = {}
-  for k in sorted(set(a) | set(b)):
-    va, vb = a.get(k), b.get(k)
-    if isinstance(va, Mapping) and isinstance(vb, Mapping):
-      out.update(_config_diff(va, vb, f'{prefix}{k}.'))
-    elif va != vb:
-      out[f'{prefix}{k}'] = (va, vb)
-  return out
 
 
 def read_scores_csv(path: str, reference: np.ndarray | None = None, *,
@@ -664,37 +691,3 @@ def read_scores_csv(path: str, reference: np.ndarray | None = None, *,
         allow_outliers=allow_outliers)
     out = {t: {m: v * factor for m, v in s.items()} for t, s in out.items()}
   return out
-
-
-def format_recommendation(rec: Recommendation, tasks: Sequence[str],
-                          observed: Mapping[str, Mapping[str, float]] | None
-                          = None, top: int | None = None) -> str:
-  """A plain-text block per task: observed models, then the ranking.
-
-  Observed models come apart, with their observed score; the ranking holds
-  the first `top` unobserved models of `rec`. Scores and std share one number
-  of decimals per task: 4 significant digits of the largest score.
-
-  Raises:
-    ValueError: a non-finite prediction or std, naming the task and models.
-  """
-  lines = []
-  for b, task in enumerate(tasks):
-    seen = (observed or {}).get(task, {})
-    rows = list(zip(rec.model_ids[b], rec.predicted[b], rec.std[b]))
-    bad = [m for m, p, s in rows if not np.isfinite([p, s]).all()]
-    if bad or not np.isfinite(rec.all_predicted[b]).all():
-      raise ValueError(f'task {task}: non-finite predictions ({bad[:5]}); '
-                       'check the scores for outliers and wrong units.')
-    ranked = [r for r in rows if r[0] not in seen][:top]
-    largest = max([abs(v) for v in list(seen.values())
-                   + [p for _, p, _ in ranked]] + [1e-12])
-    digits = max(0, 3 - int(np.floor(np.log10(largest))))
-    lines.append(f'task {task}: {len(seen)} observed (obs), then unobserved '
-                 'models ranked, predicted +- std:')
-    for model, value in seen.items():
-      lines.append(f'  obs: {model:52s} {value:9.{digits}f} observed')
-    for r, (model, p, s) in enumerate(ranked):
-      lines.append(f'  {r + 1:3d}. {model:52s} {p:9.{digits}f} '
-                   f'+- {s:.{digits}f}')
-  return '\n'.join(lines)

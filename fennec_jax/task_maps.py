@@ -19,6 +19,11 @@ K-shot fold-in.
 * 'ridge' (`RidgeMap`): a ridge regression from the task's mean embedding
   direction to w.
 
+Each map also says how far it can be trusted for a new task
+(`TaskMap.confidence`, a `TaskConfidence` per task): too few images, or
+images unlike every historical task's, make the recommender fall back to the
+population prior and say so (`recommender.Fennec.recommend`).
+
 A new map is one `TaskMap` subclass registered in `_REGISTRY`. The module
 also checks and aligns the embeddings the recommender is given
 (`align_sets`, `new_task_sets`, `align_embeddings`) and holds the ridge
@@ -28,7 +33,8 @@ model-embedding map share.
 
 import abc
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+import math
+from typing import Any, ClassVar, NamedTuple
 
 from absl import logging
 import jax
@@ -39,6 +45,53 @@ import scipy.sparse
 from fennec_jax import neighbors as neighbors_lib
 from fennec_jax import space as space_lib
 from fennec_jax.proxy import embed
+
+
+# Fewest images of a new task for the map to be used: below it the distance
+# check rests on too few images (and a history whose tasks have fewer
+# lowers it to theirs). On the offline benchmark the votes' leave-one-task-
+# out error is flat from about 5 images (README, "Bad input").
+MIN_IMAGES = 5
+
+
+class TaskConfidence(NamedTuple):
+  """Whether a task map can place a new task among the historical ones.
+
+  Attributes:
+    in_distribution: False when the recommender should fall back to the
+      population prior (too few images, or images unlike the history's).
+    reason: why not ('' when in distribution and checked; says so when
+      the map has nothing to check against).
+    n_images: the task's embeddings (1 for a single [D] vector).
+    min_images: the fewest the check accepts.
+    distance: the median cosine distance of its images to the nearest
+      historical image (`neighbors.set_distances`); NaN when not checked.
+    threshold: the largest such distance of a historical task to the
+      others' images (leave-one-task-out): a new task farther than every
+      historical task is out of distribution. NaN when not checked.
+    spread: the median pairwise cosine distance of its images
+      (`neighbors.set_spread`); NaN for fewer than 2 or not checked.
+    spread_threshold: the least spread of a historical task; a new task
+      whose images are more alike (e.g. noise, one repeated image) gives
+      the votes nothing to go on.
+  """
+  in_distribution: bool
+  reason: str
+  n_images: int
+  min_images: int
+  distance: float = math.nan
+  threshold: float = math.nan
+  spread: float = math.nan
+  spread_threshold: float = math.nan
+
+
+def _count_check(entry: np.ndarray, min_images: int) -> TaskConfidence:
+  """The image-count part of a confidence (distance not checked)."""
+  n = 1 if entry.ndim == 1 else int(entry.shape[0])
+  if entry.ndim == 2 and n < min_images:
+    return TaskConfidence(False, f'{n} image(s), fewer than the {min_images} '
+                          'a new task needs', n, min_images)
+  return TaskConfidence(True, '', n, min_images)
 
 
 def _mapped_rows(embeddings: Mapping[str, Any], ids: Sequence[str],
@@ -286,6 +339,23 @@ class TaskMap(abc.ABC):
       later (cold start) have no shift.
     """
 
+  def confidence(self, sets: Sequence[np.ndarray]) -> list[TaskConfidence]:
+    """Per new task, whether the map can place it (see `TaskConfidence`).
+
+    The base map checks only the number of images of an [n, D] set; maps
+    that keep the history's images also check the distance to them.
+
+    Args:
+      sets: per task a [D] vector or an [n, D] set (`new_task_sets`).
+    """
+    out = []
+    for e in sets:
+      c = _count_check(np.asarray(e), MIN_IMAGES)
+      out.append(c if not c.in_distribution else c._replace(
+          reason=f'distance not checked (the {self.name!r} map keeps no '
+          'historical images)'))
+    return out
+
   @abc.abstractmethod
   def to_arrays(self) -> dict[str, np.ndarray]:
     """The map's arrays, for a checkpoint (with `meta`)."""
@@ -450,10 +520,52 @@ class NeighborsMap(TaskMap):
     voted = scipy.sparse.csr_matrix(votes) @ self._resid  # [B, M]
     return (voted.toarray() + smoothing * self._resid_sum) / norm
 
+  def confidence(self, sets):
+    """See `TaskMap.confidence`: the count, distance and spread checks.
+
+    The thresholds are the history's own extremes (`TaskConfidence`), so
+    no historical task, held out with its probe images, would be flagged.
+    """
+    nmap = self.nmap
+    owner = np.asarray(nmap.owner)
+    smallest = int(np.bincount(owner[owner >= 0]).min())
+    min_images = min(MIN_IMAGES, smallest)
+    counted = [_count_check(np.asarray(e), min_images) for e in sets]
+    if nmap.loo_distance is None or smallest < 2:
+      why = ('the map was saved without its calibration' if smallest >= 2
+             else 'the history gave one embedding per task, not image sets')
+      return [c if not c.in_distribution else c._replace(
+          reason=f'distance not checked ({why})') for c in counted]
+    units = neighbors_lib.unit_sets(
+        sets, [f'new task {b}' for b in range(len(sets))])
+    distance = neighbors_lib.set_distances(nmap, units)
+    threshold = float(np.max(nmap.loo_distance))
+    least = float(np.nanmin(nmap.spread))
+    out = []
+    for c, d, u in zip(counted, distance, units):
+      spread = neighbors_lib.set_spread(u)
+      c = c._replace(distance=float(d), threshold=threshold, spread=spread,
+                     spread_threshold=least)
+      if c.in_distribution and d > threshold:
+        c = c._replace(in_distribution=False, reason=(
+            f'its images are farther from the history (distance {d:.4f}) '
+            'than any historical task is from the others (at most '
+            f'{threshold:.4f}, leave-one-task-out)'))
+      elif c.in_distribution and spread < least:
+        c = c._replace(in_distribution=False, reason=(
+            f'its images look nearly alike to the proxy (spread {spread:.4f}'
+            f', below the least of a historical task, {least:.4f})'))
+      out.append(c)
+    return out
+
   def to_arrays(self):
+    calibration = {}
+    if self.nmap.loo_distance is not None:
+      calibration = {'loo_distance': np.asarray(self.nmap.loo_distance),
+                     'spread': np.asarray(self.nmap.spread)}
     return dict(self.state, pool=np.asarray(self.nmap.pool),
                 owner=np.asarray(self.nmap.owner),
-                covariance=self.covariance)
+                covariance=self.covariance, **calibration)
 
   def meta(self):
     return {'num_tasks': self.nmap.num_tasks, 'k': self.nmap.k,
@@ -464,10 +576,13 @@ class NeighborsMap(TaskMap):
   @classmethod
   def from_arrays(cls, arrays, meta) -> 'NeighborsMap':
     state = dict(arrays)
+    calibration = [state.pop(k, None) for k in ('loo_distance', 'spread')]
     nmap = neighbors_lib.NeighborMap(
         jnp.asarray(state.pop('pool'), jnp.float32),
         jnp.asarray(state.pop('owner'), jnp.int32), int(meta['num_tasks']),
-        int(meta['k']), float(meta['smoothing']), float(meta['loo_error']))
+        int(meta['k']), float(meta['smoothing']), float(meta['loo_error']),
+        *[None if a is None else np.asarray(a, np.float64)
+          for a in calibration])
     cov = state.pop('covariance')
     return cls(nmap, state, cov, meta['noise_var'], meta['num_models'])
 

@@ -110,10 +110,10 @@ class NeighborMapTest(absltest.TestCase):
     mask = np.ones((10, 8), bool)
     grid = ((2, 0.0), (2, 0.05), (2, 0.3))
     owners = jax.jit(chex.assert_max_traces(
-        neighbors._neighbor_owners.__wrapped__, n=2),
+        neighbors._search.__wrapped__, n=2),
                      static_argnames=('k', 'exclude'))
     self.addCleanup(chex.clear_trace_counter)
-    with mock.patch.object(neighbors, '_neighbor_owners', owners):
+    with mock.patch.object(neighbors, '_search', owners):
       for held_out in range(8):
         keep = [j for j in range(8) if j != held_out]
         fold = [sets[j] for j in keep]

@@ -12,7 +12,10 @@ The recommender is fit on `--benchmark`/`--history` (a few seconds), or read
 from a `--checkpoint` written with `--save`. `--images` / `--tfds` (offline
 benchmark only; images of any size, resized) embeds the task's images with
 the benchmark's proxy and maps them to a task vector (the scores, if any,
-are folded in on top). Logic:
+are folded in on top). Fewer than 5 images, or images farther from the
+history than any historical task is from the others (or more alike than
+any historical task's), cannot be placed: the output then says so in a
+WARNING line and ranks by the prior (`task_maps.TaskConfidence`). Logic:
 `fennec_jax.recommender`.
 
 Every flag is checked before anything is loaded or fit. The `--scores` are
@@ -35,6 +38,7 @@ from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks.offline import demo as demo_lib
 from fennec_jax.benchmarks.offline import loader as offline_loader
 from fennec_jax.commands import checks
+from fennec_jax.commands import ranking
 from fennec_jax.data import sources
 
 _BENCHMARK = flags.DEFINE_string('benchmark', None,
@@ -169,7 +173,7 @@ def main(argv: list[str]) -> None:
         images, top=_TOP.value + extra, observed=observed,
         labels=images.labels, data_dir=_DATA_DIR.value)
     _save(fennec)
-    print(recommender.format_recommendation(
+    print(ranking.format_recommendation(
         rec, ['images'], {'images': observed}, top=_TOP.value))
     return
   if _CHECKPOINT.value:
@@ -185,5 +189,5 @@ def main(argv: list[str]) -> None:
   tasks = list(observed)
   rec = fennec.recommend(observed=[observed[t] for t in tasks],
                          top=min(_TOP.value + extra, len(fennec.model_ids)))
-  print(recommender.format_recommendation(rec, tasks, observed,
+  print(ranking.format_recommendation(rec, tasks, observed,
                                           top=_TOP.value))

@@ -23,6 +23,7 @@ from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax.benchmarks import public
 from fennec_jax.commands import checks
+from fennec_jax.commands import ranking
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -201,7 +202,7 @@ class RecommendationSaysWhatIsKnownTest(BadInputTestCase):
   def test_observed_apart_and_one_precision(self):
     rec = _recommendation(['seen', 'b', 'c', 'd'], [92.0, 85.5, 80.123, 70],
                           [0.001, 10.0, 0.8543, 2.0])
-    text = recommender.format_recommendation(rec, ['t'], {'t': {'seen': 92}},
+    text = ranking.format_recommendation(rec, ['t'], {'t': {'seen': 92}},
                                              top=2)
     lines = text.splitlines()
     self.assertEqual([l.split()[:2] for l in lines[1:]],
@@ -213,7 +214,7 @@ class RecommendationSaysWhatIsKnownTest(BadInputTestCase):
   def test_non_finite_prediction_is_an_error(self):
     rec = _recommendation(['a', 'b'], [np.nan, 1.0], [1.0, 1.0])
     with self.assertRaisesRegex(ValueError, r"task t: non-finite.*\['a'\]"):
-      recommender.format_recommendation(rec, ['t'])
+      ranking.format_recommendation(rec, ['t'])
 
   @pytest.mark.slow
   def test_recommend_lists_observed_apart(self):
