@@ -9,7 +9,9 @@ also tested in process, where it is cheaper.
 """
 
 import collections
+import csv
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,11 +19,14 @@ from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
+from PIL import Image
 import pytest
 
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
+from fennec_jax import task_maps
 from fennec_jax.benchmarks import public
+from fennec_jax.benchmarks.offline import loader as offline_loader
 from fennec_jax.commands import checks
 from fennec_jax.commands import ranking
 
@@ -203,7 +208,7 @@ class RecommendationSaysWhatIsKnownTest(BadInputTestCase):
     rec = _recommendation(['seen', 'b', 'c', 'd'], [92.0, 85.5, 80.123, 70],
                           [0.001, 10.0, 0.8543, 2.0])
     text = ranking.format_recommendation(rec, ['t'], {'t': {'seen': 92}},
-                                             top=2)
+                                         top=2)
     lines = text.splitlines()
     self.assertEqual([l.split()[:2] for l in lines[1:]],
                      [['obs:', 'seen'], ['1.', 'b'], ['2.', 'c']])
@@ -227,6 +232,76 @@ class RecommendationSaysWhatIsKnownTest(BadInputTestCase):
     ranked = [l.split()[1] for l in lines[2:]]
     self.assertLen(ranked, 3)
     self.assertNotIn('resnet152', ranked)
+
+
+def _offline_subset(directory: str, tasks: tuple[str, ...]) -> str:
+  """A copy of the committed offline artifacts holding only `tasks` (the
+  proxy embeds 4 probes, not 26: the command runs in seconds)."""
+  src = offline_loader.DATA_DIR
+  os.makedirs(os.path.join(directory, 'probes'))
+  for name in ('weights', 'graphs'):
+    os.symlink(os.path.join(src, name), os.path.join(directory, name))
+  shutil.copy(os.path.join(src, 'models.csv'), directory)
+  for name in ('results.csv', 'tasks.csv'):
+    with open(os.path.join(src, name)) as f:
+      rows = list(csv.DictReader(f))
+    with open(os.path.join(directory, name), 'w', newline='') as f:
+      writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+      writer.writeheader()  # Source tasks (role) stay: models name them.
+      writer.writerows(r for r in rows if r['task'] in tasks
+                       or r.get('role', 'target') != 'target')
+  for task in tasks:
+    shutil.copy(os.path.join(src, 'probes', f'{task}.npz'),
+                os.path.join(directory, 'probes'))
+  return directory
+
+
+class TaskConfidenceTest(BadInputTestCase):
+  """Item 3 of Deliver: images the map cannot place give a warning and the
+  prior's ranking (the logic: tests/task_confidence_test.py)."""
+
+  def test_warning_line_names_the_reason_and_the_prior(self):
+    rec = _recommendation(['a', 'b'], [0.5, 0.4], [0.1, 0.1])
+    far = task_maps.TaskConfidence(
+        False, 'its images are farther from the history', 12, 5, 0.09, 0.04)
+    text = ranking.format_recommendation(rec._replace(confidence=[far]),
+                                         ['images'])
+    self.assertStartsWith(text, 'WARNING: the images do not place this task')
+    self.assertIn('farther from the history', text.splitlines()[0])
+    self.assertIn('Ranked by the population prior', text.splitlines()[0])
+    with_scores = ranking.format_recommendation(
+        rec._replace(confidence=[far]), ['images'], {'images': {'a': 0.5}})
+    self.assertIn('prior updated by the observed scores', with_scores)
+    placed = task_maps.TaskConfidence(True, '', 100, 5, 0.01, 0.04)
+    text = ranking.format_recommendation(rec._replace(confidence=[placed]),
+                                         ['images'])
+    self.assertStartsWith(text, 'images: 100, distance to the history 0.0100')
+    self.assertNotIn('WARNING', text)
+
+  @pytest.mark.slow
+  def test_recommend_on_noise_images_warns_and_ranks_by_the_prior(self):
+    tmp = self.tmp()
+    data = _offline_subset(os.path.join(tmp, 'art'), (
+        'fashion_all', 'glyph_hebrew', 'shape_kind', 'texture_frequency'))
+    rng = np.random.default_rng(0)
+    folder = os.path.join(tmp, 'noise', 'a')
+    os.makedirs(folder)
+    for i in range(12):
+      Image.fromarray(rng.integers(0, 256, (28, 28, 3), np.uint8)).save(
+          os.path.join(folder, f'{i}.png'))
+    noise, prior = _fennec_many(
+        ('recommend', '--benchmark=offline', f'--data_dir={data}',
+         f'--images={os.path.dirname(folder)}', '--top=3'),
+        ('recommend', f'--history={data}/results.csv', '--top=3'))
+    self.assertEqual(noise.returncode, 0, noise.stderr[-2000:])
+    lines = noise.stdout.splitlines()
+    self.assertStartsWith(lines[0], 'WARNING: the images do not place')
+    self.assertIn('Ranked by the population prior', lines[0])
+    self.assertEqual(prior.returncode, 0, prior.stderr[-2000:])
+    # The prior's ranking: as with no images at all.
+    ranked = lambda out: [l.split()[1] for l in out.splitlines()
+                          if l.strip()[:1].isdigit()]
+    self.assertEqual(ranked(noise.stdout), ranked(prior.stdout))
 
 
 class ScoreUnitsTest(BadInputTestCase):
