@@ -6,7 +6,10 @@ r"""`fennec score`: rank models by transferability estimators.
 
 See `fennec_jax.estimators.ranking` for the .npz layout. Prints one ranking
 block per estimator and writes `estimator,rank,model,score` rows as CSV; tied
-scores share a rank, and warnings name models by their names in the files.
+scores (within 1e-4 of their magnitude: the estimators' round-off) share a
+rank, and warnings name models by their names in the files: a tie of
+several models, and classes with fewer than 2 samples (where class-
+conditional estimators rank noise).
 """
 
 import json

@@ -9,6 +9,14 @@ File layout (`.npz`, several files allowed):
     (optional; needed by 'leep' and 'nce');
   * the labels under the key given by `labels_key` ([n] ints 0..C-1) in at
     least one file; every file that has them must agree.
+
+Degenerate input gets a warning that names what is wrong (`rank`): classes
+with fewer than `MIN_PER_CLASS` samples (no within-class spread to estimate,
+so class-conditional estimators such as fda, sfda and hscore rank noise), and
+models whose scores differ by less than `NEAR_EQUAL` of their magnitude (the
+estimators' float32 round-off: with one sample per class, hscore's exact
+score is the same for every model, yet it prints 8.00001 / 8 / 7.99989).
+Such near-equal scores share a rank.
 """
 
 import csv
@@ -20,6 +28,10 @@ from absl import logging
 import numpy as np
 
 from fennec_jax.estimators import registry
+
+
+MIN_PER_CLASS = 2
+NEAR_EQUAL = 1e-4
 
 
 def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
@@ -71,8 +83,11 @@ def rank(inputs: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
   """Scores every model with every estimator; rows sorted best first.
 
   Tied models share the best rank of their group ('min' ranking: 1, 2, 2,
-  4). Scores tie when they are equal to the 8 significant digits `write_csv`
-  writes, so equal scores in the CSV always carry equal ranks.
+  4). Scores tie when they are within `NEAR_EQUAL` of the group's best
+  (`near_equal_groups`: the estimators' round-off), which includes every
+  pair equal to the 8 significant digits `write_csv` writes, so equal
+  scores in the CSV always carry equal ranks. A tie of several models is
+  also a logged warning naming them.
 
   Returns:
     list of {'estimator', 'rank' (1 = best), 'model', 'score'} rows.
@@ -81,6 +96,7 @@ def rank(inputs: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
     ValueError: an estimator whose inputs are missing from the files.
   """
   options = options or {}
+  warn_small_classes(labels)
   rows = []
   for name in names:
     kind = registry.get_spec(name).kind
@@ -93,20 +109,67 @@ def rank(inputs: dict[str, dict[str, np.ndarray]], labels: np.ndarray,
                                    labels, model_ids=models,
                                    **options.get(name, {}))
     order = np.argsort(-scores, kind='stable')
-    for position, i in enumerate(order):
-      rows.append(dict(estimator=name, rank=position + 1, model=models[i],
-                       score=float(scores[i])))
-    _rank_ties_as_ties(rows[-len(order):])
+    groups = near_equal_groups(scores[order])
+    for group in groups:
+      for position in group:  # A tie takes the best rank of its group.
+        i = order[position]
+        rows.append(dict(estimator=name, rank=group[0] + 1, model=models[i],
+                         score=float(scores[i])))
+    for group in [g for g in groups if len(g) > 1]:
+      logging.warning(
+          '%s: models %s score within %.0e of each other (%.8g to %.8g): '
+          'their order is not meaningful.', name,
+          [models[order[i]] for i in group], NEAR_EQUAL,
+          scores[order[group[-1]]], scores[order[group[0]]])
     logging.info('%s: best model %s (%.6g)', name, models[order[0]],
                  scores[order[0]])
   return rows
 
 
-def _rank_ties_as_ties(rows: Sequence[dict[str, Any]]) -> None:
-  """Gives sorted rows whose CSV scores are equal the rank of the first."""
-  for previous, row in zip(rows, rows[1:]):
-    if _csv_score(row['score']) == _csv_score(previous['score']):
-      row['rank'] = previous['rank']
+def warn_small_classes(labels: np.ndarray) -> list[int]:
+  """Warns naming the classes with fewer than `MIN_PER_CLASS` samples.
+
+  Returns:
+    Those class ids (none for labels that are not class ids, e.g. LogME
+    regression targets).
+  """
+  labels = np.asarray(labels)
+  if (labels.ndim != 1 or not labels.size
+      or not np.issubdtype(labels.dtype, np.number)
+      or not np.all(np.isfinite(labels)) or np.any(labels < 0)
+      or np.any(labels != np.round(labels))):
+    return []
+  counts = np.bincount(labels.astype(np.int64))
+  small = [int(c) for c in np.flatnonzero((counts > 0)
+                                          & (counts < MIN_PER_CLASS))]
+  if small:
+    logging.warning(
+        'labels: %d of %d classes have fewer than %d samples (class ids %s): '
+        'class-conditional estimators (fda, sfda, hscore, lda, gbc, ...) '
+        'have no within-class spread there and their ranking is noise; give '
+        'at least %d samples per class.', len(small),
+        int(np.count_nonzero(counts)), MIN_PER_CLASS, small[:20],
+        MIN_PER_CLASS)
+  return small
+
+
+def near_equal_groups(sorted_scores: np.ndarray) -> list[list[int]]:
+  """Groups of positions in best-first scores within `NEAR_EQUAL` of their
+  group's first (best) score, relative to the magnitude (at least 1).
+
+  Every position is in one group (most of size 1); a group's scores differ
+  by no more than the estimators' round-off, so they are ties.
+  """
+  scores = np.asarray(sorted_scores, np.float64)
+  groups: list[list[int]] = []
+  for i, score in enumerate(scores):
+    if groups:
+      first = scores[groups[-1][0]]
+      if first - score <= NEAR_EQUAL * max(1.0, abs(first), abs(score)):
+        groups[-1].append(i)
+        continue
+    groups.append([i])
+  return groups
 
 
 def _csv_score(score: float) -> str:

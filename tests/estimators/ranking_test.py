@@ -50,6 +50,42 @@ class RankingTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "needs 'source_labels/<model>'"):
       ranking.rank(inputs, labels, ['nce'])
 
+  def test_one_sample_per_class_warns_naming_classes_and_models(self):
+    # n = C: hscore = tr(cov^+ cov_between) and the class means are the
+    # samples, so every model's exact score is rank(cov) = min(d, n - 1) = 4;
+    # the float32 round-off must not order them.
+    rng = np.random.default_rng(0)
+    y = np.arange(8)
+    inputs = {'features': {m: rng.normal(size=(8, 4)) for m in 'abc'}}
+    with self.assertLogs('absl', 'WARNING') as logs:
+      rows = ranking.rank(inputs, y, ['hscore', 'logme'])
+    text = '\n'.join(logs.output)
+    self.assertIn('8 of 8 classes have fewer than 2 samples', text)
+    self.assertIn('class ids [0, 1, 2, 3, 4, 5, 6, 7]', text)
+    hscore = [r for r in rows if r['estimator'] == 'hscore']
+    for r in hscore:
+      self.assertAlmostEqual(r['score'], 4.0, places=4)
+    self.assertEqual([r['rank'] for r in hscore], [1, 1, 1])
+    self.assertRegex(text, r"hscore: models \['[abc]', '[abc]', '[abc]'\] "
+                     'score within')
+    # LogME's scores differ: distinct ranks, no tie warning for it.
+    self.assertEqual(sorted(r['rank'] for r in rows
+                            if r['estimator'] == 'logme'), [1, 2, 3])
+    self.assertNotIn('logme: models', text)
+
+  def test_near_equal_groups_and_healthy_input_is_quiet(self):
+    groups = ranking.near_equal_groups(
+        [5.0, 4.9999, 4.9, 1.0, 0.99995, 0.99985, -3.0, -3.0002])
+    self.assertEqual(groups, [[0, 1], [2], [3, 4], [5], [6, 7]])
+    self.assertEqual(ranking.warn_small_classes(np.array([0, 0, 1, 1, 2])),
+                     [2])
+    self.assertEqual(ranking.warn_small_classes(np.array([0.5, 1.5])), [])
+    _, _, y, good, noise = _write_files(self._tempdir())
+    with self.assertNoLogs('absl', 'WARNING'):
+      rows = ranking.rank({'features': {'good': good, 'noise': noise}}, y,
+                          ['hscore', 'logme'])
+    self.assertEqual([r['rank'] for r in rows], [1, 2, 1, 2])
+
   def test_tied_scores_share_a_rank(self):
     rng = np.random.default_rng(0)
     y = np.arange(30) % 3
