@@ -28,6 +28,7 @@ import numpy as np
 
 from fennec_jax import history as history_lib
 from fennec_jax import metrics
+from fennec_jax import progress
 from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import public
 from fennec_jax.benchmarks import report
@@ -275,7 +276,7 @@ def evaluate(
   coverage: dict[tuple[str, int, str], float] = {}
   seconds: dict[tuple[str, str], float] = {}
   first_predictions: dict[str, dict[str, np.ndarray]] = {}
-  for target in targets:
+  for target in progress.track(targets, 'evaluate: targets'):
     start = time.perf_counter()
     j = task_ids.index(target)
     train = without_task(history, j)

@@ -36,6 +36,7 @@ import optax
 import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
+from fennec_jax import progress as progress_lib
 from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import zoo as zoo_lib
 from fennec_jax.data import tasks as tasks_lib
@@ -379,24 +380,6 @@ def _append_result(path: str, model: str, task: str, score: float,
     os.fsync(f.fileno())
 
 
-class _Progress:
-  """Logs a text progress bar with ETA (absl logging)."""
-
-  def __init__(self, what: str, total: int, done: int):
-    self.what, self.total, self.start_done = what, total, done
-    self.done, self.t0 = done, time.time()
-
-  def update(self, n: int = 1) -> None:
-    self.done += n
-    el = time.time() - self.t0
-    rate = (self.done - self.start_done) / max(el, 1e-9)
-    eta = (self.total - self.done) / rate if rate > 0 else float('inf')
-    filled = int(30 * self.done / max(self.total, 1))
-    logging.info('%s [%s%s] %d/%d elapsed %.0fs ETA %.0fs', self.what,
-                 '#' * filled, '.' * (30 - filled), self.done, self.total, el,
-                 eta)
-
-
 # --------------------------------------------------------------- checkpoints
 
 
@@ -531,7 +514,7 @@ def pretrain_zoo(config: ml_collections.ConfigDict, workdir: str,
   total = len(plan) + 1
   done = sum(os.path.exists(model_paths(workdir, m.model_id)[1])
              for m in plan + [proxy])
-  progress = _Progress('pretrain', total, done)
+  progress = progress_lib.Progress('pretrain', total, done=done)
   for g, (arch, members, sources) in enumerate(groups):
     if (which == 'zoo' and sources) or (which == 'proxy' and not sources):
       continue
@@ -578,7 +561,7 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
       raise ValueError(f'{path} holds pair ({model}, {task}) that is not in '
                        'this configuration; use this config\'s own workdir.')
   total = len(plan) * len(config.targets)
-  progress = _Progress('fine-tune', total, len(results))
+  progress = progress_lib.Progress('fine-tune', total, done=len(results))
   root = jax.random.fold_in(jax.random.key(config.seed), 2)
   archs = list(dict.fromkeys(m.arch for m in plan))
   fns: dict[tuple[str, int], Any] = {}

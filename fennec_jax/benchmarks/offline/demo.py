@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from fennec_jax import metrics
+from fennec_jax import progress
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.benchmarks.offline import loader
@@ -104,12 +105,15 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   rec = recommend_new_task()
   fennec_seconds = time.perf_counter() - start
 
-  def logme_over_zoo():
+  def logme_over_zoo(what=None):
     x = images.copy()
-    zoo = [source.model_features(m, x) for m in history.model_ids]
+    models = (history.model_ids if what is None  # No logging when timed.
+              else progress.track(history.model_ids, what))
+    zoo = [source.model_features(m, x) for m in models]
     return np.asarray(registry.score_models('logme', zoo, labels))
 
-  logme_over_zoo()  # Compile every model and LogME: timed warm too.
+  # Compile every model and LogME: timed warm too.
+  logme_over_zoo('zoo models (compiling)')
   start = time.perf_counter()
   logme = logme_over_zoo()
   logme_seconds = time.perf_counter() - start

@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fennec_jax import progress
 from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import loader
 from fennec_jax.data import tasks as tasks_lib
@@ -176,7 +177,7 @@ def proxy_task_features(
   feats: dict[str, np.ndarray] = {}
   seconds: dict[str, float] = {}
   warm = True
-  for task in tasks:
+  for task in progress.track(tasks, 'proxy features of the tasks'):
     images, labels = source.probe(task)
     idx = embed.probe_indices(len(images), labels, budget=num_images,
                               seed=seed)
