@@ -9,8 +9,8 @@ flags onto a `fennec_jax.benchmarks.runner` config and run it; score,
 features and recommend are tools, not experiments, and call the library
 directly.
 
-`fennec --help` lists the commands; `fennec <command> --help` (or `-h`) that
-command's flags with their help and defaults.
+`fennec --help` lists the commands; `fennec <command> --help` (or `-h`,
+`--helpshort`) that command's flags with their help and defaults.
 
 Errors of the user's input (a bad flag value, a missing or malformed file, a
 damaged checkpoint: `ValueError`, `FileNotFoundError`, `NotADirectoryError`,
@@ -43,7 +43,10 @@ COMMANDS = {
     'demo': 'demo',
     'list': 'listing',
 }
-_HELP_FLAGS = ('-h', '--help', '-help', '-?')
+# absl's --helpshort would list the flags of the `fennec_jax.cli` module
+# (none); here it lists the command's, as --help does. --helpfull stays
+# absl's: every flag of every loaded library.
+_HELP_FLAGS = ('-h', '--help', '-help', '-?', '--helpshort', '-helpshort')
 _VERBOSE_FLAGS = ('--verbose', '-verbose')
 VERBOSE_ENV = 'FENNEC_VERBOSE'
 # Exit status of a user error (bad flag, file or data), as argparse uses.

@@ -93,6 +93,32 @@ class HelpTest(CliTestCase):
       self.assertNotIn('--nas_bench', proc.stdout)  # Only its own flags.
 
 
+  @pytest.mark.slow
+  def test_helpshort_lists_each_commands_own_flags(self):
+    # One flag each command defines, and one it must not list (another
+    # command's, or absl's own).
+    own = {'evaluate': '--k_shots', 'score': '--estimators',
+           'features': '--probe', 'nas-bench': '--train_fraction',
+           'build-benchmark': '--export_dir', 'recommend': '--allow_outliers',
+           'demo': '--task', 'list': '--benchmark'}
+    self.assertCountEqual(own, cli.COMMANDS)
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    procs = {c: subprocess.Popen(
+        [sys.executable, '-m', 'fennec_jax.cli', c, '--helpshort'], cwd=_ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in own}
+    for command, proc in procs.items():
+      stdout, stderr = proc.communicate(timeout=300)
+      with self.subTest(command):
+        self.assertEqual(proc.returncode, 0, stderr[-2000:])
+        self.assertIn(f'flags of fennec {command}:', stdout)
+        self.assertIn(own[command], stdout)
+        self.assertNotIn('--helpfull', stdout)
+        self.assertNotIn('--only_check_args', stdout)
+        other = '--allow_outliers' if command != 'recommend' else '--k_shots'
+        self.assertNotIn(other, stdout)
+
+
 class EvaluateTest(CliTestCase):
 
   @pytest.mark.slow
