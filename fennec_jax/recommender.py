@@ -149,6 +149,8 @@ class Fennec:
       params) to [U_m, model_bias_m], or None.
     model_cov: its leave-one-out error covariance, or None.
     cold: [M] bool, models placed by the model map (`add_models`).
+    reference_scores: the history's observed scores, or None: new scores'
+      unit and range are checked against them (`read_scores_csv`).
 
   Example:
     fennec = Fennec().fit(history, task_embeddings=embeddings)
@@ -166,6 +168,7 @@ class Fennec:
     self.model_ridge: dict[str, np.ndarray] | None = None
     self.model_cov: np.ndarray | None = None
     self.cold = np.zeros(0, bool)
+    self.reference_scores: np.ndarray | None = None
 
   @classmethod
   def from_parts(cls, space: space_lib.TransferSpace,
@@ -239,6 +242,7 @@ class Fennec:
     self.task_map = None
     self.model_ridge = self.model_cov = None
     self.cold = np.zeros(len(self.model_ids), bool)
+    self.reference_scores = np.asarray(history.scores, float)[history.mask]
     if model_embeddings is not None:
       self._fit_model_map(model_embeddings)
     if task_embeddings is not None:
@@ -316,6 +320,7 @@ class Fennec:
     out = Fennec.from_parts(space, self.model_ids + model_ids, self.task_ids,
                             self.task_map, self.config)
     out.model_ridge, out.model_cov = self.model_ridge, self.model_cov
+    out.reference_scores = self.reference_scores
     out.cold = np.concatenate([self.cold, np.ones(len(model_ids), bool)])
     out._cache()  # pylint: disable=protected-access
     return out
@@ -477,9 +482,8 @@ class Fennec:
   def confidence(self, task_embeddings: Any
                  ) -> list[task_maps_lib.TaskConfidence]:
     """Per new task, whether the task map can place it (`TaskConfidence`)."""
-    self._check_fitted()
     if self.task_map is None:
-      raise ValueError('this Fennec was fit without task embeddings.')
+      raise ValueError('this Fennec has no task map (fit with embeddings).')
     return self.task_map.confidence(
         task_maps_lib.new_task_sets(task_embeddings))
 
@@ -575,6 +579,8 @@ class Fennec:
     space = self.space.to_dict()
     del space['config_json']  # The configuration is in the meta.
     arrays = {'space': space, 'cold': self.cold.astype(np.int8)}
+    if self.reference_scores is not None:
+      arrays['reference_scores'] = self.reference_scores
     task_map = None
     if self.task_map is not None:
       arrays['task_map'] = self.task_map.to_arrays()
@@ -623,6 +629,7 @@ class Fennec:
       out.model_ridge = {k: np.asarray(v, np.float64)
                          for k, v in model_map.items()}
     out.cold = np.asarray(arrays['cold']).astype(bool)
+    out.reference_scores = arrays.get('reference_scores')
     out._cache()  # pylint: disable=protected-access
     return out
 

@@ -20,7 +20,7 @@ WARNING line and ranks by the prior (`task_maps.TaskConfidence`). Logic:
 
 Every flag is checked before anything is loaded or fit. The `--scores` are
 checked against the history's own scores (`fennec_jax.history`,
-`check_new_scores`; not with `--checkpoint`, which keeps none): fractions
+`check_new_scores`; a `--checkpoint` keeps them): fractions
 (0-1) given for a percent table, or the reverse, are refused (or converted
 with `--convert_units`); a score outside [min - 3 MAD, max + 3 MAD] of the
 history's scores is refused with its file and line (kept with
@@ -31,6 +31,7 @@ prediction is an error, never a ranking.
 
 from absl import flags
 from absl import logging
+import numpy as np
 
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
@@ -110,24 +111,20 @@ def _history() -> history_lib.History:
   return history
 
 
-def _read_scores(history: history_lib.History | None
+def _read_scores(reference: np.ndarray | None, model_ids: tuple[str, ...]
                  ) -> dict[str, dict[str, float]]:
-  """--scores ({} without it), checked against `history` when given.
-
-  A --checkpoint keeps the fitted space, not the raw scores: then only the
-  model ids are checked (`_check_model_ids`, after loading).
-  """
+  """--scores ({} without it), checked against the history's observed
+  scores `reference` (a --checkpoint keeps them) and its `model_ids`."""
   if not _SCORES.value:
     return {}
-  if history is None:
+  if reference is None:
     logging.warning('--checkpoint: the --scores cannot be checked against '
-                    "the history's unit and range (a checkpoint keeps no raw "
-                    'scores).')
+                    "the history's unit and range (this checkpoint was "
+                    'saved before checkpoints kept the scores).')
   table = recommender.read_scores_csv(
-      _SCORES.value, None if history is None else history.scores[history.mask],
-      convert_units=_CONVERT.value, allow_outliers=_OUTLIERS.value)
-  if history is not None:
-    _check_model_ids(table, history.model_ids)
+      _SCORES.value, reference, convert_units=_CONVERT.value,
+      allow_outliers=_OUTLIERS.value)
+  _check_model_ids(table, model_ids)
   return table
 
 
@@ -154,8 +151,12 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f'unexpected arguments {argv[1:]}; see --help.')
   _check_flags()
-  history = None if _CHECKPOINT.value else _history()
-  table = _read_scores(history)
+  if _CHECKPOINT.value:
+    fennec = recommender.Fennec.load(_CHECKPOINT.value)
+    table = _read_scores(fennec.reference_scores, fennec.model_ids)
+  else:
+    history = _history()
+    table = _read_scores(history.scores[history.mask], history.model_ids)
   # Observed models are listed apart from the ranking: ask for enough
   # models that `--top` unobserved ones remain.
   extra = max([len(t) for t in table.values()] + [0])
@@ -176,10 +177,7 @@ def main(argv: list[str]) -> None:
     print(ranking.format_recommendation(
         rec, ['images'], {'images': observed}, top=_TOP.value))
     return
-  if _CHECKPOINT.value:
-    fennec = recommender.Fennec.load(_CHECKPOINT.value)
-    _check_model_ids(table, fennec.model_ids)
-  else:
+  if not _CHECKPOINT.value:
     fennec = recommender.Fennec().fit(history)
   _save(fennec)
   observed = table
@@ -190,4 +188,4 @@ def main(argv: list[str]) -> None:
   rec = fennec.recommend(observed=[observed[t] for t in tasks],
                          top=min(_TOP.value + extra, len(fennec.model_ids)))
   print(ranking.format_recommendation(rec, tasks, observed,
-                                          top=_TOP.value))
+                                      top=_TOP.value))

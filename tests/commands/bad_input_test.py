@@ -350,6 +350,29 @@ class ScoreUnitsTest(BadInputTestCase):
                            '--allow_outliers')
 
 
+  @pytest.mark.slow
+  def test_checkpoint_keeps_the_scores_for_the_same_checks(self):
+    history = public.load_benchmark('sfda_group1')
+    path = os.path.join(self.tmp(), 'ckpt')
+    recommender.Fennec().fit(history).save(path)
+    loaded = recommender.Fennec.load(path)
+    np.testing.assert_array_equal(loaded.reference_scores, self.reference)
+    fractions = self.write('obs.csv', 'model,score\nresnet50,0.91\n')
+    outlier = self.write('obs.csv', 'model,score\nresnet34,85\n'
+                         'resnet50,7296\n')
+    fine = self.write('obs.csv', 'model,score\nresnet50,91\n')
+    procs = _fennec_many(*[('recommend', f'--checkpoint={path}',
+                            f'--scores={p}', '--top=2')
+                           for p in (fractions, outlier, fine)])
+    self.assert_user_error(procs[0], fractions, 'fractions', 'percent',
+                           '--convert_units')
+    self.assert_user_error(procs[1], f'{outlier}: line 3', '7296',
+                           '--allow_outliers')
+    self.assertEqual(procs[2].returncode, 0, procs[2].stderr[-2000:])
+    self.assertIn('obs: resnet50', procs[2].stdout)
+    self.assertNotIn('cannot be checked', procs[2].stderr)
+
+
 class ListTest(BadInputTestCase):
   """Item 5: `fennec list`."""
 
