@@ -23,6 +23,8 @@ import csv
 import os
 from collections.abc import Sequence
 from typing import Any
+import zipfile
+import zlib
 
 from absl import logging
 import numpy as np
@@ -34,6 +36,52 @@ MIN_PER_CLASS = 2
 NEAR_EQUAL = 1e-4
 
 
+# Dimensions of each kind of array (a model's rows are its samples).
+_NDIM = {'features': 2, 'source_probs': 2, 'source_labels': 1}
+
+
+def _read_npz(path: str) -> dict[str, np.ndarray]:
+  """Every array of an .npz archive, read now.
+
+  Raises:
+    ValueError: naming `path`, for a missing file or one that is not a
+      readable .npz archive of numeric arrays (text, a truncated or damaged
+      archive, a bare .npy array, object arrays).
+  """
+  if not os.path.isfile(path):
+    raise ValueError(f'feature file {path!r} does not exist'
+                     + (' (it is a directory).' if os.path.isdir(path)
+                        else '.'))
+  # The file is opened here so that it is closed whatever np.load raises.
+  with open(path, 'rb') as f:
+    head = f.read(6)
+    if not head.startswith((b'PK', b'\x93NUMPY')):
+      raise ValueError(f'{path}: not an .npz archive (a zip file); it starts '
+                       f'with {head!r}.')
+    f.seek(0)
+    try:
+      loaded = np.load(f, allow_pickle=False)
+      if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f'{path}: a single .npy array, not an .npz archive; '
+                         'save with np.savez(path, features=..., labels=...).')
+      with loaded as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    except ValueError as e:
+      if str(e).startswith(f'{path}: '):
+        raise
+      raise ValueError(f'{path}: not a readable .npz archive ({e})') from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+            NotImplementedError) as e:
+      raise ValueError(f'{path}: not a readable .npz archive '
+                       f'({type(e).__name__}: {e})') from None
+  for key, array in arrays.items():
+    if not (np.issubdtype(array.dtype, np.number)
+            or array.dtype == np.bool_) or np.iscomplexobj(array):
+      raise ValueError(f'{path}: array {key!r} has dtype {array.dtype}; '
+                       'expected real numbers.')
+  return arrays
+
+
 def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
                        ) -> tuple[dict[str, dict[str, np.ndarray]],
                                   np.ndarray]:
@@ -43,36 +91,49 @@ def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
     ({'features' | 'source_probs' | 'source_labels': {model: array}}, labels)
 
   Raises:
-    ValueError: missing file or labels, duplicate model names, disagreeing
-      labels, or no model features.
+    ValueError: naming the file (and key): a missing or unreadable file,
+      non-numeric arrays, arrays of the wrong rank or number of samples,
+      missing labels, duplicate model names, disagreeing labels, or no
+      model features.
   """
   inputs: dict[str, dict[str, np.ndarray]] = {
       'features': {}, 'source_probs': {}, 'source_labels': {}}
+  origin: dict[tuple[str, str], str] = {}
   labels = None
   for path in paths:
-    if not os.path.exists(path):
-      raise ValueError(f'feature file {path!r} does not exist.')
-    with np.load(path, allow_pickle=False) as npz:
-      for key in npz.files:
-        kind, _, model = key.partition('/')
-        if key == 'features':
-          kind, model = 'features', os.path.splitext(os.path.basename(path))[0]
-        if kind in inputs and model:
-          if model in inputs[kind]:
-            raise ValueError(f'{path}: model {model!r} appears twice under '
-                             f'{kind}/.')
-          inputs[kind][model] = npz[key]
-      if labels_key in npz.files:
-        these = npz[labels_key]
-        if labels is not None and not np.array_equal(labels, these):
-          raise ValueError(f'{path}: labels under {labels_key!r} disagree with '
-                           'those of an earlier file.')
-        labels = these
+    arrays = _read_npz(path)
+    for key, array in arrays.items():
+      kind, _, model = key.partition('/')
+      if key == 'features':
+        kind, model = 'features', os.path.splitext(os.path.basename(path))[0]
+      if kind in inputs and model:
+        if model in inputs[kind]:
+          raise ValueError(f'{path}: model {model!r} appears twice under '
+                           f'{kind}/.')
+        if array.ndim != _NDIM[kind]:
+          raise ValueError(f'{path}: {key!r} has shape {array.shape}; '
+                           f'{kind} must have {_NDIM[kind]} dimension(s) '
+                           '(samples first).')
+        inputs[kind][model] = array
+        origin[(kind, model)] = f'{path}: {key!r}'
+    if labels_key in arrays:
+      these = arrays[labels_key]
+      if these.ndim != 1:
+        raise ValueError(f'{path}: labels {labels_key!r} have shape '
+                         f'{these.shape}; expected [n].')
+      if labels is not None and not np.array_equal(labels, these):
+        raise ValueError(f'{path}: labels under {labels_key!r} disagree with '
+                         'those of an earlier file.')
+      labels = these
   if labels is None:
     raise ValueError(f'no file among {list(paths)} holds labels under key '
                      f'{labels_key!r}.')
   if not any(inputs.values()):
     raise ValueError(f'no features/<model> (or features) arrays in {paths}.')
+  for (kind, model), where in origin.items():
+    if inputs[kind][model].shape[0] != labels.shape[0]:
+      raise ValueError(f'{where} has {inputs[kind][model].shape[0]} samples '
+                       f'but there are {labels.shape[0]} labels.')
   return inputs, labels
 
 
