@@ -1,8 +1,10 @@
 """Bad input to `fennec`: a clear message and exit code 2, or a correct result.
 
 One case per kind of wrong input (readable errors, fail-fast flags and output
-paths, what a recommendation says it knows, score units and outliers, `fennec
-list`, CSV dialects and duplicates). Each command case asserts the exit code,
+paths, what a recommendation says it knows, images the task map cannot
+place, score units and outliers (with --benchmark and --checkpoint), `fennec
+list`, CSV dialects and duplicates; the loaders' property-based fuzzing is in
+fuzz_loaders_test.py). Each command case asserts the exit code,
 the message and that no output file was left behind. Commands run in a
 subprocess (each defines its absl flags at import); the helpers they call are
 also tested in process, where it is cheaper.
