@@ -13,6 +13,7 @@ import numpy as np
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax import task_maps
+from fennec_jax.benchmarks.offline import demo
 
 
 def _unit(x):
@@ -141,6 +142,22 @@ class TaskConfidenceTest(absltest.TestCase):
     self.assertTrue(conf[0].in_distribution)
     self.assertIn("'ridge' map keeps no historical images", conf[0].reason)
     self.assertFalse(conf[1].in_distribution)
+
+
+class DemoOutputTest(absltest.TestCase):
+
+  def test_demo_says_when_it_fell_back(self):
+    far = task_maps.TaskConfidence(False, 'its images are farther', 100, 5,
+                                   0.05, 0.03)
+    result = demo.DemoResult('t', [('m', 0.5, 0.1, 0.4)], 0.1, 1.0,
+                             {'fennec': 0.5, 'logme': 0.4},
+                             [('m', 1.0, 0.4)], far)
+    lines = demo.format_demo(result).splitlines()
+    self.assertStartsWith(lines[2], 'WARNING: its images do not place it')
+    self.assertIn('its images are farther', lines[2])
+    placed = demo.format_demo(result._replace(
+        confidence=far._replace(in_distribution=True, reason='')))
+    self.assertNotIn('WARNING', placed)
 
 
 if __name__ == '__main__':

@@ -36,6 +36,8 @@ class DemoResult(NamedTuple):
     weighted_tau: `{'fennec': ..., 'logme': ...}` against the actual
       fine-tuned accuracies of all models.
     logme_top: LogME's top models as `(model_id, score, actual)`.
+    confidence: the task map's `TaskConfidence` for the held-out task (not
+      in distribution: Fennec's rows are the population prior's).
   """
   task: str
   rows: list[tuple[str, float, float, float]]
@@ -43,6 +45,7 @@ class DemoResult(NamedTuple):
   logme_seconds: float
   weighted_tau: dict[str, float]
   logme_top: list[tuple[str, float, float]]
+  confidence: Any = None
 
 
 def demo(task: str | None = None, top: int = 5, history: Any = None,
@@ -132,12 +135,17 @@ def demo(task: str | None = None, top: int = 5, history: Any = None,
   logme_top = [(history.model_ids[i], float(logme[i]), float(actual[i]))
                for i in order]
   return DemoResult(task, rows, fennec_seconds, logme_seconds, tau,
-                    logme_top)
+                    logme_top, rec.confidence[0])
 
 
 def format_demo(result: DemoResult) -> str:
   """The demo's printed report."""
-  lines = [f'Held-out task: {result.task}', '',
+  lines = [f'Held-out task: {result.task}', '']
+  c = result.confidence
+  if c is not None and not c.in_distribution:
+    lines += [f'WARNING: its images do not place it among the other tasks: '
+              f'{c.reason}. Fennec ranks by the population prior.', '']
+  lines += [
            f'Fennec top-{len(result.rows)} (predicted vs actual fine-tuned '
            'accuracy):']
   for r, (m, p, s, a) in enumerate(result.rows):
