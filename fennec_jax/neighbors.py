@@ -338,6 +338,9 @@ def set_distances(nmap: NeighborMap, sets: Sequence[np.ndarray]
   Returns:
     [B] float64 distances in [0, 2].
   """
+  if sets[0].shape[1] != nmap.pool.shape[1]:
+    raise ValueError(f'task embeddings have width {sets[0].shape[1]}; the '
+                     f'map was fit on width {nmap.pool.shape[1]}.')
   x, valid = pad_sets(sets)
   b, n, d = x.shape
   # k as the votes' search, so both share one compilation.

@@ -513,8 +513,8 @@ class Fennec:
       raise ValueError(f'top={top} must be in [1, {len(self.model_ids)}].')
     if task_embeddings is None or self.task_map is None:
       return self._rank(task_embeddings, observed, top, full)
+    rec = self._rank(task_embeddings, observed, top, full)  # Checks inputs.
     confidence = self.confidence(task_embeddings)
-    rec = self._rank(task_embeddings, observed, top, full)
     placed = np.asarray([c.in_distribution for c in confidence])
     if fallback and not placed.all():
       prior = self._rank(None, [{}] * len(placed) if observed is None

@@ -99,6 +99,14 @@ class TaskConfidenceTest(absltest.TestCase):
       self.assertFalse(np.allclose(by_map.all_predicted[b],
                                    prior.all_predicted[b]))
 
+  def test_wrong_width_is_a_clear_error(self):
+    with self.assertRaisesRegex(ValueError, 'width 4; this Fennec was fit '
+                                'on width 6'):
+      self.fennec.recommend(task_embeddings=[np.ones((6, 4))])
+    with self.assertRaisesRegex(ValueError, 'width 4; the map was fit on '
+                                'width 6'):
+      self.fennec.confidence([np.ones((6, 4))])
+
   def test_fallback_keeps_the_observed_scores(self):
     obs = {self.fennec.model_ids[0]: 0.9, self.fennec.model_ids[3]: 0.5}
     rec = self.fennec.recommend(task_embeddings=[self.new['far']],
