@@ -45,8 +45,8 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
 
   Raises:
     ValueError: naming `path`, for a missing file or one that is not a
-      readable .npz archive of numeric arrays (text, a truncated or damaged
-      archive, a bare .npy array, object arrays).
+      readable .npz archive (text, a truncated or damaged archive, a bare
+      .npy array, object arrays).
   """
   if not os.path.isfile(path):
     raise ValueError(f'feature file {path!r} does not exist'
@@ -74,12 +74,15 @@ def _read_npz(path: str) -> dict[str, np.ndarray]:
             NotImplementedError) as e:
       raise ValueError(f'{path}: not a readable .npz archive '
                        f'({type(e).__name__}: {e})') from None
-  for key, array in arrays.items():
-    if not (np.issubdtype(array.dtype, np.number)
-            or array.dtype == np.bool_) or np.iscomplexobj(array):
-      raise ValueError(f'{path}: array {key!r} has dtype {array.dtype}; '
-                       'expected real numbers.')
   return arrays
+
+
+def _check_real(path: str, key: str, array: np.ndarray) -> None:
+  """Raises ValueError naming the file and key of a non-numeric array."""
+  if not (np.issubdtype(array.dtype, np.number)
+          or array.dtype == np.bool_) or np.iscomplexobj(array):
+    raise ValueError(f'{path}: array {key!r} has dtype {array.dtype}; '
+                     'expected real numbers.')
 
 
 def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
@@ -110,6 +113,7 @@ def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
         if model in inputs[kind]:
           raise ValueError(f'{path}: model {model!r} appears twice under '
                            f'{kind}/.')
+        _check_real(path, key, array)
         if array.ndim != _NDIM[kind]:
           raise ValueError(f'{path}: {key!r} has shape {array.shape}; '
                            f'{kind} must have {_NDIM[kind]} dimension(s) '
@@ -118,6 +122,7 @@ def load_feature_files(paths: Sequence[str], labels_key: str = 'labels'
         origin[(kind, model)] = f'{path}: {key!r}'
     if labels_key in arrays:
       these = arrays[labels_key]
+      _check_real(path, labels_key, these)
       if these.ndim != 1:
         raise ValueError(f'{path}: labels {labels_key!r} have shape '
                          f'{these.shape}; expected [n].')

@@ -118,7 +118,8 @@ def _feature_archives(draw):
   n = draw(st.integers(2, 6))
   labels = np.asarray(draw(st.lists(st.integers(0, 3), min_size=n,
                                     max_size=n)))
-  arrays = {'labels': labels}
+  # Other arrays (`fennec features` writes image names) are left alone.
+  arrays = {'labels': labels, 'names': np.asarray(['a.png'] * n)}
   for model in draw(st.sets(_IDS.filter(lambda s: '/' not in s), min_size=1,
                             max_size=3)):
     width = draw(st.integers(1, 4))
