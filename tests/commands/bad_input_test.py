@@ -280,7 +280,7 @@ class TaskConfidenceTest(BadInputTestCase):
     self.assertNotIn('WARNING', text)
 
   @pytest.mark.slow
-  def test_recommend_on_noise_images_warns_and_ranks_by_the_prior(self):
+  def test_recommend_on_noise_images_prints_the_warning(self):
     tmp = self.tmp()
     data = _offline_subset(os.path.join(tmp, 'art'), (
         'fashion_all', 'glyph_hebrew', 'shape_kind', 'texture_frequency'))
@@ -290,19 +290,15 @@ class TaskConfidenceTest(BadInputTestCase):
     for i in range(12):
       Image.fromarray(rng.integers(0, 256, (28, 28, 3), np.uint8)).save(
           os.path.join(folder, f'{i}.png'))
-    noise, prior = _fennec_many(
-        ('recommend', '--benchmark=offline', f'--data_dir={data}',
-         f'--images={os.path.dirname(folder)}', '--top=3'),
-        ('recommend', f'--history={data}/results.csv', '--top=3'))
+    # That the ranking is then the prior's is tested in process
+    # (tests/task_confidence_test.py).
+    noise = _fennec('recommend', '--benchmark=offline', f'--data_dir={data}',
+                    f'--images={os.path.dirname(folder)}', '--top=3')
     self.assertEqual(noise.returncode, 0, noise.stderr[-2000:])
     lines = noise.stdout.splitlines()
     self.assertStartsWith(lines[0], 'WARNING: the images do not place')
     self.assertIn('Ranked by the population prior', lines[0])
-    self.assertEqual(prior.returncode, 0, prior.stderr[-2000:])
-    # The prior's ranking: as with no images at all.
-    ranked = lambda out: [l.split()[1] for l in out.splitlines()
-                          if l.strip()[:1].isdigit()]
-    self.assertEqual(ranked(noise.stdout), ranked(prior.stdout))
+    self.assertEqual([l.split()[0] for l in lines[2:]], ['1.', '2.', '3.'])
 
 
 class ScoreUnitsTest(BadInputTestCase):
