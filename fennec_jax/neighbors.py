@@ -291,11 +291,13 @@ def fit(sets: Sequence[np.ndarray], columns: np.ndarray, mask: np.ndarray,
                      np.asarray([set_spread(e) for e in sets])), a
 
 
-def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
-  """[B, T] vote fractions of B new tasks, each given by a [n_b, D] unit set.
+def votes_and_distances(nmap: NeighborMap, sets: Sequence[np.ndarray]
+                        ) -> tuple[jax.Array, np.ndarray]:
+  """`votes` and `set_distances` of B new tasks from one search.
 
-  At most n_b * k entries of a row are non-zero; `affinities` adds the
-  smoothing.
+  The task map's prior needs the votes and its confidence the distances;
+  one search serves both (`task_maps.NeighborsMap` keeps the distances of
+  its last prior).
   """
   if sets[0].shape[1] != nmap.pool.shape[1]:
     raise ValueError(f'task embeddings have width {sets[0].shape[1]}; the '
@@ -303,11 +305,21 @@ def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
                      'proxy?).')
   x, valid = pad_sets(sets)
   b, n, d = x.shape
-  _, owners = search(
+  top, owners = search(
       x.reshape(-1, d), np.full((b * n,), -1, np.int32), nmap.pool,
       nmap.owner, k=nmap.k, exclude=False)
-  return _votes(owners.reshape(b, n, nmap.k), jnp.asarray(valid), nmap.k,
-                nmap.num_tasks)
+  return (_votes(owners.reshape(b, n, nmap.k), jnp.asarray(valid), nmap.k,
+                 nmap.num_tasks),
+          _median_distance(top[:, 0].reshape(b, n), valid))
+
+
+def votes(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
+  """[B, T] vote fractions of B new tasks, each given by a [n_b, D] unit set.
+
+  At most n_b * k entries of a row are non-zero; `affinities` adds the
+  smoothing.
+  """
+  return votes_and_distances(nmap, sets)[0]
 
 
 def affinities(nmap: NeighborMap, sets: Sequence[np.ndarray]) -> jax.Array:
@@ -338,15 +350,7 @@ def set_distances(nmap: NeighborMap, sets: Sequence[np.ndarray]
   Returns:
     [B] float64 distances in [0, 2].
   """
-  if sets[0].shape[1] != nmap.pool.shape[1]:
-    raise ValueError(f'task embeddings have width {sets[0].shape[1]}; the '
-                     f'map was fit on width {nmap.pool.shape[1]}.')
-  x, valid = pad_sets(sets)
-  b, n, d = x.shape
-  # k as the votes' search, so both share one compilation.
-  top, _ = search(x.reshape(-1, d), np.full((b * n,), -1, np.int32),
-                  nmap.pool, nmap.owner, k=nmap.k, exclude=False)
-  return _median_distance(top[:, 0].reshape(b, n), valid)
+  return votes_and_distances(nmap, sets)[1]
 
 
 # Rows of a set that `set_spread` compares pairwise (evenly spaced), so a

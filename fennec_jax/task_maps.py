@@ -33,6 +33,7 @@ model-embedding map share.
 
 import abc
 from collections.abc import Mapping, Sequence
+import hashlib
 import math
 from typing import Any, ClassVar, NamedTuple
 
@@ -414,6 +415,15 @@ class RidgeMap(TaskMap):
     return cls(arrays, cov, meta['penalty'])
 
 
+def _fingerprint(units: Sequence[np.ndarray]) -> bytes:
+  """A digest of unit sets (shapes and values), to recognize them again."""
+  digest = hashlib.blake2b(digest_size=16)
+  for u in units:
+    digest.update(repr(u.shape).encode())
+    digest.update(np.ascontiguousarray(u).tobytes())
+  return digest.digest()
+
+
 def _neighbor_mean(state: Mapping[str, np.ndarray], aff: np.ndarray
                    ) -> np.ndarray:
   """[B, d] raw weight vectors of the affinity-weighted normalized tasks.
@@ -451,6 +461,10 @@ class NeighborsMap(TaskMap):
     self.num_models = int(num_models)
     # R [T', M] as a sparse matrix and its column sums, built on first use.
     self._resid = self._resid_sum = None
+    # (fingerprint of the unit sets, their distances) of the last `prior`:
+    # `confidence` of the same sets reuses its search.
+    self._last_distances: tuple[bytes, np.ndarray] | None = None
+    self._smallest: int | None = None
 
   @classmethod
   def fit(cls, space, history, rows, sets, config) -> 'NeighborsMap':
@@ -493,8 +507,11 @@ class NeighborsMap(TaskMap):
     return int(self.nmap.pool.shape[1])
 
   def prior(self, sets):
-    votes = np.asarray(neighbors_lib.votes(self.nmap, neighbors_lib.unit_sets(
-        sets, [f'new task {b}' for b in range(len(sets))])), np.float64)
+    units = neighbors_lib.unit_sets(
+        sets, [f'new task {b}' for b in range(len(sets))])
+    votes, distances = neighbors_lib.votes_and_distances(self.nmap, units)
+    self._last_distances = (_fingerprint(units), distances)
+    votes = np.asarray(votes, np.float64)
     s = self.nmap.smoothing
     norm = 1.0 + s * self.nmap.num_tasks  # Votes sum to 1.
     return (_neighbor_mean(self.state, (votes + s) / norm),
@@ -527,8 +544,10 @@ class NeighborsMap(TaskMap):
     no historical task, held out with its probe images, would be flagged.
     """
     nmap = self.nmap
-    owner = np.asarray(nmap.owner)
-    smallest = int(np.bincount(owner[owner >= 0]).min())
+    if self._smallest is None:  # The fewest images of a historical task.
+      owner = np.asarray(nmap.owner)
+      self._smallest = int(np.bincount(owner[owner >= 0]).min())
+    smallest = self._smallest
     min_images = min(MIN_IMAGES, smallest)
     counted = [_count_check(np.asarray(e), min_images) for e in sets]
     if nmap.loo_distance is None or smallest < 2:
@@ -538,7 +557,11 @@ class NeighborsMap(TaskMap):
           reason=f'distance not checked ({why})') for c in counted]
     units = neighbors_lib.unit_sets(
         sets, [f'new task {b}' for b in range(len(sets))])
-    distance = neighbors_lib.set_distances(nmap, units)
+    last = self._last_distances
+    if last is not None and last[0] == _fingerprint(units):
+      distance = last[1]
+    else:
+      distance = neighbors_lib.set_distances(nmap, units)
     threshold = float(np.max(nmap.loo_distance))
     least = float(np.nanmin(nmap.spread))
     out = []

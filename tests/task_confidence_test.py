@@ -6,11 +6,13 @@ recommender's own prior-only ranking (what a task it cannot place must get).
 
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
 
 from fennec_jax import history as history_lib
+from fennec_jax import neighbors
 from fennec_jax import recommender
 from fennec_jax import task_maps
 from fennec_jax.benchmarks.offline import demo
@@ -98,6 +100,18 @@ class TaskConfidenceTest(absltest.TestCase):
       # The map's own answer differs: the fallback changed something.
       self.assertFalse(np.allclose(by_map.all_predicted[b],
                                    prior.all_predicted[b]))
+
+  def test_recommend_searches_the_pool_once(self):
+    # The prior's search also gives the confidence's distances.
+    sets = [self.new['in'], self.new['far']]
+    with mock.patch.object(neighbors, 'search',
+                           wraps=neighbors.search) as search:
+      rec = self.fennec.recommend(task_embeddings=sets, top=2)
+    self.assertEqual(search.call_count, 1)
+    fresh = neighbors.set_distances(self.fennec.task_map.nmap,
+                                    neighbors.unit_sets(sets))
+    np.testing.assert_array_equal([c.distance for c in rec.confidence],
+                                  fresh)
 
   def test_wrong_width_is_a_clear_error(self):
     with self.assertRaisesRegex(ValueError, 'width 4; this Fennec was fit '
