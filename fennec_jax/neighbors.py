@@ -24,9 +24,9 @@ how far each historical task's images lie from the other tasks' (the median
 over its images of the cosine distance to the nearest other task's image)
 and how spread out its images are (the median pairwise cosine distance):
 `task_maps.NeighborsMap.confidence` compares a new task with these. The
-top-k search runs in JAX, chunked over query images, so a history of 100k images fits on one
-device; queries and pool are padded to powers of two (masked), so folds and
-batches of similar size share one compilation.
+top-k search runs in JAX, chunked over query images, so a history of 100k
+images fits on one device; queries and pool are padded to powers of two
+(masked), so folds and batches of similar size share one compilation.
 """
 
 from collections.abc import Sequence
