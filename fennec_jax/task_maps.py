@@ -540,8 +540,9 @@ class NeighborsMap(TaskMap):
   def confidence(self, sets):
     """See `TaskMap.confidence`: the count, distance and spread checks.
 
-    The thresholds are the history's own extremes (`TaskConfidence`), so
-    no historical task, held out with its probe images, would be flagged.
+    The thresholds are the history's own extremes (`TaskConfidence`):
+    measured leave-one-task-out against the others, none of its tasks is
+    beyond them.
     """
     nmap = self.nmap
     if self._smallest is None:  # The fewest images of a historical task.
