@@ -30,6 +30,8 @@ import dataclasses
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -261,6 +263,51 @@ def _save_recommender(fennec, prep, config, ckpt_dir: str, path: str
                path)
 
 
+def _evaluate_in_child(config, workdir: str) -> list[list[Any]]:
+  """The evaluation of a multi-process run: process 0 runs it in a
+  single-process child on the host CPU, the others wait.
+
+  The evaluation reads only the stored units (identical for every
+  process) and is host-sized work. The transfer space's training reads its
+  sharded arrays back to the host (`space.factorization`), which a global
+  array spanning several processes does not allow; one child process
+  computes exactly what a single-process run computes from the same store,
+  and writes the tables and the recommender checkpoints (orbax, one
+  writer).
+  """
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, 'evaluate_config.json')
+    store_lib.write_text(path, config.to_json_best_effort(indent=1))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
+        [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
+    for key in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
+                'JAX_PROCESS_ID'):
+      env.pop(key, None)
+    proc = subprocess.run([sys.executable, '-m', __name__, path, workdir],
+                          env=env, check=False)
+    failed = proc.returncode
+  else:
+    failed = 0
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  status = multihost_utils.process_allgather(np.asarray([failed], np.int32))
+  if np.any(np.asarray(status)):
+    raise RuntimeError(f'the evaluation child of process 0 failed (status '
+                       f'{np.asarray(status).ravel()[0]}); see its log above.')
+  if jax.process_index() != 0:
+    return []
+  with open(os.path.join(workdir, 'results.csv')) as f:
+    return list(csv.reader(f))[1:]
+
+
+def evaluate_stored(config: ml_collections.ConfigDict, workdir: str
+                    ) -> list[list[Any]]:
+  """Step 4-5 alone, from a finished store (the multi-process child)."""
+  plan = plan_lib.make_plan(config)
+  return _evaluate_all(plan, config, workdir, store_lib.Store(workdir))
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs (or resumes) the full benchmark; see the module docstring.
 
@@ -292,8 +339,26 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     _compute(plan, config, workdir, store)
   logging.info('full benchmark: %d units computed, %d found done',
                store.computed, store.skipped)
-  rows = _evaluate_all(plan, config, workdir, store)
+  if jax.process_count() == 1:
+    rows = _evaluate_all(plan, config, workdir, store)
+  else:
+    rows = _evaluate_in_child(config, workdir)
   seconds = time.perf_counter() - start
   logging.info('full benchmark: done in %.1fs', seconds)
   return {'plan': plan, 'rows': rows, 'computed': store.computed,
           'skipped': store.skipped, 'seconds': seconds}
+
+
+if __name__ == '__main__':
+  # `python -m fennec_jax.benchmarks.full.run CONFIG.json WORKDIR`: the
+  # evaluation of a multi-process run (`_evaluate_in_child`).
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  def _main(argv):
+    with open(argv[1]) as f:
+      loaded = ml_collections.ConfigDict(json.load(f))
+    config = default_config()
+    config.update(loaded)
+    evaluate_stored(config, argv[2])
+
+  app.run(_main)

@@ -88,7 +88,8 @@ class TaskReader:
     except Exception as e:  # tfds raises many types for a missing set.
       raise TaskDataError(
           f'{self.where}: cannot open it from data_dir={data_dir!r} '
-          f'({type(e).__name__}: {str(e)[:200]}). Prepare it once with '
+          f'({type(e).__name__}: {" ".join(str(e).split())[:200]}). '
+          f'Prepare it once with '
           f'`tfds build {task.tfds_name} --data_dir=DIR '
           '--file_format=array_record` (see README, "The full benchmark on '
           'a TPU VM").') from None
