@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f'unknown config variant {arg!r}; valid: tiny.')
   config = runner.default_config('full_benchmark')
   if arg == 'tiny':
+    config.benchmarks = ('sfda_group1', 'model_spider_single')
     config.tasks = TINY_TASKS
     config.models = TINY_MODELS
     config.proxy.name = 'clip_test_tiny'

@@ -121,10 +121,11 @@ def make_plan(config: Any) -> Plan:
         skipped.append(('model', m, row.note))
       else:
         models_[m] = row
-    if len(tasks) < 3 or len(models_) < 2:
+    if len(tasks) < 4 or len(models_) < 3:
       raise ValueError(
           f'benchmark {name}: {len(tasks)} tasks and {len(models_)} models '
-          'left (leave one task out needs >= 3 tasks, >= 2 models); '
+          'left (leave one task out needs >= 4 tasks, so that Fennec learns '
+          'from >= 3, and >= 3 models); '
           f'skipped: {skipped[:8]}.')
     out.append(BenchmarkPlan(name, tasks, models_, skipped))
   return Plan(out)
@@ -201,24 +202,28 @@ def describe(plan: Plan, config: Any, measure: bool = True) -> str:
                 else ''))
   if measure:
     seconds = 0.0
-    batch = max(config.batch_size // max(jax.device_count(), 1), 1)
+    # A few images per device keep the measurement short on a CPU; larger
+    # batches run faster per image, so the estimate errs long.
+    batch = max(min(config.batch_size // max(jax.device_count(), 1), 4), 1)
     size = config.tiny.image_size or None
     for arch, count in archs.items():
       side = size or models.get_spec(arch).input_shape[0]
       over = checkpoints.TINY_OVERRIDES.get(arch, {}) if tiny else {}
       rate = _throughput(arch, side, over, batch) * jax.device_count()
       seconds += count * images / rate
-      lines.append(f'  measured {arch} at {side}px: {rate:.0f} img/s on '
-                   f'{jax.device_count()} {jax.default_backend()} devices')
+      lines.append(f'  measured {arch} at {side}px, batch {batch}/device: '
+                   f'{rate:.1f} img/s on {jax.device_count()} '
+                   f'{jax.default_backend()} devices')
     p = config.proxy.name
     side = size or models.get_spec(p).input_shape[0]
     rate = _throughput(p, side, {'num_classes': 0} if 'clip' not in p
                        else {}, batch) * jax.device_count()
     seconds += len(plan.tasks) * n_proxy / rate
-    lines.append(f'  measured proxy {p} at {side}px: {rate:.0f} img/s')
+    lines.append(f'  measured proxy {p} at {side}px: {rate:.1f} img/s')
     lines.append(f'estimated device time (forward passes, compiled): '
                  f'{seconds:.1f} s = {seconds / 3600:.2f} h on these devices')
-  logging.info('dry run:\n%s', '\n'.join(lines))
+  logging.info('dry run: %d tasks, %d checkpoint files, %d images.',
+               len(plan.tasks), len(plan.models), images)
   return '\n'.join(lines) + '\n'
 
 

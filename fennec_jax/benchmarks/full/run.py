@@ -63,7 +63,7 @@ PROXY_RECORD = 'proxy.json'
 def default_config() -> ml_collections.ConfigDict:
   """Every key of the 'full_benchmark' runner, at the paper's sizes."""
   c = ml_collections.ConfigDict()
-  c.benchmarks = ('sfda_group1', 'model_spider_single')
+  c.benchmarks = ('sfda_group1', 'model_spider_single', 'parc_controlled')
   c.tasks = ()  # Catalogue keys; () = every task with data.
   c.models = ()  # Model ids; () = every mapped model.
   c.data_dir = ''  # tfds data directory ('' = tfds' default).
