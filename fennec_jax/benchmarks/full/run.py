@@ -51,13 +51,14 @@ from fennec_jax.benchmarks.full import checkpoints
 from fennec_jax.benchmarks.full import compute
 from fennec_jax.benchmarks.full import evaluate
 from fennec_jax.benchmarks.full import plan as plan_lib
+from fennec_jax.benchmarks.full import recommend
 from fennec_jax.benchmarks.full import store as store_lib
 from fennec_jax.benchmarks.full import tasks as tasks_lib
 from fennec_jax.proxy import proxy as proxy_lib
 
 RESULTS_COLUMNS = ('method', 'benchmark', 'k_shot', 'target', 'pearson',
                    'weighted_tau', 'top1_regret', 'seconds_per_target')
-PROXY_RECORD = 'proxy.json'
+PROXY_RECORD = recommend.PROXY_RECORD
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -225,9 +226,14 @@ def _evaluate_all(plan, config, workdir, store) -> list[list[Any]]:
     if writer:
       report.write_plot(results, os.path.join(workdir,
                                               f'results_{b.name}.png'))
-      _save_recommender(fennec, proxy_lib.default_preprocessing(
-          config.proxy.name), config, ckpt_dir,
-                        os.path.join(workdir, 'recommender', b.name))
+      recommend.save(fennec, {
+          'name': config.proxy.name,
+          'checkpoint': _proxy_path(config, ckpt_dir),
+          'dtype': config.proxy.dtype,
+          'preprocessing': dataclasses.asdict(
+              proxy_lib.default_preprocessing(config.proxy.name)),
+          'probe_images': config.proxy_images, 'seed': config.seed,
+      }, os.path.join(workdir, 'recommender', b.name))
   if writer:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator='\n')
@@ -238,29 +244,6 @@ def _evaluate_all(plan, config, workdir, store) -> list[list[Any]]:
                          buf.getvalue())
     store_lib.write_text(os.path.join(workdir, 'report.md'), '\n'.join(md))
   return rows
-
-
-def _save_recommender(fennec, prep, config, ckpt_dir: str, path: str
-                      ) -> None:
-  """The Fennec checkpoint with `proxy.json` inside (replaced whole)."""
-  proxy_path = _proxy_path(config, ckpt_dir)
-  record = {'name': config.proxy.name, 'checkpoint': proxy_path,
-            'dtype': config.proxy.dtype,
-            'preprocessing': dataclasses.asdict(prep),
-            'probe_images': config.proxy_images, 'seed': config.seed}
-  tmp = f'{path}.tmp-{os.getpid()}'
-  if os.path.exists(tmp):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(tmp)
-  fennec.save(tmp)
-  with open(os.path.join(tmp, PROXY_RECORD), 'w') as f:
-    json.dump(record, f, indent=1)
-  if os.path.exists(path):
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(path)
-  os.replace(tmp, path)
-  logging.info('saved the recommender (proxy %s) to %s', config.proxy.name,
-               path)
 
 
 def _evaluate_in_child(config, workdir: str) -> list[list[Any]]:
