@@ -173,9 +173,13 @@ def _compute(plan, config, workdir, store) -> None:
     for state in states:
       compute.proxy_features(store, state, proxy_extractor)
     side = config.tiny.image_size or None
+    start = time.perf_counter()
     for i, (mkey, c) in enumerate(plan.models.items()):
-      logging.info('candidate %d/%d: %s (%s)', i + 1, len(plan.models),
-                   mkey, c.arch)
+      elapsed = time.perf_counter() - start
+      eta = (f', ETA {elapsed / i * (len(plan.models) - i):.0f}s' if i
+             else '')
+      logging.info('candidate %d/%d: %s (%s); %.0fs so far%s', i + 1,
+                   len(plan.models), mkey, c.arch, elapsed, eta)
       compute.candidate_work(
           store, mkey,
           lambda c=c: checkpoints.load_candidate(
