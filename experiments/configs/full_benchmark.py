@@ -26,9 +26,10 @@ model_spider_single rows of those tasks and models:
   python experiments/main.py \
       --config=experiments/configs/full_benchmark.py:tiny --workdir=/tmp/fb
 
-`--config=experiments/configs/full_benchmark.py:tiny`, measured 111 s wall
-on the shared 2-core CPU at load average 8 (features and estimators ~80 s,
-evaluation ~30 s); it writes results.csv, report.md, a plot per benchmark
+`--config=experiments/configs/full_benchmark.py:tiny`, measured 89 s wall
+(111 s in another run) on the shared 2-core CPU at load average 8-10
+(twin checkpoints, 4 probes, 5 candidates x 4 tasks x 3 estimators ~55 s;
+evaluation ~35 s); it writes results.csv, report.md, a plot per benchmark
 and recommender/<benchmark>/. Runtime of the full run:
 `--config.dry_run=True` estimates it from throughput measured on the
 devices at hand.
