@@ -81,5 +81,32 @@ class TorchvisionFileTest(parameterized.TestCase):
                                      'resnet50'], image_size=32)
 
 
+  def test_hugging_face_vit_directory(self):
+    # A TransferGraph-style row: a transformers ViTForImageClassification
+    # directory (safetensors), classifier dropped, [CLS] features.
+    import transformers  # pylint: disable=g-import-not-at-top
+    torch.manual_seed(0)
+    cfg = transformers.ViTConfig(
+        hidden_size=32, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, image_size=32, patch_size=8,
+        layer_norm_eps=1e-6, num_labels=7)
+    ref = transformers.ViTForImageClassification(cfg).eval()
+    ref.save_pretrained(os.path.join(self.dir, 'hf', 'user__vit'),
+                        safe_serialization=True)
+    row = catalogue.Checkpoint('transfergraph_image', 'user/vit', 'hf',
+                               'vit_test_tiny', 'hf_vit', 'hf/user__vit',
+                               'https://huggingface.co/user/vit', '')
+    cand = checkpoints.load_candidate(row, self.dir, image_size=32)
+    images = np.random.default_rng(1).integers(0, 256, (3, 32, 32, 3),
+                                               np.uint8)
+    x = np.asarray(extract.to_model_input(images, cand.preprocessing))
+    with torch.no_grad():
+      want = ref.vit(pixel_values=torch.from_numpy(
+          x.transpose(0, 3, 1, 2).copy())).last_hidden_state[:, 0].numpy()
+    out = np.asarray(jax.jit(cand.apply)(cand.variables, x))
+    self.assertEqual(out.shape, (3, 32))  # No source head: features only.
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-4)
+
+
 if __name__ == '__main__':
   absltest.main()
