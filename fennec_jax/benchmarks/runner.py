@@ -36,6 +36,7 @@ from fennec_jax.benchmarks import models_out
 from fennec_jax.benchmarks import offline
 from fennec_jax.benchmarks import protocol
 from fennec_jax.benchmarks import public
+from fennec_jax.benchmarks.full import run as full_run
 from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks.offline import demo as demo_lib
 from fennec_jax.benchmarks.offline import export
@@ -313,6 +314,10 @@ def _joint_eval(config, workdir):
   return summary
 
 
+def _full_benchmark(config, workdir):
+  return full_run.run(config, _need_workdir(workdir, 'full_benchmark'))
+
+
 RUNNERS = {
     'evaluate': Runner(
         'leave one task out on a history (methods see other tasks\' scores)',
@@ -339,6 +344,10 @@ RUNNERS = {
     'joint_eval': Runner(
         'joint vs post-hoc side information (held-out model or task)',
         _joint_defaults, _joint_eval, check=_check_joint),
+    'full_benchmark': Runner(
+        'public tasks from tfds, real checkpoints, every estimator and '
+        'Fennec from images; resumable, multi-process',
+        full_run.default_config, _full_benchmark, check=full_run.check),
 }
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax.benchmarks import protocol
+from fennec_jax.benchmarks.full import recommend as full_recommend
 from fennec_jax.benchmarks.offline import demo as demo_lib
 from fennec_jax.benchmarks.offline import loader as offline_loader
 from fennec_jax.commands import checks
@@ -88,10 +89,15 @@ def _check_flags() -> None:
                      '--checkpoint.')
   if _IMAGES.value and _TFDS.value:
     raise ValueError('give --images or --tfds, not both.')
-  if (_IMAGES.value or _TFDS.value) and _BENCHMARK.value != 'offline':
-    raise ValueError('--images / --tfds need --benchmark=offline: only its '
-                     'tasks have proxy embeddings to learn the image -> '
-                     'task map.')
+  # A full-benchmark run's checkpoint records its proxy (helper fullbench).
+  full = full_recommend.is_full_checkpoint(_CHECKPOINT.value)
+  if (_IMAGES.value or _TFDS.value) and _BENCHMARK.value != 'offline' and (
+      not full):
+    raise ValueError('--images / --tfds need --benchmark=offline or a '
+                     '--checkpoint saved by the full benchmark (its '
+                     'recommender/<benchmark>/, which records its proxy): '
+                     'only their tasks have proxy embeddings to learn the '
+                     'image -> task map.')
   if flags.FLAGS['duplicates'].present and not _HISTORY.value:
     raise ValueError('--duplicates applies to --history only.')
   checks.at_least('--top', _TOP.value, 1)
@@ -170,6 +176,14 @@ def main(argv: list[str]) -> None:
     else:
       images = sources.TfdsSource(_TFDS.value, split=_TFDS_SPLIT.value,
                                   data_dir=_TFDS_DATA_DIR.value)
+    if full_recommend.is_full_checkpoint(_CHECKPOINT.value):  # fullbench.
+      rec, fennec = full_recommend.recommend_images(
+          _CHECKPOINT.value, images, top=_TOP.value + extra,
+          observed=observed)
+      _save(fennec)
+      print(recommender.format_recommendation(
+          rec, ['images'], {'images': observed}, top=_TOP.value))
+      return
     rec, fennec = demo_lib.recommend_offline(
         images, top=_TOP.value + extra, observed=observed,
         labels=images.labels, data_dir=_DATA_DIR.value)

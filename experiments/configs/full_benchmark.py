@@ -1,0 +1,68 @@
+r"""The full benchmark: public tasks from tfds, real checkpoints, every
+estimator and Fennec from images, leave one task out on the published
+tables (runner 'full_benchmark', `fennec_jax/benchmarks/full/`).
+
+Full run (a TPU VM or GPU host with the tfds data prepared and the
+checkpoints downloaded; README "The full benchmark on a TPU VM"):
+
+  python experiments/main.py --config=experiments/configs/full_benchmark.py \
+      --config.data_dir=/data/tfds --config.checkpoint_dir=/data/ckpt \
+      --workdir=runs/full
+
+`--config.dry_run=True` prints the plan (tasks, models, images, bytes) and
+the device time estimated from throughput measured on this machine's
+devices. Several JAX processes: `experiments/launch_local.py
+--num_processes=N -- <the same arguments>` (one host), or `--tpu_vm` on
+every worker of a TPU VM.
+
+Tiny variant (the small-scale twin, CPU): 4 tasks served by
+`tfds.testing.mock_data` (64 random images each, the data sets' own feature
+specs), 5 candidates written as random-weight torchvision `.pth` state dicts
+at reduced depth / width and read back through the real converters, a tiny
+random CLIP vision tower written with transformers `save_pretrained`
+(safetensors) as the proxy; ground truth: the bundled sfda_group1 and
+model_spider_single rows of those tasks and models:
+
+  python experiments/main.py \
+      --config=experiments/configs/full_benchmark.py:tiny --workdir=/tmp/fb
+
+`--config=experiments/configs/full_benchmark.py:tiny`, measured 89 s wall
+(111 s in another run) on the shared 2-core CPU at load average 8-10
+(twin checkpoints, 4 probes, 5 candidates x 4 tasks x 3 estimators ~55 s;
+evaluation ~35 s); it writes results.csv, report.md, a plot per benchmark
+and recommender/<benchmark>/. Runtime of the full run:
+`--config.dry_run=True` estimates it from throughput measured on the
+devices at hand.
+"""
+
+import ml_collections
+
+from fennec_jax.benchmarks import runner
+
+TINY_MODELS = ('resnet50', 'resnet101', 'densenet121', 'mnasnet1_0',
+               'mobilenet_v2')
+TINY_TASKS = ('cifar10', 'cifar100', 'dtd', 'caltech101')
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The full-benchmark config; `arg='tiny'` is the CPU twin."""
+  if arg not in (None, '', 'tiny'):
+    raise ValueError(f'unknown config variant {arg!r}; valid: tiny.')
+  config = runner.default_config('full_benchmark')
+  if arg == 'tiny':
+    config.benchmarks = ('sfda_group1', 'model_spider_single')
+    config.tasks = TINY_TASKS
+    config.models = TINY_MODELS
+    config.proxy.name = 'clip_test_tiny'
+    config.proxy.checkpoint = 'proxy_clip_test_tiny'
+    config.probe_images = 48
+    config.proxy_images = 16
+    config.batch_size = 16
+    config.estimators = ('logme', 'leep', 'nce')
+    config.k_shots = (0, 1)
+    config.num_seeds = 2
+    config.tiny.enabled = True
+    config.tiny.mock_examples = 64
+    config.tiny.image_size = 32
+    config.space.max_steps = 100
+  return config
