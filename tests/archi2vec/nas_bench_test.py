@@ -90,6 +90,22 @@ class NasBenchTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r't.csv, row 3: .*190'):
       nas_bench.load_table(path)
 
+  def test_pairwise_rank_loss_matches_numpy(self):
+    rng = np.random.default_rng(0)
+    pred = rng.normal(size=6).astype(np.float32)
+    y = np.array([0.3, 0.3, -1.0, 2.0, 0.5, 9.0], np.float32)  # One tie.
+    mask = np.array([1, 1, 1, 1, 1, 0], np.float32)  # The last is padding.
+    total, pairs = 0.0, 0
+    for i in range(5):
+      for j in range(5):
+        if y[i] != y[j]:
+          s = np.sign(y[i] - y[j])
+          total += np.log1p(np.exp(-s * (pred[i] - pred[j])))
+          pairs += 1
+    self.assertEqual(pairs, 18)  # 5 * 4 ordered pairs less the tied two.
+    got = float(nas_bench._pairwise_rank_loss(pred, y, mask))
+    self.assertAlmostEqual(got, total / pairs, places=5)
+
   def test_flan_split_fixed_half(self):
     n = 15625
     pools, tests = [], []
