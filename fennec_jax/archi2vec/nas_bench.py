@@ -165,7 +165,7 @@ class GNNConfig:
   cells): the pairwise ranking loss alone (`mse_weight` 0) 0.737 vs MSE +
   ranking 0.704 (width 64, 600 steps, one model); an ensemble of 5 models of
   width 32 trained 300 steps 0.750, of 3 such models 0.747, of 3 width-64
-  models (600 steps) 0.750 at 5x the time
+  models (600 steps) 0.750 at 3x the time
   (experiments/configs/nas_bench.py).
   """
   hidden: int = 32
@@ -273,6 +273,36 @@ def fit_gnn(train_arrays: Sequence[dict[str, np.ndarray]], y: np.ndarray,
 def kendall_tau(pred: np.ndarray, truth: np.ndarray) -> float:
   """Kendall's tau-b (scipy) between predictions and ground truth."""
   return float(scipy.stats.kendalltau(pred, truth).statistic)
+
+
+def inner_validation(train_arrays: Sequence[dict[str, np.ndarray]],
+                     y: np.ndarray, config: GNNConfig, seed: int,
+                     folds: int = 3) -> float:
+  """Mean Kendall tau over `folds` folds of the training cells alone.
+
+  How `GNNConfig`'s defaults were chosen: each fold of the (shuffled)
+  training cells is predicted by a GNN trained on the other folds; the test
+  cells are never seen. Folds have equal sizes (a remainder of cells is left
+  out), so one compilation serves every fold.
+
+  Raises:
+    ValueError: fewer than 2 cells per fold.
+  """
+  size = len(train_arrays) // folds
+  if folds < 2 or size < 2:
+    raise ValueError(f'inner_validation: {len(train_arrays)} cells in '
+                     f'{folds} folds; need folds >= 2 and >= 2 cells each.')
+  perm = np.random.default_rng(seed).permutation(len(train_arrays))
+  n_node = max(len(a['op']) for a in train_arrays)
+  taus = []
+  for f in range(folds):
+    held = perm[f * size:(f + 1) * size]
+    fit = np.concatenate([perm[:f * size], perm[(f + 1) * size:folds * size]])
+    predict = fit_gnn([train_arrays[i] for i in fit], y[fit], config,
+                      seed=seed * folds + f, n_node=n_node)
+    taus.append(kendall_tau(predict([train_arrays[i] for i in held]),
+                            y[held]))
+  return float(np.mean(taus))
 
 
 def split(n: int, train_fraction: float, seed: int

@@ -106,6 +106,23 @@ class NasBenchTest(absltest.TestCase):
     got = float(nas_bench._pairwise_rank_loss(pred, y, mask))
     self.assertAlmostEqual(got, total / pairs, places=5)
 
+  def test_inner_validation_sees_only_training_cells(self):
+    cells, acc = nas_bench.load_table()
+    arrays = [graphs_lib.graph_to_arrays(nas_bench.cell_to_dag(c),
+                                         nas_bench.VOCAB) for c in cells[:40]]
+    config = nas_bench.GNNConfig(hidden=8, embed_dim=8, num_layers=2,
+                                 steps=20, ensemble=2, eval_batch=16)
+    y = acc['cifar10'][:40]
+    tau = nas_bench.inner_validation(arrays, y, config, seed=0, folds=2)
+    self.assertGreater(tau, 0.2)  # Far above chance even this small.
+    # Shuffled targets carry no signal the folds could share.
+    noise = nas_bench.inner_validation(
+        arrays, np.random.default_rng(0).permutation(y), config, seed=0,
+        folds=2)
+    self.assertLess(noise, tau)
+    with self.assertRaisesRegex(ValueError, '3 cells in 2 folds'):
+      nas_bench.inner_validation(arrays[:3], y[:3], config, seed=0, folds=2)
+
   def test_flan_split_fixed_half(self):
     n = 15625
     pools, tests = [], []
