@@ -2,7 +2,8 @@
 
   fennec nas-bench --train_fraction=0.01 --seeds=5 --out=runs/nas_bench
   fennec nas-bench --config=experiments/configs/nas_bench.py --out=DIR
-  fennec nas-bench --limit=400 --seeds=1 --steps=30 --wl_epochs=2 --out=/tmp/nb
+  fennec nas-bench --limit=400 --seeds=1 --steps=30 --wl_epochs=2 \
+      --flan_sizes=40 --out=/tmp/nb
 
 Trains the GNN regressor and the WL (graph2vec + ridge) baseline on a random
 `train_fraction` of the 15,625 cells per seed, and on CIFAR-10 also with
