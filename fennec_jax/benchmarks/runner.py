@@ -136,6 +136,7 @@ def _nas_bench_defaults() -> ml_collections.ConfigDict:
   c.seeds = 5
   c.datasets = tuple(nas_bench.DATASETS)
   c.methods = ('gnn', 'wl')
+  c.flan_sizes = nas_bench.FLAN_SIZES  # () = no FLAN-protocol rows.
   c.limit = 0  # 0 = all cells.
   c.gnn = ml_collections.ConfigDict(dataclasses.asdict(nas_bench.GNNConfig()))
   c.wl = ml_collections.ConfigDict(_graph2vec_defaults())

@@ -2,12 +2,15 @@
 
   fennec nas-bench --train_fraction=0.01 --seeds=5 --out=runs/nas_bench
   fennec nas-bench --config=experiments/configs/nas_bench.py --out=DIR
-  fennec nas-bench --limit=400 --seeds=1 --steps=30 --wl_epochs=2 --out=/tmp/nb
+  fennec nas-bench --limit=400 --seeds=1 --steps=30 --wl_epochs=2 \
+      --flan_sizes=40 --out=/tmp/nb
 
 Trains the GNN regressor and the WL (graph2vec + ridge) baseline on a random
-`train_fraction` of the 15,625 cells per seed, prints the Kendall tau table
-(mean ± std over seeds) and writes `OUT/results.csv`
-(`method,dataset,kendall_tau`), `OUT/per_seed.csv` and `OUT/config.json`.
+`train_fraction` of the 15,625 cells per seed, and on CIFAR-10 also with
+FLAN's protocol (`--flan_sizes` cells of a fixed half, tested on the other
+half), prints the Kendall tau table (mean ± std over seeds) and writes
+`OUT/results.csv` (`method,dataset,kendall_tau,std,seeds,protocol`),
+`OUT/per_seed.csv` and `OUT/config.json`.
 The flags fill the config of runner 'nas_bench'
 (`fennec_jax.benchmarks.runner`); logic: `fennec_jax.archi2vec.nas_bench`.
 """
@@ -42,6 +45,9 @@ _HIDDEN = flags.DEFINE_integer('hidden', nas_bench.GNNConfig.hidden,
 _LAYERS = flags.DEFINE_integer('layers', nas_bench.GNNConfig.num_layers,
                                'GNN message-passing layers.')
 _WL_EPOCHS = flags.DEFINE_integer('wl_epochs', 20, 'PV-DBOW epochs.')
+_FLAN_SIZES = flags.DEFINE_list(
+    'flan_sizes', [str(n) for n in nas_bench.FLAN_SIZES],
+    "Training sizes of FLAN's protocol (CIFAR-10; empty: none).")
 _LIMIT = flags.DEFINE_integer('limit', None,
                               'Use only the first N cells (quick runs).')
 
@@ -56,6 +62,7 @@ def config_from_flags() -> ml_collections.ConfigDict:
   config.seeds = _SEEDS.value
   config.datasets = tuple(_DATASETS.value)
   config.methods = tuple(_METHODS.value)
+  config.flan_sizes = tuple(int(n) for n in _FLAN_SIZES.value)
   config.limit = _LIMIT.value or 0
   config.gnn.update(hidden=_HIDDEN.value, num_layers=_LAYERS.value,
                     steps=_STEPS.value, ensemble=_ENSEMBLE.value)
