@@ -23,16 +23,21 @@ PAPER_NMF = 'paper_nmf'
 
 
 def space_method(space_config: Mapping[str, Any] | None = None,
-                 seed: int = 0) -> baselines.Method:
+                 seed: int = 0,
+                 kshot_config: space_lib.KShotConfig | None = None
+                 ) -> baselines.Method:
   """`Method` `fennec_space`: the transfer space fit on the training tasks.
 
   The space is fit once per call (i.e. once per target, as it depends on
-  neither K nor the draw); all draws are folded in as one batch, K = 0
-  giving the prior.
+  neither K nor the draw). Draws with K = 0 get the space's prior; with
+  `kshot_config`, draws with K > 0 use the K-shot fold-in calibrated on the
+  training tasks for the K values present (`fennec_jax.space.kshot`),
+  otherwise the space's plain Bayesian fold-in.
 
   Args:
     space_config: overrides of `fennec_jax.space.SpaceConfig` fields.
     seed: the space's seed.
+    kshot_config: the K-shot simulation, or None for the plain fold-in.
 
   Returns:
     The method.
@@ -46,7 +51,18 @@ def space_method(space_config: Mapping[str, Any] | None = None,
     fitted = space_lib.fit(train.scores, train.mask, config)
     obs_mask = ~np.isnan(observed)
     fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
-    return np.asarray(fold.predicted, np.float64)
+    pred = np.asarray(fold.predicted, np.float64)
+    counts = obs_mask.sum(1)
+    if kshot_config is None or not counts.any():
+      return pred
+    kshot = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
+                                      sorted(set(counts[counts > 0])),
+                                      kshot_config)
+    rows = np.flatnonzero(counts > 0)
+    idx, scores, valid = space_lib.kshot.gather_observed(observed[rows])
+    pred[rows] = space_lib.kshot.predict(fitted, kshot, idx, scores,
+                                         valid)[0]
+    return pred
 
   return baselines.Method(predict)
 
@@ -75,7 +91,8 @@ def build_methods(
     ValueError: a requested name that does not apply, listing the valid ones.
   """
   methods = baselines.baseline_methods(history, baseline_scores)
-  methods[FENNEC_SPACE] = space_method(space_config, seed)
+  methods[FENNEC_SPACE] = space_method(space_config, seed,
+                                       space_lib.KShotConfig(seed=seed))
   methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
   if names:
     unknown = [n for n in names if n not in methods]

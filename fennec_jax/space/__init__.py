@@ -65,6 +65,7 @@ Modules (this package re-exports their public names):
 """
 
 # pylint: disable=g-importing-member,useless-import-alias
+from fennec_jax.space import kshot
 from fennec_jax.space.factorization import Data
 from fennec_jax.space.factorization import DenseData
 from fennec_jax.space.factorization import fit
@@ -77,6 +78,8 @@ from fennec_jax.space.factorization import objective
 from fennec_jax.space.factorization import State
 from fennec_jax.space.factorization import step
 from fennec_jax.space.foldin import FoldIn
+from fennec_jax.space.kshot import KShotConfig
+from fennec_jax.space.kshot import KShotFoldIn
 from fennec_jax.space.normalization import _MAD_TO_STD
 from fennec_jax.space.normalization import normalize
 from fennec_jax.space.normalization import normalize_entries
