@@ -50,19 +50,15 @@ def space_method(space_config: Mapping[str, Any] | None = None,
     del target
     fitted = space_lib.fit(train.scores, train.mask, config)
     obs_mask = ~np.isnan(observed)
-    fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
-    pred = np.asarray(fold.predicted, np.float64)
     counts = obs_mask.sum(1)
     if kshot_config is None or not counts.any():
-      return pred
+      fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
+      return np.asarray(fold.predicted, np.float64)
     kshot = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
                                       sorted(set(counts[counts > 0])),
                                       kshot_config)
-    rows = np.flatnonzero(counts > 0)
-    idx, scores, valid = space_lib.kshot.gather_observed(observed[rows])
-    pred[rows] = space_lib.kshot.predict(fitted, kshot, idx, scores,
-                                         valid)[0]
-    return pred
+    pred, _ = space_lib.kshot.predict_observed(fitted, kshot, observed)
+    return np.asarray(pred, np.float64)
 
   return baselines.Method(predict)
 

@@ -11,8 +11,9 @@ Prediction for a new task with K observed (model, raw score) pairs:
 * `base`: the space's K = 0 prior prediction phi . w0 (the mean task).
 * `space`: the space's Bayesian fold-in with its noise variance multiplied
   by `noise_mult` (large = trust the scores less). The K scores are first
-  softly winsorized around their median (`robust_scores`), so one score far
-  outside the task's range cannot swing the posterior.
+  softly winsorized (`robust_scores`): a score many typical task spreads
+  away from the others (a wrong unit, a failed run) cannot swing the
+  posterior; it is logged.
 * `kernel`: which historical tasks the new one resembles: each historical
   task t gets the Kendall concordance r_t of its (completed, normalized)
   column with the K observed scores over the observed models' pairs, and
@@ -33,12 +34,17 @@ predictive std times a per-K factor `std_scale`.
 `std_scale` for each K: it holds out folds of the history's tasks, refits
 the space without them, reveals K random observed scores of each held-out
 task (`num_draws` draws) and scores the prediction of the rest by weighted
-Kendall tau (the protocol's metric); `noise_mult` and `temperature` are
-chosen first (each at full blend weight), then the blend weights on a grid
-that includes (0, 0), the K = 0 prior, so where neither source helps on the
-history the method stays with the prior. `std_scale` makes the simulated
-68% intervals cover 68% of the held-out scores. The simulation runs once per
-fitted history; a prediction is a few batched matmuls (`predict`).
+Kendall tau (the protocol's metric). Each source is first scored alone for
+every `noise_mult` and `temperature`; the best few of each (`finalists`)
+are then blended on a grid of weights that includes (0, 0), the K = 0
+prior, so where neither source helps on the history the method stays with
+the prior. `std_scale` makes the simulated 68% intervals cover 68% of the
+held-out scores. The simulation runs once per fitted history; a prediction
+is a few batched matmuls (`predict`).
+
+A fitted `Fennec` uses it through its space: `calibrate(fennec.space,
+history.scores, history.mask, ks)` once, then `predict_observed(
+fennec.space, fold, observed)` for [B, M] observed scores (NaN elsewhere).
 """
 
 import dataclasses
@@ -75,13 +81,19 @@ class KShotConfig:
     noise_mults: candidate multipliers of the space's noise variance.
     temperatures: candidate temperatures of the task-similarity kernel.
     blends: candidate blend weights (pairs with sum <= 1 are tried).
+    finalists: how many of the best noise multipliers and of the best
+      temperatures (each source alone) are blended.
+    pearson_weight: the objective is the mean weighted tau plus this times
+      the mean Pearson of the simulated predictions.
     seed: seed of the folds and draws.
   """
   num_folds: int = 16
-  num_draws: int = 12
+  num_draws: int = 24
   noise_mults: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
   temperatures: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
   blends: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+  finalists: int = 1
+  pearson_weight: float = 0.5
   seed: int = 0
 
   def validate(self) -> None:
@@ -89,6 +101,9 @@ class KShotConfig:
     if self.num_folds < 2:
       raise ValueError(f'KShotConfig.num_folds must be >= 2, got '
                        f'{self.num_folds!r}.')
+    if self.finalists < 1:
+      raise ValueError(f'KShotConfig.finalists must be >= 1, got '
+                       f'{self.finalists!r}.')
     if self.num_draws < 1:
       raise ValueError(f'KShotConfig.num_draws must be >= 1, got '
                        f'{self.num_draws!r}.')
@@ -416,16 +431,43 @@ def simulate(scores: np.ndarray, mask: np.ndarray,
             np.broadcast_to(np.where(mask[:, j], scores[:, j], 0.0),
                             (n, mask.shape[0])))
         got.setdefault('eval', []).append(mask[:, j][None] & ~revealed)
-  axis = {'base': 0, 'true': 0, 'eval': 0}
+        got.setdefault('link', []).append(np.broadcast_to(
+            np.asarray(inner.link), (n, inner.link.shape[0])))
+  axis = {'base': 0, 'true': 0, 'eval': 0, 'link': 0}
   return {k: {f: np.concatenate(v, axis=axis.get(f, 1)) for f, v in d.items()}
           for k, d in out.items()}
 
 
+@jax.jit
+def _pearson_rows(pred, true, mask, link):
+  """[..., N] Pearson of the linked prediction rows [..., N, M]."""
+  def one(p):
+    return jax.vmap(metrics.pearson)(_link_rows(p, link), true, mask)
+  flat = pred.reshape((-1,) + pred.shape[-2:])
+  return jax.lax.map(one, flat).reshape(pred.shape[:-1])
+
+
+@jax.jit
+def _link_rows(linear, link):
+  """`apply_link` of each row [N, M] with its own link [N, L]."""
+  return jax.vmap(lambda r, l: posterior_lib.apply_link(r[None], l)[0])(
+      linear, link)
+
+
+def _objective(pred, sim, pearson_weight):
+  """[...] mean over rows of weighted tau (+ pearson_weight x Pearson)."""
+  pred = jnp.asarray(pred, jnp.float32)
+  true = jnp.asarray(sim['true'], jnp.float32)
+  mask = jnp.asarray(sim['eval'])
+  vals = np.nanmean(np.asarray(_wtau_rows(pred, true, mask)), axis=-1)
+  if pearson_weight:
+    vals = vals + pearson_weight * np.nanmean(np.asarray(_pearson_rows(
+        pred, true, mask, jnp.asarray(sim['link']))), axis=-1)
+  return vals
+
+
 def _mean_wtau(pred, sim):
-  vals = np.asarray(_wtau_rows(jnp.asarray(pred, jnp.float32),
-                               jnp.asarray(sim['true'], jnp.float32),
-                               jnp.asarray(sim['eval'])))
-  return np.nanmean(vals, axis=-1)
+  return _objective(pred, sim, 0.0)
 
 
 def choose(sim: dict[str, np.ndarray], config: KShotConfig
@@ -434,22 +476,30 @@ def choose(sim: dict[str, np.ndarray], config: KShotConfig
   base = jnp.asarray(sim['base'])
   space = jnp.asarray(sim['space'])
   kernel = jnp.asarray(sim['kernel'])
-  prior = float(_mean_wtau(base[None], sim)[0])
-  space_only = _mean_wtau(space, sim)
-  kernel_only = _mean_wtau(kernel, sim)
-  c = int(np.nanargmax(space_only))
-  t = int(np.nanargmax(kernel_only))
-  pairs = [(a, b) for a in config.blends for b in config.blends
+  w = config.pearson_weight
+  prior = float(_objective(base[None], sim, w)[0])
+  space_only = _objective(space, sim, w)
+  kernel_only = _objective(kernel, sim, w)
+  # Finalists: the best few of each source alone, then every blend of them.
+  top = config.finalists
+  cands = [(c, t, a, b)
+           for c in np.argsort(-np.nan_to_num(space_only, nan=-2))[:top]
+           for t in np.argsort(-np.nan_to_num(kernel_only, nan=-2))[:top]
+           for a in config.blends for b in config.blends
            if a + b <= 1 + 1e-9]
   blended = jnp.stack([combine(base, space[c], kernel[t], a, b)
-                       for a, b in pairs])
-  scores = _mean_wtau(blended, sim)
+                       for c, t, a, b in cands])
+  scores = _objective(blended, sim, w)
+  # Ties (e.g. every blend 0 candidate) go to the first, smallest blend.
   best = int(np.nanargmax(scores))
-  a, b = pairs[best]
+  c, t, a, b = cands[best]
+  c, t = int(c), int(t)
   # The std factor: the calibrated 68% interval covers 68% of held-out
   # scores (quantile of |error| / std on the simulated unobserved models).
-  shape = np.asarray(blended[best])
-  pred = np.asarray(sim['level'][c] + sim['spread'][c] * shape)
+  shape = blended[best]
+  pred = np.asarray(_link_rows(
+      jnp.asarray(sim['level'][c] + sim['spread'][c] * shape, jnp.float32),
+      jnp.asarray(sim['link'])))
   err = np.abs(sim['true'] - pred) / np.sqrt(sim['var'][c])
   err = err[sim['eval']]
   std_scale = float(np.quantile(err, 0.6827)) if err.size else 1.0
@@ -459,8 +509,11 @@ def choose(sim: dict[str, np.ndarray], config: KShotConfig
                        temperature=float(config.temperatures[t]),
                        blend_space=float(a), blend_kernel=float(b),
                        std_scale=std_scale)
+  # Objective values ('prior', ..., 'chosen'), then plain weighted tau.
+  wtau = _mean_wtau(jnp.stack([base, blended[best]]), sim)
   report = {'prior': prior, 'space': float(space_only[c]),
             'kernel': float(kernel_only[t]), 'chosen': float(scores[best]),
+            'wtau_prior': float(wtau[0]), 'wtau_chosen': float(wtau[1]),
             'rows': int(sim['true'].shape[0]), **cover}
   return params, report
 
@@ -511,3 +564,30 @@ def gather_observed(observed: np.ndarray
     scores[b, :len(i)] = observed[b, i]
     valid[b, :len(i)] = True
   return idx, scores, valid
+
+
+def predict_observed(space: transfer_space.TransferSpace, kshot: KShotFoldIn,
+                     observed: Any) -> tuple[np.ndarray, np.ndarray]:
+  """`predict` from [B, M] observed raw scores, NaN where unobserved.
+
+  Rows with no observed score get the space's own K = 0 prediction (its
+  `fold_in` with nothing observed), unchanged.
+
+  Raises:
+    ValueError: observed is not [B, M] or holds an infinite score.
+  """
+  observed = np.asarray(observed, np.float64)
+  if observed.ndim != 2 or observed.shape[1] != space.num_models:
+    raise ValueError(f'observed must be [B, {space.num_models}] (NaN where '
+                     f'unobserved), got shape {observed.shape}.')
+  if np.isinf(observed).any():
+    b, m = np.argwhere(np.isinf(observed))[0]
+    raise ValueError(f'observed[{b}, {m}] = {observed[b, m]} is not finite.')
+  seen = ~np.isnan(observed)
+  fold = space.fold_in(np.where(seen, observed, 0.0), seen)
+  pred, std = np.array(fold.predicted), np.array(fold.std)
+  rows = np.flatnonzero(seen.any(1))
+  if len(rows):
+    pred[rows], std[rows] = predict(space, kshot,
+                                    *gather_observed(observed[rows]))
+  return pred, std

@@ -118,6 +118,23 @@ class PredictTest(absltest.TestCase):
     # The outlier moved the level by a bounded amount, not to ~1e6.
     self.assertLess(np.abs(pred[2]).max(), 10.0)
 
+  def test_observed_rows_without_scores_keep_the_k0_prediction(self):
+    fold = self._fold(temperature=10.0, blend_kernel=1.0)
+    observed = np.full((2, 14), np.nan)
+    observed[1, [2, 5, 9]] = self.scores[[2, 5, 9], 1]
+    pred, std = kshot.predict_observed(self.space, fold, observed)
+    k0 = self.space.fold_in(np.zeros((1, 14)), np.zeros((1, 14), bool))
+    # Equal up to float32 rounding of another batch size.
+    np.testing.assert_allclose(pred[0], np.asarray(k0.predicted)[0],
+                               rtol=1e-6)
+    np.testing.assert_allclose(std[0], np.asarray(k0.std)[0], rtol=1e-6)
+    self.assertFalse(np.allclose(pred[1], pred[0]))
+    with self.assertRaisesRegex(ValueError, r'observed must be \[B, 14\]'):
+      kshot.predict_observed(self.space, fold, observed[:, :5])
+    observed[0, 0] = np.inf
+    with self.assertRaisesRegex(ValueError, r'observed\[0, 0\] = inf'):
+      kshot.predict_observed(self.space, fold, observed)
+
   def test_params_for_uses_the_largest_calibrated_k_below(self):
     a = kshot.PRIOR._replace(temperature=1.0)
     b = kshot.PRIOR._replace(temperature=2.0)
