@@ -281,6 +281,7 @@ def components_impl(space: Any, columns: jax.Array, idx: jax.Array,
 components = jax.jit(components_impl)
 
 
+@jax.jit
 def combine(base: jax.Array, space: jax.Array, kernel: jax.Array,
             blend_space: Any, blend_kernel: Any) -> jax.Array:
   """[..., M] base + a (space - base) + b (kernel - base), standardized."""
@@ -454,16 +455,30 @@ def _link_rows(linear, link):
       linear, link)
 
 
+# Candidates are scored in chunks of this many, so that the metric kernels
+# compile once per simulation shape, whatever the number of candidates.
+_CHUNK = 8
+
+
 def _objective(pred, sim, pearson_weight):
-  """[...] mean over rows of weighted tau (+ pearson_weight x Pearson)."""
-  pred = jnp.asarray(pred, jnp.float32)
+  """[C] mean over rows of weighted tau (+ pearson_weight x Pearson)."""
+  pred = np.asarray(pred, np.float32)
+  num = pred.shape[0]
+  pad = -num % _CHUNK
+  # Padded with copies of the first candidate (defined metrics, no NaN).
+  pred = np.concatenate([pred, np.repeat(pred[:1], pad, axis=0)])
   true = jnp.asarray(sim['true'], jnp.float32)
   mask = jnp.asarray(sim['eval'])
-  vals = np.nanmean(np.asarray(_wtau_rows(pred, true, mask)), axis=-1)
-  if pearson_weight:
-    vals = vals + pearson_weight * np.nanmean(np.asarray(_pearson_rows(
-        pred, true, mask, jnp.asarray(sim['link']))), axis=-1)
-  return vals
+  link = jnp.asarray(sim['link'])
+  vals = []
+  for start in range(0, len(pred), _CHUNK):
+    chunk = jnp.asarray(pred[start:start + _CHUNK])
+    v = np.nanmean(np.asarray(_wtau_rows(chunk, true, mask)), axis=-1)
+    if pearson_weight:
+      v = v + pearson_weight * np.nanmean(np.asarray(_pearson_rows(
+          chunk, true, mask, link)), axis=-1)
+    vals.append(v)
+  return np.concatenate(vals)[:num]
 
 
 def _mean_wtau(pred, sim):

@@ -277,8 +277,7 @@ class PairedGainsTest(absltest.TestCase):
     h = _history(num_tasks=4)
 
     def flips(tr, t, o):
-      # K = 0: popularity; K > 0: its reverse, so on the same models its
-      # weighted tau is exactly the negative (no ties in a float ranking).
+      # K = 0: popularity; K > 0: its reverse (a worse ranking).
       pop = np.broadcast_to(baselines.popularity(tr, t, o), o.shape).copy()
       k = (~np.isnan(o)).sum(1)
       return np.where(k[:, None] > 0, -pop, pop)
@@ -293,12 +292,15 @@ class PairedGainsTest(absltest.TestCase):
     pop = res.paired_k0('popularity', 3, 'weighted_tau')
     self.assertLen(pop, 4)
     np.testing.assert_allclose(list(pop.values()), 0.0, atol=1e-6)
-    # The flipped method: K minus K = 0 = -2 x its K = 0 value there, which
-    # is popularity's value at K (same draws, same unobserved models).
+    # The flipped method's K = 0 prediction is popularity's, so on the same
+    # unobserved models it scores popularity's value at K: the paired
+    # difference is flips at K minus popularity at K, draw by draw.
     flips = res.paired_k0('flips', 3, 'weighted_tau')
-    want = res.per_target('popularity', 3, 'weighted_tau')
-    np.testing.assert_allclose([flips[t] for t in res.targets], -2 * want,
-                               atol=1e-5)
+    want = (res.per_target('flips', 3, 'weighted_tau')
+            - res.per_target('popularity', 3, 'weighted_tau'))
+    np.testing.assert_allclose([flips[t] for t in res.targets], want,
+                               atol=1e-6)
+    self.assertTrue((want < 0).all())
 
   def test_gains_rows_and_markdown(self):
     res = self._results()
