@@ -2,8 +2,10 @@
 
 A history's methods are its baselines (`popularity`, `imagenet_acc` where
 the metadata has it, one per raw estimator score the benchmark ships), then
-the transfer space `fennec_space` and the paper's transfer phase
-`paper_nmf`, both folded in the same way. The images protocol's methods,
+the transfer space `fennec_space` (for K > 0 with the K-shot fold-in
+calibrated on the training tasks, `fennec_jax.space.kshot`) and the paper's
+transfer phase `paper_nmf` (the plain Bayesian fold-in). The images
+protocol's methods,
 which also see the target's images, are in `fennec_jax.benchmarks.images`.
 """
 
@@ -80,8 +82,8 @@ def build_methods(
     seed: seed of the transfer space.
 
   Returns:
-    Name -> method: baselines, then `fennec_space` and `paper_nmf` (the
-    paper's NMF transfer space, k = 5, folded in the same way).
+    Name -> method: baselines, then `fennec_space` (K-shot fold-in) and
+    `paper_nmf` (the paper's NMF transfer space, k = 5, plain fold-in).
 
   Raises:
     ValueError: a requested name that does not apply, listing the valid ones.

@@ -61,7 +61,10 @@ Modules (this package re-exports their public names):
 * `training`: the training loop (early stopping, donation, refit), shared
   with `fennec_jax.joint`;
 * `normalization`: the per-task normalizations and the population link;
-* `foldin`: the fold-in and scoring kernels.
+* `foldin`: the fold-in and scoring kernels;
+* `kshot`: the K-shot fold-in learned on the history (how far to trust K
+  observed scores, which historical tasks the new one resembles, blended
+  with the K = 0 prior by leave-tasks-out simulation).
 """
 
 # pylint: disable=g-importing-member,useless-import-alias
