@@ -135,6 +135,15 @@ class PredictTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, r'observed\[0, 0\] = inf'):
       kshot.predict_observed(self.space, fold, observed)
 
+  def test_unknown_model_or_bad_score_is_clear_error(self):
+    fold = self._fold()
+    ok = np.ones((1, 2), bool)
+    with self.assertRaisesRegex(ValueError, r'idx\[0, 1\] = 14 is outside'):
+      kshot.predict(self.space, fold, np.array([[0, 14]]), [[0.5, 0.6]], ok)
+    with self.assertRaisesRegex(ValueError, r'scores\[0, 0\] = nan'):
+      kshot.predict(self.space, fold, np.array([[0, 1]]), [[np.nan, 0.6]],
+                    ok)
+
   def test_params_for_uses_the_largest_calibrated_k_below(self):
     a = kshot.PRIOR._replace(temperature=1.0)
     b = kshot.PRIOR._replace(temperature=2.0)
