@@ -327,3 +327,44 @@ def method_means(rows: Sequence[dict[str, Any]], keys: Sequence[str]
   methods = sorted({r['method'] for r in rows})
   return {m: {k: float(np.nanmean([r[k] for r in rows if r['method'] == m]))
               for k in keys} for m in methods}
+
+
+# -- K-shot intervals on held-out targets --------------------------------------
+
+
+def kshot_coverage(history: Any, k_shot: int, num_seeds: int = 10,
+                   targets: Sequence[str] | None = None, seed: int = 0,
+                   kshot_config: space_lib.KShotConfig | None = None
+                   ) -> dict[str, Any]:
+  """Coverage of the K-shot fold-in's 68% / 95% intervals, leave one task out.
+
+  For each target: the space and its K-shot fold-in are fit on the other
+  tasks, K of the target's scores are revealed (the protocol's draws), and
+  the fraction of the unobserved true scores inside predicted +- 1 (1.96)
+  calibrated std is counted.
+
+  Returns:
+    `{'coverage_68', 'coverage_95'}` (means over targets of the per-target
+    fractions) and `per_target` {target: (c68, c95)}.
+  """
+  kshot_config = kshot_config or space_lib.KShotConfig(seed=seed)
+  per_target = {}
+  for target in targets or protocol.default_targets(history, True):
+    j = history.task_index(target)
+    train = protocol.without_task(history, j)
+    fitted = space_lib.fit(train.scores, train.mask,
+                           space_lib.SpaceConfig(seed=seed))
+    fold = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
+                                     [k_shot], kshot_config)
+    obs = protocol.draw_observed(history.mask[:, j], k_shot, num_seeds,
+                                 target, seed)
+    observed = np.where(obs, history.scores[:, j][None], np.nan)
+    pred, std = space_lib.kshot.predict(
+        fitted, fold, *space_lib.kshot.gather_observed(observed))
+    inside = np.abs(history.scores[:, j][None] - pred) / std
+    ok = history.mask[:, j][None] & ~obs
+    per_target[target] = tuple(float(np.mean(inside[ok] <= z))
+                               for z in (1.0, 1.96))
+  vals = np.asarray(list(per_target.values()))
+  return {'coverage_68': float(vals[:, 0].mean()),
+          'coverage_95': float(vals[:, 1].mean()), 'per_target': per_target}

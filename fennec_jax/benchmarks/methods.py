@@ -2,8 +2,10 @@
 
 A history's methods are its baselines (`popularity`, `imagenet_acc` where
 the metadata has it, one per raw estimator score the benchmark ships), then
-the transfer space `fennec_space` and the paper's transfer phase
-`paper_nmf`, both folded in the same way. The images protocol's methods,
+the transfer space `fennec_space` (for K > 0 with the K-shot fold-in
+calibrated on the training tasks, `fennec_jax.space.kshot`) and the paper's
+transfer phase `paper_nmf` (the plain Bayesian fold-in). The images
+protocol's methods,
 which also see the target's images, are in `fennec_jax.benchmarks.images`.
 """
 
@@ -23,16 +25,21 @@ PAPER_NMF = 'paper_nmf'
 
 
 def space_method(space_config: Mapping[str, Any] | None = None,
-                 seed: int = 0) -> baselines.Method:
+                 seed: int = 0,
+                 kshot_config: space_lib.KShotConfig | None = None
+                 ) -> baselines.Method:
   """`Method` `fennec_space`: the transfer space fit on the training tasks.
 
   The space is fit once per call (i.e. once per target, as it depends on
-  neither K nor the draw); all draws are folded in as one batch, K = 0
-  giving the prior.
+  neither K nor the draw). Draws with K = 0 get the space's prior; with
+  `kshot_config`, draws with K > 0 use the K-shot fold-in calibrated on the
+  training tasks for the K values present (`fennec_jax.space.kshot`),
+  otherwise the space's plain Bayesian fold-in.
 
   Args:
     space_config: overrides of `fennec_jax.space.SpaceConfig` fields.
     seed: the space's seed.
+    kshot_config: the K-shot simulation, or None for the plain fold-in.
 
   Returns:
     The method.
@@ -45,8 +52,15 @@ def space_method(space_config: Mapping[str, Any] | None = None,
     del target
     fitted = space_lib.fit(train.scores, train.mask, config)
     obs_mask = ~np.isnan(observed)
-    fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
-    return np.asarray(fold.predicted, np.float64)
+    counts = obs_mask.sum(1)
+    if kshot_config is None or not counts.any():
+      fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
+      return np.asarray(fold.predicted, np.float64)
+    kshot = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
+                                      sorted(set(counts[counts > 0])),
+                                      kshot_config)
+    pred, _ = space_lib.kshot.predict_observed(fitted, kshot, observed)
+    return np.asarray(pred, np.float64)
 
   return baselines.Method(predict)
 
@@ -68,14 +82,15 @@ def build_methods(
     seed: seed of the transfer space.
 
   Returns:
-    Name -> method: baselines, then `fennec_space` and `paper_nmf` (the
-    paper's NMF transfer space, k = 5, folded in the same way).
+    Name -> method: baselines, then `fennec_space` (K-shot fold-in) and
+    `paper_nmf` (the paper's NMF transfer space, k = 5, plain fold-in).
 
   Raises:
     ValueError: a requested name that does not apply, listing the valid ones.
   """
   methods = baselines.baseline_methods(history, baseline_scores)
-  methods[FENNEC_SPACE] = space_method(space_config, seed)
+  methods[FENNEC_SPACE] = space_method(space_config, seed,
+                                       space_lib.KShotConfig(seed=seed))
   methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
   if names:
     unknown = [n for n in names if n not in methods]

@@ -77,6 +77,10 @@ class Results:
       models the method scored (1 except for `partial` methods).
     predictions: `{method: {target: [M]}}`, each method's raw prediction at
       the first K of `k_shots`, first draw.
+    same_models: `{(method, k_shot, target): {metric: [num_seeds] array}}`
+      for each K > 0 when K = 0 is evaluated too: the method's K = 0
+      prediction scored on the same unobserved models as each K draw, so
+      that K minus K = 0 is a paired difference (`paired_k0`).
   """
   rows: list[Row]
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]]
@@ -86,6 +90,8 @@ class Results:
       default_factory=dict)
   predictions: dict[str, dict[str, np.ndarray]] = dataclasses.field(
       default_factory=dict)
+  same_models: dict[tuple[str, int, str], dict[str, np.ndarray]] = (
+      dataclasses.field(default_factory=dict))
 
   def mean_coverage(self, method: str, k_shot: int) -> float:
     """Mean over targets of the fraction of unobserved models scored."""
@@ -106,6 +112,24 @@ class Results:
       if r.method == method and r.k_shot == k_shot and r.target == MEAN:
         return float(getattr(r, metric))
     raise KeyError(f'no MEAN row for method {method!r} at K={k_shot}.')
+
+  def paired_k0(self, method: str, k_shot: int, metric: str
+                ) -> dict[str, float]:
+    """`{target: K minus K = 0}` on the same unobserved models (seed means).
+
+    Empty when K = 0 was not evaluated; targets where either side is
+    undefined are left out.
+    """
+    out = {}
+    for t in self.targets:
+      now = self.per_seed.get((method, k_shot, t))
+      then = self.same_models.get((method, k_shot, t))
+      if now is None or then is None:
+        continue
+      d = np.asarray(now[metric]) - np.asarray(then[metric])
+      if np.isfinite(d).any():
+        out[t] = float(np.nanmean(d))
+    return out
 
   @property
   def methods(self) -> list[str]:
@@ -273,6 +297,7 @@ def evaluate(
   names = list(methods)
 
   per_seed: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
+  same_models: dict[tuple[str, int, str], dict[str, np.ndarray]] = {}
   coverage: dict[tuple[str, int, str], float] = {}
   seconds: dict[tuple[str, str], float] = {}
   first_predictions: dict[str, dict[str, np.ndarray]] = {}
@@ -298,6 +323,10 @@ def evaluate(
     if not usable:
       continue
     preds, masks, scored_names, timings = [], [], [], {}
+    same_preds, same_masks = [], []
+    k0_rows = (slice(k_shots.index(0) * num_seeds,
+                     (k_shots.index(0) + 1) * num_seeds)
+               if 0 in k_shots and len(k_shots) > 1 else None)
     for name in usable:
       out = methods[name].predict(train, target, observed.copy())
       if isinstance(out, baselines.Timed):
@@ -324,6 +353,12 @@ def evaluate(
       preds.append(_standardize(np.where(scored, pred, 0.0), scored))
       masks.append(scored)
       scored_names.append(name)
+      if k0_rows is not None:
+        # The K = 0 prediction (first draw) on each draw's unobserved models.
+        pred0 = np.broadcast_to(pred[k0_rows][0], pred.shape)
+        same = scored & ~np.isnan(pred0)
+        same_preds.append(_standardize(np.where(same, pred0, 0.0), same))
+        same_masks.append(same)
     usable = scored_names
     if not usable:
       continue
@@ -338,10 +373,20 @@ def evaluate(
         seconds[(name, target)] = timings[name]
     frac = (np.stack(masks).sum(-1) / eval_mask.sum(-1)).reshape(
         len(usable), len(k_shots), num_seeds).mean(-1)
+    same = None
+    if k0_rows is not None:
+      same = _metrics(jnp.asarray(np.stack(same_preds), jnp.float32),
+                      jnp.asarray(true, jnp.float32),
+                      jnp.asarray(np.stack(same_masks)))
+      same = {k: np.asarray(v, np.float64).reshape(
+          len(usable), len(k_shots), num_seeds) for k, v in same.items()}
     for a, name in enumerate(usable):
       for b, k in enumerate(k_shots):
         per_seed[(name, k, target)] = {m: out[m][a, b] for m in METRICS}
         coverage[(name, k, target)] = float(frac[a, b])
+        if same is not None and k > 0:
+          same_models[(name, k, target)] = {m: same[m][a, b]
+                                            for m in METRICS}
     logging.info('target %s: %d methods x %d draws on %d models in %.2fs',
                  target, len(usable), obs.shape[0], num_models,
                  time.perf_counter() - start)
@@ -367,7 +412,7 @@ def evaluate(
                                           else nan)))
   return Results(rows=rows, per_seed=per_seed, targets=targets,
                  benchmark=getattr(history, 'name', ''), coverage=coverage,
-                 predictions=first_predictions)
+                 predictions=first_predictions, same_models=same_models)
 
 
 def load_history(benchmark: str | None = None,

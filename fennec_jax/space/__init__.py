@@ -61,10 +61,14 @@ Modules (this package re-exports their public names):
 * `training`: the training loop (early stopping, donation, refit), shared
   with `fennec_jax.joint`;
 * `normalization`: the per-task normalizations and the population link;
-* `foldin`: the fold-in and scoring kernels.
+* `foldin`: the fold-in and scoring kernels;
+* `kshot`: the K-shot fold-in learned on the history (how far to trust K
+  observed scores, which historical tasks the new one resembles, blended
+  with the K = 0 prior by leave-tasks-out simulation).
 """
 
 # pylint: disable=g-importing-member,useless-import-alias
+from fennec_jax.space import kshot
 from fennec_jax.space.factorization import Data
 from fennec_jax.space.factorization import DenseData
 from fennec_jax.space.factorization import fit
@@ -77,6 +81,8 @@ from fennec_jax.space.factorization import objective
 from fennec_jax.space.factorization import State
 from fennec_jax.space.factorization import step
 from fennec_jax.space.foldin import FoldIn
+from fennec_jax.space.kshot import KShotConfig
+from fennec_jax.space.kshot import KShotFoldIn
 from fennec_jax.space.normalization import _MAD_TO_STD
 from fennec_jax.space.normalization import normalize
 from fennec_jax.space.normalization import normalize_entries

@@ -271,6 +271,52 @@ class ProtocolTest(absltest.TestCase):
                         k_shots=(0,), num_seeds=1)
 
 
+class PairedGainsTest(absltest.TestCase):
+
+  def _results(self):
+    h = _history(num_tasks=4)
+
+    def flips(tr, t, o):
+      # K = 0: popularity; K > 0: its reverse (a worse ranking).
+      pop = np.broadcast_to(baselines.popularity(tr, t, o), o.shape).copy()
+      k = (~np.isnan(o)).sum(1)
+      return np.where(k[:, None] > 0, -pop, pop)
+
+    return protocol.evaluate(h, {'popularity': baselines.popularity,
+                                 'flips': flips}, k_shots=(0, 3),
+                             num_seeds=3)
+
+  def test_k0_on_the_same_models_is_paired(self):
+    res = self._results()
+    # Popularity ignores the K scores: K minus K = 0 on the same models is 0.
+    pop = res.paired_k0('popularity', 3, 'weighted_tau')
+    self.assertLen(pop, 4)
+    np.testing.assert_allclose(list(pop.values()), 0.0, atol=1e-6)
+    # The flipped method's K = 0 prediction is popularity's, so on the same
+    # unobserved models it scores popularity's value at K: the paired
+    # difference is flips at K minus popularity at K, draw by draw.
+    flips = res.paired_k0('flips', 3, 'weighted_tau')
+    want = (res.per_target('flips', 3, 'weighted_tau')
+            - res.per_target('popularity', 3, 'weighted_tau'))
+    np.testing.assert_allclose([flips[t] for t in res.targets], want,
+                               atol=1e-6)
+    self.assertTrue((want < 0).all())
+
+  def test_gains_rows_and_markdown(self):
+    res = self._results()
+    rows = {r['method']: r for r in report.k_shot_gains(res)}
+    d = (res.per_target('flips', 3, 'weighted_tau')
+         - res.per_target('popularity', 3, 'weighted_tau'))
+    self.assertAlmostEqual(rows['flips']['vs_reference'], d.mean(), places=6)
+    self.assertLessEqual(rows['flips']['vs_reference_low'], d.mean())
+    self.assertGreaterEqual(rows['flips']['vs_reference_high'], d.mean())
+    self.assertTrue(np.isnan(rows['popularity']['vs_reference']))
+    self.assertAlmostEqual(rows['popularity']['vs_k0'], 0.0, places=6)
+    md = report.gains_table(res)
+    self.assertIn('| weighted_tau | flips | 3 |', md)
+    self.assertIn('vs K=0', md)
+
+
 class ReportTest(absltest.TestCase):
 
   def test_bootstrap_ci_contains_mean(self):
