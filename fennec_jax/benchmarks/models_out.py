@@ -4,6 +4,8 @@ models placed from their metadata.
 Each held-out model's row is hidden; methods place it from its metadata
 features (`metadata_embeddings`) and predict its scores on the tasks it was
 observed on. Metrics per model: Pearson, weighted tau and `rank_error`.
+`evaluate_models_out_arch` adds the same placement from metadata plus an
+archi2vec (WL subtree) embedding of each model's architecture graph.
 """
 
 from collections.abc import Mapping, Sequence
@@ -15,14 +17,20 @@ from absl import logging
 import numpy as np
 from scipy import stats
 
+import networkx as nx
+
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
+from fennec_jax.archi2vec import wl
 from fennec_jax.benchmarks import protocol
 
 # The methods, in output order.
 FENNEC_COLD = 'fennec_cold'
 MEAN_MODEL = 'mean_model'
 NEAREST_MODEL = 'nearest_model'
+# The same placements from metadata + the architecture-graph embedding.
+FENNEC_COLD_ARCH = 'fennec_cold_arch'
+NEAREST_MODEL_ARCH = 'nearest_model_arch'
 
 MODELS_OUT_COLUMNS = ('method', 'model', 'pearson', 'weighted_tau',
                       'rank_error')
@@ -75,6 +83,41 @@ def metadata_embeddings(history: Any, max_categories: int = 50
     raise ValueError(f'no usable model metadata in {history.name!r} '
                      f'(columns: {sorted(history.model_metadata)}).')
   return np.stack(cols, 1), names
+
+
+def wl_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
+                      iterations: int = 2) -> np.ndarray:
+  """Architecture features: principal components of WL subtree counts.
+
+  Each graph's Weisfeiler-Lehman document (`archi2vec.wl.wl_document`) is
+  counted over the words of all graphs, log1p-scaled, and projected on its
+  top principal components (scores, so distances are kept). Deterministic
+  and uses no scores, so it may see every model's graph without leakage;
+  few components keep the cold-start ridge map from drowning the metadata.
+
+  Args:
+    graphs: one op-labelled graph per model.
+    components: most components kept (fewer when the graphs span fewer).
+    iterations: WL refinement steps.
+
+  Returns:
+    `[len(graphs), k]` features, k <= components (0 columns when every
+    graph has the same document).
+
+  Raises:
+    ValueError: no graphs or components < 1.
+  """
+  if not graphs:
+    raise ValueError('wl_graph_features: no graphs given.')
+  if components < 1:
+    raise ValueError(f'components must be >= 1, got {components}.')
+  docs = [wl.wl_document(g, iterations) for g in graphs]
+  vocab = {w: j for j, w in enumerate(sorted({w for d in docs for w in d}))}
+  x = np.log1p(wl.feature_counts(docs, vocab).astype(np.float64))
+  x = x - x.mean(0)
+  u, s, _ = np.linalg.svd(x, full_matrices=False)
+  k = min(components, int((s > 1e-9 * max(s.max(initial=0.0), 1.0)).sum()))
+  return u[:, :k] * s[:k]
 
 
 def percentile_rank(value: float, others: np.ndarray) -> float:
@@ -169,6 +212,51 @@ def evaluate_models_out(
     rows.append({'method': name, 'model': protocol.MEAN, **{
         k: protocol.nanmean([r[k] for r in mine], f'{name} {k} over models')
         for k in ('pearson', 'weighted_tau', 'rank_error')}})
+  return rows
+
+
+def evaluate_models_out_arch(
+    history: Any,
+    graphs: Sequence[nx.DiGraph],
+    models: Sequence[str] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    components: int = 8,
+) -> list[dict[str, Any]]:
+  """Leave one model out from metadata vs metadata + architecture graph.
+
+  Runs `evaluate_models_out` on `metadata_embeddings` and again on those
+  features with `wl_graph_features(graphs)` appended; the second run's
+  `fennec_cold` and `nearest_model` rows are renamed `FENNEC_COLD_ARCH` and
+  `NEAREST_MODEL_ARCH` (its `mean_model` rows, identical, are dropped).
+
+  Args:
+    history: the History.
+    graphs: one architecture graph per model, in `history.model_ids` order.
+    models: held-out models (default: every model observed on >= 3 tasks).
+    space_config: `SpaceConfig` overrides.
+    seed: seed of the space.
+    components: most WL principal components appended.
+
+  Returns:
+    Rows as `evaluate_models_out`, five methods.
+
+  Raises:
+    ValueError: `graphs` not one per model.
+  """
+  if len(graphs) != history.num_models:
+    raise ValueError(f'graphs must hold one graph per model '
+                     f'({history.num_models}), got {len(graphs)}.')
+  meta, _ = metadata_embeddings(history)
+  arch = wl_graph_features(graphs, components)
+  logging.info('models out: %d metadata + %d WL graph features.',
+               meta.shape[1], arch.shape[1])
+  rows = evaluate_models_out(history, meta, models, space_config, seed)
+  renamed = {FENNEC_COLD: FENNEC_COLD_ARCH, NEAREST_MODEL: NEAREST_MODEL_ARCH}
+  for r in evaluate_models_out(history, np.concatenate([meta, arch], 1),
+                               models, space_config, seed):
+    if r['method'] in renamed:
+      rows.append(dict(r, method=renamed[r['method']]))
   return rows
 
 
