@@ -3,17 +3,20 @@ r"""Leave one model out: architecture embedding + metadata vs metadata alone.
 An evaluation, not a test. Each eligible model of the offline benchmark
 (observed on >= 3 tasks) is hidden and placed by the post-hoc model map of
 `Fennec.add_models` from its metadata features (`fennec_cold`) or from those
-plus the top principal components of the WL subtree counts of its traced
-graph (`fennec_cold_arch`, `models_out.wl_graph_features`), beside the
+plus the top principal components of an archi2vec embedding of its traced
+graph (`fennec_cold_arch`): `--features=wl`, the WL subtree counts
+(`models_out.wl_graph_features`), or `--features=gnn`, the masked-op
+pretrained GNN encoder (`models_out.gnn_graph_features`), beside the
 task's mean score (`mean_model`) and the nearest model in either feature
 space (`nearest_model`, `nearest_model_arch`).
 
 Command:
 
   PYTHONPATH=. nice -n 10 .venv/bin/python \
-      experiments/benchmarks/models_out_arch.py --out=/tmp/models_out_arch
+      experiments/benchmarks/models_out_arch.py --features=wl \
+      --out=/tmp/models_out_arch
 
-Writes `DIR/models_out_arch.csv` (per model and `MEAN` rows) and prints the
+Writes `DIR/models_out_arch_<features>.csv` (per model and `MEAN` rows) and prints the
 mean rank error and weighted tau per method.
 """
 
@@ -34,6 +37,10 @@ _RANK = flags.DEFINE_integer('rank', 0, 'Space rank (0 = SpaceConfig '
                              'default).')
 _COMPONENTS = flags.DEFINE_integer('components', 8,
                                    'Most WL principal components appended.')
+_FEATURES = flags.DEFINE_enum('features', 'wl', ['wl', 'gnn'],
+                              'Architecture embedding of the graphs.')
+_GNN_STEPS = flags.DEFINE_integer('gnn_steps', 300,
+                                  'Masked-op pretraining steps (gnn).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the space.')
 
 
@@ -42,11 +49,18 @@ def main(argv):
   t0 = time.time()
   history = offline.load()
   graphs = [offline.load_graph(m) for m in history.model_ids]
+  if _FEATURES.value == 'wl':
+    arch = models_out.wl_graph_features(graphs, _COMPONENTS.value)
+  else:
+    arch = models_out.gnn_graph_features(graphs, _COMPONENTS.value,
+                                         _GNN_STEPS.value, _SEED.value)
+  print(f'{arch.shape[1]} {_FEATURES.value} architecture features '
+        f'({time.time() - t0:.0f} s)')
   rows = models_out.evaluate_models_out_arch(
-      history, graphs, space_config={'rank': _RANK.value} if _RANK.value
-      else None, seed=_SEED.value, components=_COMPONENTS.value)
+      history, arch, space_config={'rank': _RANK.value} if _RANK.value
+      else None, seed=_SEED.value)
   os.makedirs(_OUT.value, exist_ok=True)
-  path = os.path.join(_OUT.value, 'models_out_arch.csv')
+  path = os.path.join(_OUT.value, f'models_out_arch_{_FEATURES.value}.csv')
   with tempfile.NamedTemporaryFile('w', newline='', dir=_OUT.value,
                                    delete=False) as f:
     w = csv.DictWriter(f, fieldnames=models_out.MODELS_OUT_COLUMNS)

@@ -21,6 +21,8 @@ import networkx as nx
 
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
+from fennec_jax.archi2vec import gnn
+from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.archi2vec import wl
 from fennec_jax.benchmarks import protocol
 
@@ -85,15 +87,28 @@ def metadata_embeddings(history: Any, max_categories: int = 50
   return np.stack(cols, 1), names
 
 
+def principal_scores(x: np.ndarray, components: int) -> np.ndarray:
+  """Scores `[n, k]` on the top k <= components principal components of x.
+
+  Components with zero variance are left out, so k is at most the number of
+  distinct rows minus one (0 columns when every row is equal).
+  """
+  x = np.asarray(x, np.float64)
+  x = x - x.mean(0)
+  u, s, _ = np.linalg.svd(x, full_matrices=False)
+  k = min(components, int((s > 1e-9 * max(s.max(initial=0.0), 1.0)).sum()))
+  return u[:, :k] * s[:k]
+
+
 def wl_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
                       iterations: int = 2) -> np.ndarray:
   """Architecture features: principal components of WL subtree counts.
 
-  Each graph's Weisfeiler-Lehman document (`archi2vec.wl.wl_document`) is
-  counted over the words of all graphs, log1p-scaled, and projected on its
-  top principal components (scores, so distances are kept). Deterministic
-  and uses no scores, so it may see every model's graph without leakage;
-  few components keep the cold-start ridge map from drowning the metadata.
+  Each graph's Weisfeiler-Lehman document (`archi2vec.wl.wl_document`, op
+  labels only) is counted over the words of all graphs, log1p-scaled and
+  projected on its top principal components. Deterministic and uses no
+  scores, so it may see every model's graph without leakage; few
+  components keep the cold-start ridge map from drowning the metadata.
 
   Args:
     graphs: one op-labelled graph per model.
@@ -101,8 +116,7 @@ def wl_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
     iterations: WL refinement steps.
 
   Returns:
-    `[len(graphs), k]` features, k <= components (0 columns when every
-    graph has the same document).
+    `[len(graphs), k]` features, k <= components.
 
   Raises:
     ValueError: no graphs or components < 1.
@@ -113,11 +127,37 @@ def wl_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
     raise ValueError(f'components must be >= 1, got {components}.')
   docs = [wl.wl_document(g, iterations) for g in graphs]
   vocab = {w: j for j, w in enumerate(sorted({w for d in docs for w in d}))}
-  x = np.log1p(wl.feature_counts(docs, vocab).astype(np.float64))
-  x = x - x.mean(0)
-  u, s, _ = np.linalg.svd(x, full_matrices=False)
-  k = min(components, int((s > 1e-9 * max(s.max(initial=0.0), 1.0)).sum()))
-  return u[:, :k] * s[:k]
+  return principal_scores(np.log1p(wl.feature_counts(docs, vocab)),
+                          components)
+
+
+def gnn_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
+                       steps: int = 300, seed: int = 0) -> np.ndarray:
+  """Architecture features: the archi2vec GNN, masked-op pretrained.
+
+  `archi2vec.gnn.GraphEncoder` (which also sees the nodes' numeric
+  features, e.g. widths) is pretrained by masked-op prediction on these
+  graphs (unsupervised: no scores), and its embeddings are projected on
+  their top principal components.
+
+  Args:
+    graphs: one architecture graph per model.
+    components: most components kept.
+    steps: pretraining steps (all graphs in one batch).
+    seed: seed of the init, masks and batches.
+
+  Returns:
+    `[len(graphs), k]` features, k <= components.
+  """
+  if not graphs:
+    raise ValueError('gnn_graph_features: no graphs given.')
+  vocab = graphs_lib.OpVocab.from_graphs(graphs)
+  arrays = [graphs_lib.graph_to_arrays(g, vocab) for g in graphs]
+  model = gnn.GraphEncoder(len(vocab))
+  params, _ = gnn.pretrain(model, arrays, steps=steps,
+                           batch_size=len(arrays), seed=seed)
+  emb = gnn.embed_all(model.apply, params, arrays, batch_size=len(arrays))
+  return principal_scores(emb, components)
 
 
 def percentile_rank(value: float, others: np.ndarray) -> float:
@@ -217,39 +257,38 @@ def evaluate_models_out(
 
 def evaluate_models_out_arch(
     history: Any,
-    graphs: Sequence[nx.DiGraph],
+    arch_features: np.ndarray,
     models: Sequence[str] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
-    components: int = 8,
 ) -> list[dict[str, Any]]:
-  """Leave one model out from metadata vs metadata + architecture graph.
+  """Leave one model out from metadata vs metadata + architecture features.
 
   Runs `evaluate_models_out` on `metadata_embeddings` and again on those
-  features with `wl_graph_features(graphs)` appended; the second run's
-  `fennec_cold` and `nearest_model` rows are renamed `FENNEC_COLD_ARCH` and
-  `NEAREST_MODEL_ARCH` (its `mean_model` rows, identical, are dropped).
+  features with `arch_features` (e.g. `wl_graph_features`) appended; the
+  second run's `fennec_cold` and `nearest_model` rows are renamed
+  `FENNEC_COLD_ARCH` and `NEAREST_MODEL_ARCH` (its `mean_model` rows,
+  identical, are dropped).
 
   Args:
     history: the History.
-    graphs: one architecture graph per model, in `history.model_ids` order.
+    arch_features: `[M, A]` architecture features, in model order.
     models: held-out models (default: every model observed on >= 3 tasks).
     space_config: `SpaceConfig` overrides.
     seed: seed of the space.
-    components: most WL principal components appended.
 
   Returns:
     Rows as `evaluate_models_out`, five methods.
 
   Raises:
-    ValueError: `graphs` not one per model.
+    ValueError: `arch_features` not `[M, A]`.
   """
-  if len(graphs) != history.num_models:
-    raise ValueError(f'graphs must hold one graph per model '
-                     f'({history.num_models}), got {len(graphs)}.')
+  arch = np.asarray(arch_features, np.float64)
+  if arch.ndim != 2 or arch.shape[0] != history.num_models:
+    raise ValueError(f'arch_features must be [{history.num_models}, A], '
+                     f'got {arch.shape}.')
   meta, _ = metadata_embeddings(history)
-  arch = wl_graph_features(graphs, components)
-  logging.info('models out: %d metadata + %d WL graph features.',
+  logging.info('models out: %d metadata + %d architecture features.',
                meta.shape[1], arch.shape[1])
   rows = evaluate_models_out(history, meta, models, space_config, seed)
   renamed = {FENNEC_COLD: FENNEC_COLD_ARCH, NEAREST_MODEL: NEAREST_MODEL_ARCH}

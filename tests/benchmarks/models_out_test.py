@@ -65,10 +65,12 @@ class ModelsOutTest(absltest.TestCase):
         0.6 + 0.1 * rng.normal(size=(8, 4)), model_metadata={
             'num_params': 10.0 ** rng.uniform(4, 7, 8),
             'family': np.array(list('aabbabab'), object)})
-    # The same graph for every model adds nothing: the arch placement is
-    # the metadata placement, row for row.
+    # Equal architectures (constant features) add nothing: the arch
+    # placement is the metadata placement, row for row.
+    self.assertEqual(models_out.wl_graph_features([fork] * 8).shape, (8, 0))
     rows = models_out.evaluate_models_out_arch(
-        h, [fork] * 8, models=['m1', 'm6'], space_config={'max_steps': 50})
+        h, np.full((8, 3), 2.5), models=['m1', 'm6'],
+        space_config={'max_steps': 50})
     by = {(r['method'], r['model']): r for r in rows}
     self.assertLen(rows, 5 * 3)
     for plain, arch in (('fennec_cold', 'fennec_cold_arch'),
@@ -76,8 +78,8 @@ class ModelsOutTest(absltest.TestCase):
       for m in ('m1', 'm6', 'MEAN'):
         for k in ('pearson', 'weighted_tau', 'rank_error'):
           np.testing.assert_equal(by[plain, m][k], by[arch, m][k])
-    with self.assertRaisesRegex(ValueError, 'one graph per model'):
-      models_out.evaluate_models_out_arch(h, [fork] * 7)
+    with self.assertRaisesRegex(ValueError, 'arch_features must be'):
+      models_out.evaluate_models_out_arch(h, np.ones((7, 2)))
 
 
 if __name__ == '__main__':
