@@ -8,7 +8,8 @@ graph (`fennec_cold_arch`): `--features=wl`, the WL subtree counts
 (`models_out.wl_graph_features`), or `--features=gnn`, the masked-op
 pretrained GNN encoder (`models_out.gnn_graph_features`), beside the
 task's mean score (`mean_model`) and the nearest model in either feature
-space (`nearest_model`, `nearest_model_arch`).
+space (`nearest_model`, `nearest_model_arch`). `--hold_out=arch` hides the
+model's architecture siblings with it (an unseen architecture).
 
 Command:
 
@@ -16,7 +17,7 @@ Command:
       experiments/benchmarks/models_out_arch.py --features=wl \
       --out=/tmp/models_out_arch
 
-Writes `DIR/models_out_arch_<features>.csv` (per model and `MEAN` rows) and prints the
+Writes `DIR/models_out_arch_<features>_<hold_out>.csv` (per model and `MEAN` rows) and prints the
 mean rank error and weighted tau per method.
 """
 
@@ -41,6 +42,10 @@ _FEATURES = flags.DEFINE_enum('features', 'wl', ['wl', 'gnn'],
                               'Architecture embedding of the graphs.')
 _GNN_STEPS = flags.DEFINE_integer('gnn_steps', 300,
                                   'Masked-op pretraining steps (gnn).')
+_HOLD_OUT = flags.DEFINE_enum(
+    'hold_out', 'model', ['model', 'arch'],
+    "'model': the held-out model alone; 'arch': every model of its "
+    'architecture too (an unseen architecture).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the space.')
 
 
@@ -58,9 +63,11 @@ def main(argv):
         f'({time.time() - t0:.0f} s)')
   rows = models_out.evaluate_models_out_arch(
       history, arch, space_config={'rank': _RANK.value} if _RANK.value
-      else None, seed=_SEED.value)
+      else None, seed=_SEED.value,
+      groups=(list(history.model_metadata['arch'])
+              if _HOLD_OUT.value == 'arch' else None))
   os.makedirs(_OUT.value, exist_ok=True)
-  path = os.path.join(_OUT.value, f'models_out_arch_{_FEATURES.value}.csv')
+  path = os.path.join(_OUT.value, f'models_out_arch_{_FEATURES.value}_{_HOLD_OUT.value}.csv')
   with tempfile.NamedTemporaryFile('w', newline='', dir=_OUT.value,
                                    delete=False) as f:
     w = csv.DictWriter(f, fieldnames=models_out.MODELS_OUT_COLUMNS)

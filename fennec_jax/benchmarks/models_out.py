@@ -172,6 +172,7 @@ def evaluate_models_out(
     models: Sequence[str] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
   """Leave one model out: place an unseen model from its embedding.
 
@@ -193,6 +194,9 @@ def evaluate_models_out(
     models: held-out models (default as above).
     space_config: `SpaceConfig` overrides.
     seed: seed of the space.
+    groups: optional group of every model (e.g. its architecture); when set,
+      a held-out model's whole group is hidden with it (leave one group
+      out: no sibling's scores and no sibling as nearest model).
 
   Returns:
     Rows `{method, model, pearson, weighted_tau, rank_error}` plus one
@@ -205,6 +209,9 @@ def evaluate_models_out(
   if emb.ndim != 2 or emb.shape[0] != history.num_models:
     raise ValueError(f'model_embeddings must be [{history.num_models}, E], '
                      f'got {emb.shape}.')
+  if groups is not None and len(groups) != history.num_models:
+    raise ValueError(f'groups must hold one group per model '
+                     f'({history.num_models}), got {len(groups)}.')
   counts = history.mask.sum(1)
   if models is None:
     models = [m for i, m in enumerate(history.model_ids) if counts[i] >= 3]
@@ -216,6 +223,8 @@ def evaluate_models_out(
   for model in models:
     i = history.model_index(model)
     keep = np.arange(history.num_models) != i
+    if groups is not None:
+      keep &= np.array([g != groups[i] for g in groups])
     train = history.subset(models=keep)
     tasks = np.flatnonzero(history.mask[i])
     true = history.scores[i, tasks]
@@ -261,6 +270,7 @@ def evaluate_models_out_arch(
     models: Sequence[str] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
   """Leave one model out from metadata vs metadata + architecture features.
 
@@ -276,6 +286,7 @@ def evaluate_models_out_arch(
     models: held-out models (default: every model observed on >= 3 tasks).
     space_config: `SpaceConfig` overrides.
     seed: seed of the space.
+    groups: as `evaluate_models_out` (hide the held-out model's group).
 
   Returns:
     Rows as `evaluate_models_out`, five methods.
@@ -290,10 +301,11 @@ def evaluate_models_out_arch(
   meta, _ = metadata_embeddings(history)
   logging.info('models out: %d metadata + %d architecture features.',
                meta.shape[1], arch.shape[1])
-  rows = evaluate_models_out(history, meta, models, space_config, seed)
+  rows = evaluate_models_out(history, meta, models, space_config, seed,
+                             groups)
   renamed = {FENNEC_COLD: FENNEC_COLD_ARCH, NEAREST_MODEL: NEAREST_MODEL_ARCH}
   for r in evaluate_models_out(history, np.concatenate([meta, arch], 1),
-                               models, space_config, seed):
+                               models, space_config, seed, groups):
     if r['method'] in renamed:
       rows.append(dict(r, method=renamed[r['method']]))
   return rows

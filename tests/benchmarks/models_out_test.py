@@ -81,6 +81,25 @@ class ModelsOutTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'arch_features must be'):
       models_out.evaluate_models_out_arch(h, np.ones((7, 2)))
 
+  def test_groups_hide_the_held_out_models_twin(self):
+    rng = np.random.default_rng(5)
+    base = 0.6 + 0.1 * rng.normal(size=(4, 5))
+    h = history_lib.History.from_matrix(np.repeat(base, 2, 0))
+    emb = np.repeat(rng.normal(size=(4, 2)), 2, 0)
+    kw = dict(models=['m0', 'm5'], space_config={'max_steps': 20})
+    def nearest(rows):
+      return [r['rank_error'] for r in rows
+              if r['method'] == 'nearest_model' and r['model'] != 'MEAN']
+    # Its twin (same scores and embedding) is the nearest model: no error,
+    # unless the twin is hidden with it.
+    self.assertEqual(nearest(models_out.evaluate_models_out(h, emb, **kw)),
+                     [0.0, 0.0])
+    twins = [str(i // 2) for i in range(8)]
+    self.assertTrue(all(e > 0 for e in nearest(
+        models_out.evaluate_models_out(h, emb, groups=twins, **kw))))
+    with self.assertRaisesRegex(ValueError, 'groups must hold'):
+      models_out.evaluate_models_out(h, emb, groups=twins[:3])
+
 
 if __name__ == '__main__':
   absltest.main()
