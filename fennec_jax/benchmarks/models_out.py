@@ -4,6 +4,8 @@ models placed from their metadata.
 Each held-out model's row is hidden; methods place it from its metadata
 features (`metadata_embeddings`) and predict its scores on the tasks it was
 observed on. Metrics per model: Pearson, weighted tau and `rank_error`.
+`evaluate_models_out_arch` adds the same placement from metadata plus an
+archi2vec (WL subtree) embedding of each model's architecture graph.
 """
 
 from collections.abc import Mapping, Sequence
@@ -15,14 +17,22 @@ from absl import logging
 import numpy as np
 from scipy import stats
 
+import networkx as nx
+
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
+from fennec_jax.archi2vec import gnn
+from fennec_jax.archi2vec import graphs as graphs_lib
+from fennec_jax.archi2vec import wl
 from fennec_jax.benchmarks import protocol
 
 # The methods, in output order.
 FENNEC_COLD = 'fennec_cold'
 MEAN_MODEL = 'mean_model'
 NEAREST_MODEL = 'nearest_model'
+# The same placements from metadata + the architecture-graph embedding.
+FENNEC_COLD_ARCH = 'fennec_cold_arch'
+NEAREST_MODEL_ARCH = 'nearest_model_arch'
 
 MODELS_OUT_COLUMNS = ('method', 'model', 'pearson', 'weighted_tau',
                       'rank_error')
@@ -77,6 +87,79 @@ def metadata_embeddings(history: Any, max_categories: int = 50
   return np.stack(cols, 1), names
 
 
+def principal_scores(x: np.ndarray, components: int) -> np.ndarray:
+  """Scores `[n, k]` on the top k <= components principal components of x.
+
+  Components with zero variance are left out, so k is at most the number of
+  distinct rows minus one (0 columns when every row is equal).
+  """
+  x = np.asarray(x, np.float64)
+  x = x - x.mean(0)
+  u, s, _ = np.linalg.svd(x, full_matrices=False)
+  k = min(components, int((s > 1e-9 * max(s.max(initial=0.0), 1.0)).sum()))
+  return u[:, :k] * s[:k]
+
+
+def wl_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
+                      iterations: int = 2) -> np.ndarray:
+  """Architecture features: principal components of WL subtree counts.
+
+  Each graph's Weisfeiler-Lehman document (`archi2vec.wl.wl_document`, op
+  labels only) is counted over the words of all graphs, log1p-scaled and
+  projected on its top principal components. Deterministic and uses no
+  scores, so it may see every model's graph without leakage; few
+  components keep the cold-start ridge map from drowning the metadata.
+
+  Args:
+    graphs: one op-labelled graph per model.
+    components: most components kept (fewer when the graphs span fewer).
+    iterations: WL refinement steps.
+
+  Returns:
+    `[len(graphs), k]` features, k <= components.
+
+  Raises:
+    ValueError: no graphs or components < 1.
+  """
+  if not graphs:
+    raise ValueError('wl_graph_features: no graphs given.')
+  if components < 1:
+    raise ValueError(f'components must be >= 1, got {components}.')
+  docs = [wl.wl_document(g, iterations) for g in graphs]
+  vocab = {w: j for j, w in enumerate(sorted({w for d in docs for w in d}))}
+  return principal_scores(np.log1p(wl.feature_counts(docs, vocab)),
+                          components)
+
+
+def gnn_graph_features(graphs: Sequence[nx.DiGraph], components: int = 8,
+                       steps: int = 300, seed: int = 0) -> np.ndarray:
+  """Architecture features: the archi2vec GNN, masked-op pretrained.
+
+  `archi2vec.gnn.GraphEncoder` (which also sees the nodes' numeric
+  features, e.g. widths) is pretrained by masked-op prediction on these
+  graphs (unsupervised: no scores), and its embeddings are projected on
+  their top principal components.
+
+  Args:
+    graphs: one architecture graph per model.
+    components: most components kept.
+    steps: pretraining steps (all graphs in one batch).
+    seed: seed of the init, masks and batches.
+
+  Returns:
+    `[len(graphs), k]` features, k <= components.
+  """
+  if not graphs:
+    raise ValueError('gnn_graph_features: no graphs given.')
+  vocab = graphs_lib.OpVocab.from_graphs(graphs)
+  arrays = [graphs_lib.graph_to_arrays(g, vocab) for g in graphs]
+  model = gnn.GraphEncoder(len(vocab))
+  params, _ = gnn.pretrain(model, arrays, steps=steps,
+                           batch_size=len(arrays), seed=seed)
+  emb = gnn.embed_all(model.apply, params, arrays, batch_size=len(arrays))
+  return principal_scores(emb, components)
+
+
 def percentile_rank(value: float, others: np.ndarray) -> float:
   """Fraction of `others` below `value` (ties count half)."""
   return float(((others < value).sum() + 0.5 * (others == value).sum())
@@ -89,6 +172,7 @@ def evaluate_models_out(
     models: Sequence[str] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    groups: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
   """Leave one model out: place an unseen model from its embedding.
 
@@ -110,6 +194,9 @@ def evaluate_models_out(
     models: held-out models (default as above).
     space_config: `SpaceConfig` overrides.
     seed: seed of the space.
+    groups: optional group of every model (e.g. its architecture); when set,
+      a held-out model's whole group is hidden with it (leave one group
+      out: no sibling's scores and no sibling as nearest model).
 
   Returns:
     Rows `{method, model, pearson, weighted_tau, rank_error}` plus one
@@ -122,6 +209,9 @@ def evaluate_models_out(
   if emb.ndim != 2 or emb.shape[0] != history.num_models:
     raise ValueError(f'model_embeddings must be [{history.num_models}, E], '
                      f'got {emb.shape}.')
+  if groups is not None and len(groups) != history.num_models:
+    raise ValueError(f'groups must hold one group per model '
+                     f'({history.num_models}), got {len(groups)}.')
   counts = history.mask.sum(1)
   if models is None:
     models = [m for i, m in enumerate(history.model_ids) if counts[i] >= 3]
@@ -133,6 +223,8 @@ def evaluate_models_out(
   for model in models:
     i = history.model_index(model)
     keep = np.arange(history.num_models) != i
+    if groups is not None:
+      keep &= np.array([g != groups[i] for g in groups])
     train = history.subset(models=keep)
     tasks = np.flatnonzero(history.mask[i])
     true = history.scores[i, tasks]
@@ -169,6 +261,53 @@ def evaluate_models_out(
     rows.append({'method': name, 'model': protocol.MEAN, **{
         k: protocol.nanmean([r[k] for r in mine], f'{name} {k} over models')
         for k in ('pearson', 'weighted_tau', 'rank_error')}})
+  return rows
+
+
+def evaluate_models_out_arch(
+    history: Any,
+    arch_features: np.ndarray,
+    models: Sequence[str] | None = None,
+    space_config: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    groups: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+  """Leave one model out from metadata vs metadata + architecture features.
+
+  Runs `evaluate_models_out` on `metadata_embeddings` and again on those
+  features with `arch_features` (e.g. `wl_graph_features`) appended; the
+  second run's `fennec_cold` and `nearest_model` rows are renamed
+  `FENNEC_COLD_ARCH` and `NEAREST_MODEL_ARCH` (its `mean_model` rows,
+  identical, are dropped).
+
+  Args:
+    history: the History.
+    arch_features: `[M, A]` architecture features, in model order.
+    models: held-out models (default: every model observed on >= 3 tasks).
+    space_config: `SpaceConfig` overrides.
+    seed: seed of the space.
+    groups: as `evaluate_models_out` (hide the held-out model's group).
+
+  Returns:
+    Rows as `evaluate_models_out`, five methods.
+
+  Raises:
+    ValueError: `arch_features` not `[M, A]`.
+  """
+  arch = np.asarray(arch_features, np.float64)
+  if arch.ndim != 2 or arch.shape[0] != history.num_models:
+    raise ValueError(f'arch_features must be [{history.num_models}, A], '
+                     f'got {arch.shape}.')
+  meta, _ = metadata_embeddings(history)
+  logging.info('models out: %d metadata + %d architecture features.',
+               meta.shape[1], arch.shape[1])
+  rows = evaluate_models_out(history, meta, models, space_config, seed,
+                             groups)
+  renamed = {FENNEC_COLD: FENNEC_COLD_ARCH, NEAREST_MODEL: NEAREST_MODEL_ARCH}
+  for r in evaluate_models_out(history, np.concatenate([meta, arch], 1),
+                               models, space_config, seed, groups):
+    if r['method'] in renamed:
+      rows.append(dict(r, method=renamed[r['method']]))
   return rows
 
 
