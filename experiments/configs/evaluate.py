@@ -10,8 +10,9 @@ paper_nmf):
 Same as `fennec evaluate --benchmark=transfergraph_image --out=runs/evaluate`.
 Expected (README, mean over the 8 targets, Pearson / weighted tau at K=0):
 fennec_space 0.799 / 0.666, popularity 0.834 / 0.618, paper_nmf 0.842 /
-0.637. Runtime on the 2-core CPU: 11 s wall (README); two transfer-space fits
-per target dominate. Every task as a target: `--config.all_targets`. Another
+0.637; at K=5 fennec_space 0.805 / 0.690. Runtime on the 2-core CPU: 6.5 min
+wall under load ~5 (README); the K-shot fold-in's calibration (about 12
+transfer-space refits per target) dominates. Every task as a target: `--config.all_targets`. Another
 benchmark: `--config.benchmark=model_spider_single`. A CSV:
 `--config.benchmark= --config.history=FILE.csv`. The space's seed is
 `--config.seed`; its other fields are under `--config.space.*`.
