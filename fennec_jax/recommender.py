@@ -29,8 +29,9 @@ predicted score and its uncertainty; the top models are returned ranked. The
 task batch and K are padded to powers of two, so the kernels compile once
 per bucket.
 
-`save`/`load` write and read a `fennec_jax.checkpoint` of kind 'Fennec';
-loading with another configuration is a clear error.
+`save`/`load` write and read a `fennec_jax.checkpoint` of kind 'Fennec'
+(with the history's scores, so a loaded Fennec recalibrates the K-shot
+fold-in); loading with another configuration is a clear error.
 """
 
 from collections.abc import Mapping, Sequence
@@ -513,7 +514,7 @@ class Fennec:
                                                           observed)
     args = (self._phi, w, cov, noise_var, self.space.link, self._cold,
             self._sigma_phi, shift)
-    values, std, idx = (np.asarray(a)[:num_tasks]
+    values, std, idx = (np.array(a)[:num_tasks]
                         for a in posterior_lib.top_k(*args, k=top))
     if full:
       all_pred, all_std = (np.array(a)[:num_tasks]
@@ -524,7 +525,6 @@ class Fennec:
     if kshot is not None and len(kshot[0]):  # Ranked by the K-shot fold-in.
       rows, k_pred, k_std = kshot
       top_idx = np.argsort(-k_pred, axis=1, kind='stable')[:, :top]
-      idx, values, std = idx.copy(), values.copy(), std.copy()
       idx[rows] = top_idx
       values[rows], std[rows] = (np.take_along_axis(a, top_idx, 1)
                                  for a in (k_pred, k_std))
@@ -623,10 +623,13 @@ class Fennec:
                          for k, v in model_map.items()}
     out.cold = np.asarray(arrays['cold']).astype(bool)
     out.reference_scores = arrays.get('reference_scores')
-    if 'history' in arrays:  # Older checkpoints: the plain fold-in.
+    if 'history' in arrays:  # The K-shot fold-in recalibrates on first use.
       out.kshot = kshot_lazy.LazyFoldIn(
           arrays['history']['scores'], np.asarray(arrays['history']['mask'],
                                                   bool))
+    elif saved.kshot:
+      logging.info('%s has no history (older checkpoint): observed scores '
+                   'use the plain fold-in.', path)
     out._cache()  # pylint: disable=protected-access
     return out
 

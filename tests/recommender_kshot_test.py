@@ -81,6 +81,21 @@ class FennecKShotTest(absltest.TestCase):
     np.testing.assert_allclose(rec.all_predicted, ref.predicted, atol=1e-5)
     np.testing.assert_allclose(rec.all_std, ref.std, atol=1e-5)
 
+  def test_without_a_stored_history_is_the_plain_fold_in(self):
+    # from_parts (and checkpoints older than the stored history): no
+    # history to calibrate on, so kshot=True falls back to the plain path.
+    bare = recommender.Fennec.from_parts(
+        self.on.space, self.history.model_ids, self.history.task_ids,
+        config=self.on.config)
+    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()),
+                        'ckpt')
+    bare.save(path)
+    loaded = recommender.Fennec.load(path)
+    self.assertIsNone(loaded.kshot)
+    np.testing.assert_array_equal(
+        loaded.recommend(observed=self.observed, top=3).all_predicted,
+        self.off.recommend(observed=self.observed, top=3).all_predicted)
+
   def test_calibrated_k_is_a_power_of_two_the_history_can_simulate(self):
     counts = np.array([14, 9])  # At most K = 11 can be simulated.
     got = [kshot_lazy.calibrated_k(k, counts) for k in (0, 1, 3, 4, 7, 13)]
