@@ -11,8 +11,10 @@ A new task is then described by
 * its embeddings only: w ~ N(map(e), C_e), with C_e the covariance of the
   map's leave-one-task-out residuals (so the prior is as wide as the map is
   wrong on held-out tasks);
-* K observed scores only: the space's population prior, updated by the K
-  scores (Bayesian linear regression, as `TransferSpace.fold_in`);
+* K observed scores only: the K-shot fold-in learned on the history
+  (`space.kshot`, calibrated per K on first use: `FennecConfig.kshot`), or
+  with `kshot=False` the population prior updated by the K scores (Bayesian
+  linear regression, as `TransferSpace.fold_in`);
 * both: the embedding prior updated by the K scores;
 * neither: the population prior (documented fallback: roughly popularity).
 
@@ -27,8 +29,9 @@ predicted score and its uncertainty; the top models are returned ranked. The
 task batch and K are padded to powers of two, so the kernels compile once
 per bucket.
 
-`save`/`load` write and read a `fennec_jax.checkpoint` of kind 'Fennec';
-loading with another configuration is a clear error.
+`save`/`load` write and read a `fennec_jax.checkpoint` of kind 'Fennec'
+(with the history's scores, so a loaded Fennec recalibrates the K-shot
+fold-in); loading with another configuration is a clear error.
 """
 
 from collections.abc import Mapping, Sequence
@@ -48,6 +51,7 @@ from fennec_jax import history as history_lib
 from fennec_jax import neighbors as neighbors_lib
 from fennec_jax import posterior as posterior_lib
 from fennec_jax import space as space_lib
+from fennec_jax.space import kshot_lazy
 from fennec_jax import task_maps as task_maps_lib
 
 # The paper's transfer phase (released code): unregularized non-negative MF
@@ -77,12 +81,17 @@ class FennecConfig:
       chosen by leave-one-task-out error.
     prior_shrinkage: the embedding prior's covariance is (1 - a) C + a
       diag(C) of the leave-one-out residual covariance C.
+    kshot: tasks given only observed scores use the K-shot fold-in learned
+      on the history (`space.kshot`: its predictions and calibrated std;
+      `vectors` stay the plain posterior mean); False: the plain fold-in, as
+      also with cold models and Fennecs without a stored history.
   """
   space: space_lib.SpaceConfig = space_lib.SpaceConfig()
   task_map: str = 'neighbors'
   ridge_grid: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
   neighbor_grid: tuple[tuple[int, float], ...] = neighbors_lib.DEFAULT_GRID
   prior_shrinkage: float = 0.1
+  kshot: bool = True
 
   def __post_init__(self):
     if self.task_map not in TASK_MAPS:
@@ -99,7 +108,7 @@ class FennecConfig:
             'task_map': self.task_map,
             'ridge_grid': list(self.ridge_grid),
             'neighbor_grid': [list(g) for g in self.neighbor_grid],
-            'prior_shrinkage': self.prior_shrinkage}
+            'prior_shrinkage': self.prior_shrinkage, 'kshot': self.kshot}
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> 'FennecConfig':
@@ -109,7 +118,8 @@ class FennecConfig:
                ridge_grid=tuple(data['ridge_grid']),
                neighbor_grid=tuple(
                    (int(k), float(a)) for k, a in data['neighbor_grid']),
-               prior_shrinkage=data['prior_shrinkage'])
+               prior_shrinkage=data['prior_shrinkage'],
+               kshot=data.get('kshot', True))
 
 
 class Recommendation(NamedTuple):
@@ -169,6 +179,7 @@ class Fennec:
     self.model_cov: np.ndarray | None = None
     self.cold = np.zeros(0, bool)
     self.reference_scores: np.ndarray | None = None
+    self.kshot: kshot_lazy.LazyFoldIn | None = None  # With a history.
 
   @classmethod
   def from_parts(cls, space: space_lib.TransferSpace,
@@ -243,6 +254,7 @@ class Fennec:
     self.model_ridge = self.model_cov = None
     self.cold = np.zeros(len(self.model_ids), bool)
     self.reference_scores = np.asarray(history.scores, float)[history.mask]
+    self.kshot = kshot_lazy.LazyFoldIn(history.scores, history.mask)
     if model_embeddings is not None:
       self._fit_model_map(model_embeddings)
     if task_embeddings is not None:
@@ -332,51 +344,16 @@ class Fennec:
       raise ValueError('Fennec is not fitted: call fit() or load() first.')
 
   def _observed_sparse(self, observed, num_tasks):
-    """(idx, scores, valid) [B, K] from dicts {model_id: score} or an array.
+    """(idx, scores, valid) [B, K] (`kshot_lazy.sparse_observed`)."""
+    return kshot_lazy.sparse_observed(observed, self.model_ids, num_tasks)
 
-    K is padded to a power of two (padding has valid=False), so calls with
-    different numbers of observed scores share a few compiled shapes.
-    """
-    m = len(self.model_ids)
-    rows: list[tuple[np.ndarray, np.ndarray]] = []
-    if isinstance(observed, np.ndarray) or (
-        len(observed) and not isinstance(observed[0], Mapping)):
-      arr = np.asarray(observed, np.float64)
-      if arr.ndim != 2 or arr.shape[1] != m:
-        raise ValueError(f'observed scores must be [B, M={m}] with NaN where '
-                         f'unobserved, got shape {arr.shape}.')
-      if np.isinf(arr).any():
-        raise ValueError('observed scores must be finite or NaN.')
-      for row in arr:
-        idx = np.flatnonzero(~np.isnan(row))
-        rows.append((idx, row[idx]))
-    else:
-      for b, obs in enumerate(observed):
-        unknown = [k for k in obs if k not in self._index]
-        if unknown:
-          raise ValueError(f'task {b}: model ids not in the repository: '
-                           f'{sorted(unknown)[:10]} ({m} models, e.g. '
-                           f'{list(self.model_ids[:5])}).')
-        vals = np.asarray([float(v) for v in obs.values()], np.float64)
-        bad = ~np.isfinite(vals)
-        if bad.any():
-          k = list(obs)[int(np.argmax(bad))]
-          raise ValueError(f'task {b}: score of {k!r} is {obs[k]}, not '
-                           'finite.')
-        rows.append((np.asarray([self._index[k] for k in obs], np.int64),
-                     vals))
-    if num_tasks is not None and len(rows) != num_tasks:
-      raise ValueError(f'{len(rows)} observed-score sets for {num_tasks} '
-                       'embeddings; give one per task.')
-    k = posterior_lib.batch_bucket(max([len(i) for i, _ in rows] + [1]))
-    idx = np.zeros((len(rows), k), np.int32)
-    scores = np.zeros((len(rows), k), np.float32)
-    valid = np.zeros((len(rows), k), bool)
-    for b, (i, v) in enumerate(rows):
-      idx[b, :len(i)] = i
-      scores[b, :len(i)] = v
-      valid[b, :len(i)] = True
-    return idx, scores, valid
+  def _kshot_rows(self, task_embeddings, observed):
+    """(rows, pred, std) of the K-shot fold-in where it applies, or None."""
+    if (task_embeddings is not None or observed is None or self.kshot is None
+        or not self.config.kshot or self.cold.any()):
+      return None
+    return self.kshot.predict(self.space,
+                              *self._observed_sparse(observed, None))
 
   def posterior(self, task_embeddings: Any = None, observed: Any = None
                 ) -> tuple[jax.Array, jax.Array]:
@@ -474,10 +451,14 @@ class Fennec:
     """
     w, cov, shift, noise_var, num_tasks = self._posterior(task_embeddings,
                                                           observed)
-    pred, std = posterior_lib.predict_all(
+    pred, std = (np.asarray(a)[:num_tasks] for a in posterior_lib.predict_all(
         self._phi, w, cov, noise_var, self.space.link, self._cold,
-        self._sigma_phi, shift)
-    return tuple(np.asarray(a)[:num_tasks] for a in (pred, std, w))
+        self._sigma_phi, shift))
+    kshot = self._kshot_rows(task_embeddings, observed)
+    if kshot is not None:
+      pred, std = np.array(pred), np.array(std)
+      pred[kshot[0]], std[kshot[0]] = kshot[1:]
+    return pred, std, np.asarray(w)[:num_tasks]
 
   def confidence(self, task_embeddings: Any
                  ) -> list[task_maps_lib.TaskConfidence]:
@@ -533,13 +514,22 @@ class Fennec:
                                                           observed)
     args = (self._phi, w, cov, noise_var, self.space.link, self._cold,
             self._sigma_phi, shift)
-    values, std, idx = (np.asarray(a)[:num_tasks]
+    values, std, idx = (np.array(a)[:num_tasks]
                         for a in posterior_lib.top_k(*args, k=top))
     if full:
-      all_pred, all_std = (np.asarray(a)[:num_tasks]
+      all_pred, all_std = (np.array(a)[:num_tasks]
                            for a in posterior_lib.predict_all(*args))
     else:
       all_pred = all_std = np.zeros((num_tasks, 0), np.float32)
+    kshot = self._kshot_rows(task_embeddings, observed)
+    if kshot is not None and len(kshot[0]):  # Ranked by the K-shot fold-in.
+      rows, k_pred, k_std = kshot
+      top_idx = np.argsort(-k_pred, axis=1, kind='stable')[:, :top]
+      idx[rows] = top_idx
+      values[rows], std[rows] = (np.take_along_axis(a, top_idx, 1)
+                                 for a in (k_pred, k_std))
+      if full:
+        all_pred[rows], all_std[rows] = k_pred, k_std
     return Recommendation(
         model_ids=[[self.model_ids[i] for i in row] for row in idx],
         indices=idx, predicted=values, std=std, all_predicted=all_pred,
@@ -581,6 +571,9 @@ class Fennec:
     arrays = {'space': space, 'cold': self.cold.astype(np.int8)}
     if self.reference_scores is not None:
       arrays['reference_scores'] = self.reference_scores
+    if self.kshot is not None:  # The K-shot fold-in calibrates on it.
+      arrays['history'] = {'scores': self.kshot.scores,
+                           'mask': self.kshot.mask.astype(np.int8)}
     task_map = None
     if self.task_map is not None:
       arrays['task_map'] = self.task_map.to_arrays()
@@ -630,6 +623,13 @@ class Fennec:
                          for k, v in model_map.items()}
     out.cold = np.asarray(arrays['cold']).astype(bool)
     out.reference_scores = arrays.get('reference_scores')
+    if 'history' in arrays:  # The K-shot fold-in recalibrates on first use.
+      out.kshot = kshot_lazy.LazyFoldIn(
+          arrays['history']['scores'], np.asarray(arrays['history']['mask'],
+                                                  bool))
+    elif saved.kshot:
+      logging.info('%s has no history (older checkpoint): observed scores '
+                   'use the plain fold-in.', path)
     out._cache()  # pylint: disable=protected-access
     return out
 

@@ -25,7 +25,7 @@ from fennec_jax.benchmarks.offline import source as offline_source
 # its own tests in neighbors_test.py).
 _CONFIG = recommender.FennecConfig(
     space=space.SpaceConfig(rank=2, max_steps=300, eval_every=50),
-    task_map='ridge')
+    task_map='ridge', kshot=False)  # K-shot: recommender_kshot_test.py.
 
 
 def _data(seed=0, num_models=30, num_tasks=12, dim=6):

@@ -1,0 +1,133 @@
+"""The K-shot fold-in as `Fennec` uses it: lazily calibrated, cached per K.
+
+`kshot.calibrate` refits the space once per held-out fold, too costly for
+`Fennec.fit` and wasted if the recommender never sees observed scores. A
+`LazyFoldIn` calibrates each K (`calibrated_k`: a power of two, so a few
+calibrations cover every K) the first time a task with that many scores
+arrives, and keeps the parameters. `sparse_observed` parses the observed
+scores `Fennec.recommend` accepts.
+"""
+
+from collections.abc import Mapping
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+from fennec_jax import posterior as posterior_lib
+from fennec_jax.space import kshot
+from fennec_jax.space import transfer_space
+
+def sparse_observed(observed: Any, model_ids: Sequence[str],
+                    num_tasks: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(idx, scores, valid) [B, K] from B dicts {model_id: score} or [B, M].
+
+  The input form of `Fennec.recommend(observed=...)`. K is padded to a
+  power of two (padding has valid=False), so calls with different numbers
+  of observed scores share a few compiled shapes.
+
+  Raises:
+    ValueError: a wrong shape, an unknown model id, a non-finite score, or
+      not `num_tasks` rows (when given).
+  """
+  m = len(model_ids)
+  rows: list[tuple[np.ndarray, np.ndarray]] = []
+  if isinstance(observed, np.ndarray) or (
+      len(observed) and not isinstance(observed[0], Mapping)):
+    arr = np.asarray(observed, np.float64)
+    if arr.ndim != 2 or arr.shape[1] != m:
+      raise ValueError(f'observed scores must be [B, M={m}] with NaN where '
+                       f'unobserved, got shape {arr.shape}.')
+    if np.isinf(arr).any():
+      raise ValueError('observed scores must be finite or NaN.')
+    for row in arr:
+      idx = np.flatnonzero(~np.isnan(row))
+      rows.append((idx, row[idx]))
+  else:
+    index = {k: i for i, k in enumerate(model_ids)}
+    for b, obs in enumerate(observed):
+      unknown = [k for k in obs if k not in index]
+      if unknown:
+        raise ValueError(f'task {b}: model ids not in the repository: '
+                         f'{sorted(unknown)[:10]} ({m} models, e.g. '
+                         f'{list(model_ids[:5])}).')
+      vals = np.asarray([float(v) for v in obs.values()], np.float64)
+      bad = ~np.isfinite(vals)
+      if bad.any():
+        k = list(obs)[int(np.argmax(bad))]
+        raise ValueError(f'task {b}: score of {k!r} is {obs[k]}, not '
+                         'finite.')
+      rows.append((np.asarray([index[k] for k in obs], np.int64), vals))
+  if num_tasks is not None and len(rows) != num_tasks:
+    raise ValueError(f'{len(rows)} observed-score sets for {num_tasks} '
+                     'embeddings; give one per task.')
+  k = posterior_lib.batch_bucket(max([len(i) for i, _ in rows] + [1]))
+  idx = np.zeros((len(rows), k), np.int32)
+  scores = np.zeros((len(rows), k), np.float32)
+  valid = np.zeros((len(rows), k), bool)
+  for b, (i, v) in enumerate(rows):
+    idx[b, :len(i)] = i
+    scores[b, :len(i)] = v
+    valid[b, :len(i)] = True
+  return idx, scores, valid
+
+
+def calibrated_k(k: int, counts: np.ndarray) -> int:
+  """The K calibrated for a task with k scores (0: none can be).
+
+  The largest power of two <= k that some history task can simulate (k + 3
+  observed scores, as `kshot.simulate` needs), so each k maps to one fixed calibration
+  whatever was asked before (`calibrate` draws depend on its ks).
+  """
+  top = min(int(k), int(np.max(counts, initial=0)) - 3)
+  return 1 << (top.bit_length() - 1) if top >= 1 else 0
+
+
+class LazyFoldIn:
+  """The K-shot fold-in of a fitted space, calibrated per K on first use.
+
+  `Fennec` holds one: calibration refits the space once per fold, too
+  costly for `fit`, so each K (`calibrated_k`) is calibrated the first time
+  a task with that many scores arrives and cached here.
+
+  Attributes:
+    scores, mask: [M, T] the history the space was fit on.
+    config: the simulation (`kshot.KShotConfig`).
+    fold: the calibration so far (None before the first).
+  """
+
+  def __init__(self, scores: Any, mask: Any,
+               config: kshot.KShotConfig = kshot.KShotConfig()):
+    self.mask = np.asarray(mask, bool)
+    self.scores = np.where(self.mask, np.asarray(scores, np.float64), 0.0)
+    self.config = config
+    self.fold: kshot.KShotFoldIn | None = None
+    self._tried: set[int] = set()
+
+  def predict(self, space: transfer_space.TransferSpace, idx: np.ndarray,
+              scores: np.ndarray, valid: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, predicted [R, M], std [R, M]) of the rows it has params for.
+
+    Rows with no score, or whose K has no calibration (too few scores per
+    history task to simulate it), are left out: the caller keeps its plain
+    fold-in for them.
+    """
+    valid = np.asarray(valid, bool)
+    counts = self.mask.sum(0)
+    ks = np.asarray([calibrated_k(k, counts) for k in valid.sum(1)], int)
+    for k in sorted(set(ks[ks > 0]) - self._tried):
+      self._tried.add(k)
+      new = kshot.calibrate(space, self.scores, self.mask, [k], self.config)
+      self.fold = new if self.fold is None else dataclasses.replace(
+          self.fold, params={**self.fold.params, **new.params},
+          validation={**self.fold.validation, **new.validation})
+    params = {} if self.fold is None else self.fold.params
+    rows = np.flatnonzero([k in params for k in ks])
+    if not len(rows):
+      m = space.num_models
+      return rows, np.zeros((0, m), np.float32), np.zeros((0, m), np.float32)
+    pred, std = kshot.predict(space, self.fold, idx[rows], scores[rows],
+                        valid[rows])
+    return rows, np.asarray(pred), np.asarray(std)

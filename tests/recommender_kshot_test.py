@@ -1,0 +1,119 @@
+"""Tests of `Fennec` with the K-shot fold-in (`FennecConfig.kshot`)."""
+
+import dataclasses
+import os
+import tempfile
+
+from absl.testing import absltest
+import numpy as np
+
+from fennec_jax import history as history_lib
+from fennec_jax import recommender
+from fennec_jax import space as space_lib
+from fennec_jax.space import kshot
+from fennec_jax.space import kshot_lazy
+
+_SPACE = space_lib.SpaceConfig(max_steps=200, eval_every=50)
+# Small simulation (the library default refits 16 folds).
+_KSHOT = kshot.KShotConfig(num_folds=3, num_draws=3, noise_mults=(1.0,),
+                           temperatures=(10.0,), blends=(0.0, 1.0))
+
+
+def _history(num_models=14, num_tasks=6, seed=0):
+  """Two groups of tasks whose model rankings disagree (+ small noise).
+
+  The kernel source (which historical tasks the new one resembles) then
+  beats the prior on held-out tasks, so calibration blends it in.
+  """
+  rng = np.random.default_rng(seed)
+  a, b = rng.normal(size=(2, num_models))
+  group = np.arange(num_tasks) % 2
+  scores = np.where(group[None] == 0, a[:, None], b[:, None])
+  return history_lib.History.from_matrix(
+      0.6 + 0.1 * scores + 0.01 * rng.normal(size=scores.shape))
+
+
+class FennecKShotTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.history = _history()
+    cls.on = recommender.Fennec(recommender.FennecConfig(space=_SPACE))
+    cls.on.fit(cls.history)
+    cls.on.kshot.config = _KSHOT
+    cls.off = recommender.Fennec.from_parts(  # The same space, kshot off.
+        cls.on.space, cls.history.model_ids, cls.history.task_ids,
+        config=dataclasses.replace(cls.on.config, kshot=False))
+    # Task 0's ranking, 5 scores revealed (calibrated at K = 4), and a task
+    # with none (K = 0) in the same batch.
+    cls.observed = np.full((2, 14), np.nan)
+    cls.observed[0, :5] = cls.history.scores[:5, 0]
+
+  def test_equals_kshot_predict_observed_and_differs_from_plain(self):
+    rec = self.on.recommend(observed=self.observed, top=3)
+    # Independent path: calibrate K = 4 directly on the same space.
+    fold = kshot.calibrate(self.on.space, self.history.scores,
+                           self.history.mask, [4], _KSHOT)
+    self.assertGreater(fold.params[4].blend_kernel, 0.0)
+    want, want_std = kshot.predict_observed(self.on.space, fold,
+                                            self.observed[:1])
+    np.testing.assert_allclose(rec.all_predicted[:1], want, atol=1e-6)
+    np.testing.assert_allclose(rec.all_std[:1], want_std, atol=1e-6)
+    self.assertEqual(list(rec.indices[0]), list(np.argsort(-want[0])[:3]))
+    np.testing.assert_allclose(rec.predicted[0], want[0][rec.indices[0]])
+    # `predict` gives the same numbers.
+    pred, std, _ = self.on.predict(observed=self.observed)
+    np.testing.assert_allclose(pred, rec.all_predicted, atol=1e-6)
+    np.testing.assert_allclose(std, rec.all_std, atol=1e-6)
+    plain = self.off.recommend(observed=self.observed, top=3)
+    self.assertGreater(np.abs(plain.all_predicted[0] - want[0]).max(), 1e-3)
+    # K = 0 is the plain prior, unchanged.
+    np.testing.assert_array_equal(rec.all_predicted[1],
+                                  plain.all_predicted[1])
+    np.testing.assert_array_equal(rec.all_std[1], plain.all_std[1])
+    self.assertEqual(sorted(self.on.kshot.fold.params), [4])
+
+  def test_off_is_the_space_fold_in(self):
+    rec = self.off.recommend(observed=self.observed[:1], top=3)
+    seen = ~np.isnan(self.observed[:1])
+    ref = self.off.space.fold_in(np.where(seen, self.observed[:1], 0.0), seen)
+    np.testing.assert_allclose(rec.all_predicted, ref.predicted, atol=1e-5)
+    np.testing.assert_allclose(rec.all_std, ref.std, atol=1e-5)
+
+  def test_without_a_stored_history_is_the_plain_fold_in(self):
+    # from_parts (and checkpoints older than the stored history): no
+    # history to calibrate on, so kshot=True falls back to the plain path.
+    bare = recommender.Fennec.from_parts(
+        self.on.space, self.history.model_ids, self.history.task_ids,
+        config=self.on.config)
+    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()),
+                        'ckpt')
+    bare.save(path)
+    loaded = recommender.Fennec.load(path)
+    self.assertIsNone(loaded.kshot)
+    np.testing.assert_array_equal(
+        loaded.recommend(observed=self.observed, top=3).all_predicted,
+        self.off.recommend(observed=self.observed, top=3).all_predicted)
+
+  def test_calibrated_k_is_a_power_of_two_the_history_can_simulate(self):
+    counts = np.array([14, 9])  # At most K = 11 can be simulated.
+    got = [kshot_lazy.calibrated_k(k, counts) for k in (0, 1, 3, 4, 7, 13)]
+    self.assertEqual(got, [0, 1, 2, 4, 4, 8])
+    self.assertEqual(kshot_lazy.calibrated_k(5, np.array([3])), 0)
+
+  def test_save_load_recalibrates_to_the_same_numbers(self):
+    rec = self.on.recommend(observed=self.observed, top=3)
+    path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()),
+                        'ckpt')
+    self.on.save(path)
+    loaded = recommender.Fennec.load(path)
+    self.assertTrue(loaded.config.kshot)
+    loaded.kshot.config = _KSHOT
+    np.testing.assert_allclose(
+        loaded.recommend(observed=self.observed, top=3).all_predicted,
+        rec.all_predicted, atol=1e-6)
+
+
+if __name__ == '__main__':
+  absltest.main()
