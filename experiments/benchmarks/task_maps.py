@@ -7,7 +7,8 @@ experiments/configs/task_maps.py; the logic
 and popularity, over `--seeds` probe draws; with `--k_shot=K` also images +
 scores against scores only on the models not revealed.
 
-Command (35 s for 4 seeds on the idle 2-core CPU):
+Command (253 s for 4 seeds on the 2-core CPU under load; 35 s idle before
+the K-shot fold-in's calibration):
 
   .venv/bin/python experiments/benchmarks/task_maps.py --seeds=4 \
       --out=experiments/benchmarks/results

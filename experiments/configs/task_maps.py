@@ -12,11 +12,12 @@ Command:
   python experiments/main.py --config=experiments/configs/task_maps.py \
       --workdir=runs/task_maps
 
-Writes `task_maps_offline.json`. Runtime: 35 s for 4 seeds on the idle 2-core
-CPU (README). Expected (README; recorded in
+Writes `task_maps_offline.json`. Runtime: 253 s for 4 seeds on the 2-core CPU
+under load (35 s before the K-shot calibration; README). Expected (README; recorded in
 `experiments/benchmarks/results/task_maps_offline.json`, mean weighted tau
 over the 4 draws): fennec 0.639 (0.637-0.641 per draw), fennec_ridge 0.599,
-popularity 0.582, fennec_5 0.646, fennec_0_same_models 0.636, space_5 0.594.
+popularity 0.582, fennec_5 0.646, fennec_0_same_models 0.636, space_5 0.598
+(learned K-shot fold-in; 0.594 with the plain one).
 
 Tiny variant for tests (2 targets, 1 draw of 20 images):
 `--config=experiments/configs/task_maps.py:tiny`, measured
