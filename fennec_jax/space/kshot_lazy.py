@@ -18,6 +18,7 @@ from fennec_jax import posterior as posterior_lib
 from fennec_jax.space import kshot
 from fennec_jax.space import transfer_space
 
+
 def sparse_observed(observed: Any, model_ids: Sequence[str],
                     num_tasks: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
