@@ -39,6 +39,7 @@ import numpy as np
 import optax
 import scipy.stats
 
+from fennec_jax import files
 from fennec_jax.archi2vec import gnn
 from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.archi2vec import wl
@@ -517,11 +518,11 @@ def write_results(out_dir: str | os.PathLike[str],
 
 def _write_csv(path: str, fields: Sequence[str],
                rows: Sequence[dict[str, Any]]) -> None:
-  """Writes `rows` (their `fields`) to `path` through a temporary file."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w', newline='') as f:
-    w = csv.DictWriter(f, fieldnames=list(fields))
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: r[k] for k in fields})
-  os.replace(tmp, path)
+  """Writes `rows` (their `fields`) to `path` atomically."""
+  def write(tmp):
+    with open(tmp, 'w', newline='') as f:
+      w = csv.DictWriter(f, fieldnames=list(fields))
+      w.writeheader()
+      for r in rows:
+        w.writerow({k: r[k] for k in fields})
+  files.write_atomically(path, write)

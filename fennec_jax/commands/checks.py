@@ -1,16 +1,15 @@
-"""Checks of the commands' flags that run before any work, and atomic writes.
+"""Checks of the commands' flags that run before any work.
 
 A command validates every output path and every cheap-to-check value first,
 so a typo costs seconds, not a whole run; each check raises `ValueError`
 naming the flag, the value and what is valid (the CLI prints it on one line
-and exits with code 2). A command that writes a single file writes it through
-`write_atomically`, so a killed run leaves the old file or none, never part
-of one.
+and exits with code 2). Outputs are then written through
+`fennec_jax.files.write_atomically`, so a killed run leaves the old file or
+none, never part of one.
 """
 
 import os
-from typing import Callable, Iterable, Sequence
-import uuid
+from typing import Iterable, Sequence
 
 
 def _nearest_existing(path: str) -> str:
@@ -123,25 +122,3 @@ def names(flag: str, values: Iterable[str], valid: Sequence[str]) -> None:
                      f'{", ".join(valid)}.')
   if not values:
     raise ValueError(f'{flag} is empty; valid: {", ".join(valid)}.')
-
-
-def write_atomically(path: str, write: Callable[[str], None]) -> None:
-  """Calls `write(temp_path)`, then renames the temporary file to `path`.
-
-  The temporary file sits next to `path` (same file system, so the rename
-  is atomic) and ends with the same name, so writers that check or add a
-  suffix (e.g. `np.savez`) keep it. It is removed if `write` fails.
-
-  Args:
-    path: the final file.
-    write: writes a complete file at the path it is given.
-  """
-  directory, base = os.path.split(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  temp = os.path.join(directory, f'.{uuid.uuid4().hex[:8]}.tmp.{base}')
-  try:
-    write(temp)
-    os.replace(temp, path)
-  finally:
-    if os.path.exists(temp):
-      os.remove(temp)

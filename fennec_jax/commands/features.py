@@ -14,6 +14,7 @@ and its second-moment summary (see `fennec_jax.proxy.pipeline`).
 from absl import flags
 import jax.numpy as jnp
 
+from fennec_jax import files
 from fennec_jax.commands import checks
 from fennec_jax.data import sources
 from fennec_jax.proxy import pipeline
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> None:
       seed=_SEED.value)
   arrays = pipeline.task_features(proxy, source, probe=_PROBE.value,
                                   seed=_SEED.value, batch_size=_BATCH.value)
-  checks.write_atomically(_OUT.value, lambda path: pipeline.write_features(
+  files.write_atomically(_OUT.value, lambda path: pipeline.write_features(
       path, arrays, model=_MODEL.value,
       checkpoint='random' if _RANDOM.value else _CHECKPOINT.value))
   print(f'wrote {_OUT.value}: features {arrays["features"].shape}, '

@@ -17,6 +17,7 @@ import json
 from absl import flags
 from absl import logging
 
+from fennec_jax import files
 from fennec_jax.commands import checks
 from fennec_jax.estimators import ranking
 from fennec_jax.estimators import registry
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
     checks.names('--options', options, _ESTIMATORS.value)
   inputs, labels = ranking.load_feature_files(_FEATURES.value, _LABELS.value)
   rows = ranking.rank(inputs, labels, _ESTIMATORS.value, options)
-  checks.write_atomically(_OUT.value,
+  files.write_atomically(_OUT.value,
                           lambda path: ranking.write_csv(rows, path))
   logging.info('wrote %s', _OUT.value)
   print(ranking.format_table(rows))  # The command's user-facing output.

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fennec_jax import files
 from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax import task_maps
@@ -183,12 +184,12 @@ class FailFastTest(BadInputTestCase):
       raise KeyboardInterrupt  # A run killed mid-write.
 
     with self.assertRaises(KeyboardInterrupt):
-      checks.write_atomically(path, fail)
+      files.write_atomically(path, fail)
     self.assert_dir_empty(tmp)
-    checks.write_atomically(path, lambda temp: np.savez(temp, a=np.ones(3)))
+    files.write_atomically(path, lambda temp: np.savez(temp, a=np.ones(3)))
     self.assertEqual(os.listdir(tmp), ['out.npz'])
     with self.assertRaises(KeyboardInterrupt):
-      checks.write_atomically(path, fail)
+      files.write_atomically(path, fail)
     self.assertEqual(os.listdir(tmp), ['out.npz'])
     with np.load(path) as npz:
       np.testing.assert_array_equal(npz['a'], np.ones(3))

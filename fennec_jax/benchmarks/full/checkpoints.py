@@ -18,16 +18,14 @@ the run then reads them back through the real loading path.
 import dataclasses
 import functools
 import os
-import shutil
 from typing import Any, Callable
-import uuid
 
 from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from fennec_jax import files
 from fennec_jax import models
 from fennec_jax.benchmarks.full import catalogue
 from fennec_jax.models import alexnet
@@ -202,19 +200,6 @@ def load_candidate(ckpt: catalogue.Checkpoint, checkpoint_dir: str, *,
 # -- the small-scale twin's files -----------------------------------------------
 
 
-def _atomic_dir(path: str, write: Callable[[str], None]) -> None:
-  """Runs `write(tmp)` then renames `tmp` to `path` (a crash leaves none)."""
-  tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.isdir(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
-    elif os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def tiny_torch_module(arch: str, seed: int) -> Any:
   """torchvision's own class for `arch` at the twin's reduced size, random
   weights (non-trivial BatchNorm statistics), in eval mode."""
@@ -260,7 +245,7 @@ def write_tiny_candidate(ckpt: catalogue.Checkpoint, checkpoint_dir: str,
     return path
   os.makedirs(os.path.dirname(path), exist_ok=True)
   state = tiny_torch_module(ckpt.arch, seed).state_dict()
-  _atomic_dir(path, lambda tmp: torch.save(state, tmp))
+  files.write_atomically(path, lambda tmp: torch.save(state, tmp))
   logging.info('wrote a random-weight torchvision checkpoint %s', path)
   return path
 
@@ -278,7 +263,7 @@ def write_tiny_proxy(path: str, seed: int) -> str:
       num_attention_heads=2, image_size=32, patch_size=8, projection_dim=16)
   model = transformers.CLIPVisionModelWithProjection(cfg).eval()
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  _atomic_dir(path, lambda tmp: model.save_pretrained(
+  files.write_atomically(path, lambda tmp: model.save_pretrained(
       tmp, safe_serialization=True))
   logging.info('wrote a random-weight CLIP vision checkpoint %s', path)
   return path

@@ -19,24 +19,13 @@ theirs); a unit counts as done only when every process has it
 import json
 import os
 from typing import Any
-import uuid
 
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-
-def _atomic_write(path: str, write) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = os.path.join(os.path.dirname(path),
-                     f'.{os.path.basename(path)}.tmp-{uuid.uuid4().hex[:8]}')
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+from fennec_jax import files
 
 
 def write_npz(path: str, arrays: dict[str, Any]) -> None:
@@ -44,7 +33,7 @@ def write_npz(path: str, arrays: dict[str, Any]) -> None:
   def write(tmp):
     with open(tmp, 'wb') as f:
       np.savez(f, **arrays)
-  _atomic_write(path, write)
+  files.write_atomically(path, write)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -52,7 +41,7 @@ def write_json(path: str, obj: Any) -> None:
   def write(tmp):
     with open(tmp, 'w') as f:
       json.dump(obj, f, indent=1, sort_keys=True)
-  _atomic_write(path, write)
+  files.write_atomically(path, write)
 
 
 def write_text(path: str, text: str) -> None:
@@ -60,7 +49,7 @@ def write_text(path: str, text: str) -> None:
   def write(tmp):
     with open(tmp, 'w') as f:
       f.write(text)
-  _atomic_write(path, write)
+  files.write_atomically(path, write)
 
 
 def all_have(path: str) -> bool:

@@ -36,6 +36,7 @@ import optax
 import orbax.checkpoint as ocp
 import tensorflow_datasets as tfds
 
+from fennec_jax import files
 from fennec_jax import progress as progress_lib
 from fennec_jax import sharding
 from fennec_jax.benchmarks.offline import zoo as zoo_lib
@@ -274,15 +275,6 @@ def _drop_runtime_keys(d: Any) -> Any:
   return d
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = f'{path}.tmp.{os.getpid()}'
-  with open(tmp, 'w') as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates `workdir` for `config`, or checks it was made by the same config.
 
@@ -293,7 +285,7 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   want = work_config(config)
   if not os.path.exists(path):
-    _atomic_write(path, json.dumps(want, indent=1, sort_keys=True))
+    files.write_text(path, json.dumps(want, indent=1, sort_keys=True))
     return
   try:
     with open(path) as f:
@@ -418,7 +410,7 @@ def _save_pretrained(workdir: str, model_id: str, variables: Any,
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(ckpt, jax.device_get(variables))
   ckptr.wait_until_finished()
-  _atomic_write(meta_path, json.dumps(meta, indent=1, sort_keys=True))
+  files.write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True))
 
 
 # ------------------------------------------------------------------ stages

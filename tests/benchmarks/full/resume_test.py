@@ -79,8 +79,8 @@ class ResumeTest(absltest.TestCase):
     self.assertGreaterEqual(
         len([l for l in skips if 'scores of' in l]), done_before)
     self.assertLen(glob.glob(scores), 12)
-    self.assertEmpty(glob.glob(os.path.join(killed, '**', '*.tmp-*'),
-                               recursive=True))
+    self.assertEmpty(glob.glob(os.path.join(killed, '**', '*.tmp*'),
+                               recursive=True, include_hidden=True))
 
     _, err = ref.communicate(timeout=300)
     self.assertEqual(ref.returncode, 0, err[-3000:])

@@ -6,6 +6,7 @@ import tempfile
 from absl.testing import absltest
 import numpy as np
 
+from fennec_jax import files
 from fennec_jax.benchmarks.full import store as store_lib
 
 
@@ -28,7 +29,7 @@ class StoreTest(absltest.TestCase):
       raise Boom()
 
     with self.assertRaises(Boom):
-      store_lib._atomic_write(path, write)  # pylint: disable=protected-access
+      files.write_atomically(path, write)
     self.assertFalse(os.path.exists(path))
     self.assertEqual(os.listdir(os.path.dirname(path)), [])
     self.assertFalse(self.store.done(path, 'unit'))
