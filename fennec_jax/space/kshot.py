@@ -327,25 +327,8 @@ def predict(space: transfer_space.TransferSpace, kshot: KShotFoldIn,
     ValueError: shapes differ, a valid index outside [0, M) (a model the
       history does not know) or a valid score that is not finite.
   """
-  idx = np.asarray(idx)
-  valid = np.asarray(valid, bool)
-  if idx.ndim != 2 or idx.shape != valid.shape or np.shape(scores) != (
-      idx.shape):
-    raise ValueError(f'idx, scores and valid must all be [B, K], got '
-                     f'{idx.shape}, {np.shape(scores)}, {valid.shape}.')
-  out = valid & ((idx < 0) | (idx >= space.num_models))
-  if out.any():
-    b, k = np.argwhere(out)[0]
-    raise ValueError(f'observed model index idx[{b}, {k}] = {idx[b, k]} is '
-                     f'outside [0, {space.num_models}): not a model of the '
-                     'history.')
-  bad = valid & ~np.isfinite(np.asarray(scores, np.float64))
-  if bad.any():
-    b, k = np.argwhere(bad)[0]
-    raise ValueError(f'observed score scores[{b}, {k}] = '
-                     f'{np.asarray(scores)[b, k]} is not finite.')
-  idx = np.where(valid, idx, 0).astype(np.int32)
-  scores = np.where(valid, np.asarray(scores, np.float32), 0.0)
+  idx, scores, valid = transfer_space.check_observed(
+      idx, scores, valid, space.num_models, names=('idx', 'scores'))
   _log_outliers(space, idx, scores, valid)
   rows = [kshot.params_for(int(k)) for k in valid.sum(1)]
   p = {f: np.asarray([getattr(r, f) for r in rows], np.float32)

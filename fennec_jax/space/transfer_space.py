@@ -140,6 +140,54 @@ class SpaceConfig:
 
 
 
+def check_observed(idx: Any, scores: Any, valid: Any, num_models: int,
+                   names: tuple[str, str] = ('model_indices',
+                                             'observed_scores')
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """K observed scores per task, checked and with invalid slots zeroed.
+
+  Args:
+    idx: [B, K] model indices.
+    scores: [B, K] observed scores.
+    valid: [B, K] which slots hold a score, or None for all.
+    num_models: M, the number of models of the history.
+    names: how the messages name `idx` and `scores`.
+
+  Returns:
+    (idx int32, scores float32, valid bool), all [B, K], 0 where not valid.
+
+  Raises:
+    ValueError: shapes differ, non-integer indices, a valid index outside
+      [0, M) (a model the history does not know) or a valid score that is
+      not finite, naming the first such entry.
+  """
+  idx_name, scores_name = names
+  idx = np.asarray(idx)
+  scores = np.asarray(scores, np.float32)
+  if idx.ndim != 2 or scores.shape != idx.shape:
+    raise ValueError(f'{idx_name} and {scores_name} must both be [B, K], got '
+                     f'{idx.shape} and {scores.shape}.')
+  if not np.issubdtype(idx.dtype, np.integer):
+    raise ValueError(f'{idx_name} must be integers, got {idx.dtype}.')
+  valid = (np.ones(idx.shape, bool) if valid is None
+           else np.asarray(valid, bool))
+  if valid.shape != idx.shape:
+    raise ValueError(f'valid must be [B, K] = {idx.shape}, got '
+                     f'{valid.shape}.')
+  out = valid & ((idx < 0) | (idx >= num_models))
+  if out.any():
+    b, j = np.argwhere(out)[0]
+    raise ValueError(f'{idx_name}[{b}, {j}] = {idx[b, j]} is outside '
+                     f'[0, {num_models}): not a model of the history.')
+  bad = valid & ~np.isfinite(scores)
+  if bad.any():
+    b, j = np.argwhere(bad)[0]
+    raise ValueError(f'{scores_name}[{b}, {j}] = {scores[b, j]} is not '
+                     'finite.')
+  return (np.where(valid, idx, 0).astype(np.int32),
+          np.where(valid, scores, 0.0).astype(np.float32), valid)
+
+
 @flax.struct.dataclass
 class TransferSpace:
   """A fitted transfer space (a pytree of arrays plus its static config).
@@ -269,32 +317,11 @@ class TransferSpace:
         non-finite valid scores.
     """
     idx = np.asarray(model_indices)
-    scores = np.asarray(observed_scores, np.float32)
-    if idx.ndim != 2 or scores.shape != idx.shape:
-      raise ValueError('model_indices and observed_scores must both be [B, K]'
-                       f', got {idx.shape} and {scores.shape}.')
-    if not np.issubdtype(idx.dtype, np.integer):
-      raise ValueError(f'model_indices must be integers, got {idx.dtype}.')
-    if idx.shape[1] > self.num_models:
+    if idx.ndim == 2 and idx.shape[1] > self.num_models:
       raise ValueError(f'K={idx.shape[1]} observed models per task, but the '
                        f'space has only {self.num_models} models.')
-    valid = (np.ones(idx.shape, bool) if valid is None
-             else np.asarray(valid, bool))
-    if valid.shape != idx.shape:
-      raise ValueError(f'valid must be [B, K] = {idx.shape}, got '
-                       f'{valid.shape}.')
-    out = valid & ((idx < 0) | (idx >= self.num_models))
-    if out.any():
-      b, j = np.argwhere(out)[0]
-      raise ValueError(f'model_indices[{b}, {j}] = {idx[b, j]} is outside '
-                       f'[0, {self.num_models}).')
-    bad = valid & ~np.isfinite(scores)
-    if bad.any():
-      b, j = np.argwhere(bad)[0]
-      raise ValueError(f'observed_scores[{b}, {j}] = {scores[b, j]} is not '
-                       'finite.')
-    idx = np.where(valid, idx, 0).astype(np.int32)
-    scores = np.where(valid, scores, 0.0)
+    idx, scores, valid = check_observed(idx, observed_scores, valid,
+                                        self.num_models)
     return foldin.fold_in_gather(self, jnp.asarray(idx),
                                  jnp.asarray(scores), jnp.asarray(valid),
                                  return_std=return_std,
