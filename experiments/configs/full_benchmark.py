@@ -45,11 +45,15 @@ TINY_TASKS = ('cifar10', 'cifar100', 'dtd', 'caltech101')
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The full-benchmark config; `arg='tiny'` is the CPU twin."""
-  if arg not in (None, '', 'tiny'):
-    raise ValueError(f'unknown config variant {arg!r}; valid: tiny.')
+  """The full-benchmark config; `arg='tiny'` is the CPU twin.
+
+  `arg='micro'` shrinks the twin further for the kill/restart and
+  multi-process tests: 1 benchmark, 4 tasks x 3 candidates, LogME alone.
+  """
+  if arg not in (None, '', 'tiny', 'micro'):
+    raise ValueError(f'unknown config variant {arg!r}; valid: tiny, micro.')
   config = runner.default_config('full_benchmark')
-  if arg == 'tiny':
+  if arg in ('tiny', 'micro'):
     config.benchmarks = ('sfda_group1', 'model_spider_single')
     config.tasks = TINY_TASKS
     config.models = TINY_MODELS
@@ -65,4 +69,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.tiny.mock_examples = 64
     config.tiny.image_size = 32
     config.space.max_steps = 100
+  if arg == 'micro':
+    config.benchmarks = ('sfda_group1',)
+    config.models = ('densenet121', 'mobilenet_v2', 'mnasnet1_0')
+    config.estimators = ('logme',)
+    config.probe_images = 16
+    config.proxy_images = 8
+    config.batch_size = 8
+    config.k_shots = (0,)
+    config.num_seeds = 1
+    config.paper = False
+    config.space.max_steps = 20
+    config.tiny.mock_examples = 24
   return config
