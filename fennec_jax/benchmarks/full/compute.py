@@ -120,9 +120,12 @@ def score_pair(features: np.ndarray, probs: np.ndarray | None,
 def candidate_work(store: store_lib.Store, model_key: str,
                    load: Callable[[], checkpoints.Candidate],
                    states: Sequence[TaskState], estimators: Sequence[str],
-                   batch_size: int, mesh: jax.sharding.Mesh) -> None:
+                   batch_size: int, mesh: jax.sharding.Mesh,
+                   check: Callable[[extract.FeatureExtractor], None]
+                   = lambda ex: None) -> None:
   """One candidate over every task: features and estimator scores, each
-  (task, model) unit stored as it finishes; finished units are skipped."""
+  (task, model) unit stored as it finishes; finished units are skipped.
+  `check` sees the candidate's extractor once it is built."""
   def has_all(path):
     record = store.read_json(path)
     return set(estimators) <= set(record['scores']) | set(
@@ -141,6 +144,7 @@ def candidate_work(store: store_lib.Store, model_key: str,
       holder['x'] = (extract.FeatureExtractor(
           cand.apply, cand.variables, cand.preprocessing,
           batch_size=batch_size, mesh=mesh), cand.num_features)
+      check(holder['x'][0])
     return holder['x']
 
   for state in todo:

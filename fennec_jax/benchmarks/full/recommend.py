@@ -16,6 +16,7 @@ import shutil
 from typing import Any
 
 from absl import logging
+import jax
 import jax.numpy as jnp
 
 from fennec_jax import recommender
@@ -70,7 +71,7 @@ def read_proxy_record(path: str) -> dict[str, Any]:
 
 def recommend_images(path: str, images: Any, *, top: int = 5,
                      observed: Mapping[str, float] | None = None,
-                     batch_size: int = 64
+                     batch_size: int | None = None
                      ) -> tuple[recommender.Recommendation,
                                 recommender.Fennec]:
   """Ranks the saved benchmark's models for the task of `images`.
@@ -81,7 +82,9 @@ def recommend_images(path: str, images: Any, *, top: int = 5,
       proxy's probe class-balanced).
     top: models to return.
     observed: optional `{model_id: score}` of the new task.
-    batch_size: the proxy's global batch (a multiple of the devices).
+    batch_size: the proxy's global batch (a multiple of the devices;
+      default: the run's `per_device_batch` on every device, so the new
+      task's embedding runs the shapes the run's did).
 
   Returns:
     (the `Recommendation` of one task, the loaded `Fennec`).
@@ -102,6 +105,8 @@ def recommend_images(path: str, images: Any, *, top: int = 5,
       record['name'], record['checkpoint'],
       dtype=jnp.dtype(record.get('dtype', 'float32')),
       preprocessing=extract.Preprocessing(**prep))
+  if batch_size is None:
+    batch_size = int(record.get('per_device_batch', 16)) * jax.device_count()
   feats = pipeline.task_features(proxy, images,
                                  probe=record['probe_images'],
                                  seed=record['seed'],

@@ -21,22 +21,22 @@
 
 As many JAX processes as `jax.distributed` started run the same code
 (`experiments/launch_local.py`): the passes are sharded over every
-process's devices and every process computes the same tables.
+process's devices, `config.per_device_batch` rows per device whatever the
+layout; the evaluation runs whole in every process on one device of its
+own (`evaluate_stored`), and process 0 alone writes.
 """
 
 import contextlib
 import csv
 import dataclasses
 import io
-import json
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -75,7 +75,10 @@ def default_config() -> ml_collections.ConfigDict:
       dtype='float32'))
   c.probe_images = 500
   c.proxy_images = 100
-  c.batch_size = 64
+  # Images per device per step: the global batch is this times the device
+  # count, so every device runs the same shapes whatever the layout
+  # (`extract_batch`).
+  c.per_device_batch = 16
   c.estimators = tuple(images_protocol.DEFAULT_IMAGE_ESTIMATORS)
   c.k_shots = (0, 1, 3)
   c.num_seeds = 10
@@ -94,17 +97,28 @@ def default_config() -> ml_collections.ConfigDict:
 
 def check(config: ml_collections.ConfigDict) -> None:
   """Bad values, before any work."""
-  for key in ('probe_images', 'proxy_images', 'batch_size', 'num_seeds'):
+  for key in ('probe_images', 'proxy_images', 'per_device_batch',
+              'num_seeds'):
     if int(config[key]) < 1:
       raise ValueError(f'config.{key}={config[key]!r}; must be >= 1.')
   if config.proxy_images > config.probe_images:
     raise ValueError(f'config.proxy_images={config.proxy_images} exceeds '
                      f'config.probe_images={config.probe_images} (the proxy '
                      'sees a subset of the probe).')
-  if config.batch_size % jax.device_count():
-    raise ValueError(f'config.batch_size={config.batch_size} must be a '
-                     f'multiple of the {jax.device_count()} devices.')
   plan_lib.folders(config)
+
+
+def extract_batch(config: ml_collections.ConfigDict) -> int:
+  """The extraction's global batch: `config.per_device_batch` on every
+  device.
+
+  A fixed per-device batch keeps every device's program the same whatever
+  the number of processes and devices (a padded last batch included), so
+  features do not move with the layout: XLA tiles a convolution or a
+  reduction by its shapes, and a batch of 4 or 2 rows per device gives
+  sums in a different order (up to 5e-7 apart on the twin's MobileNetV2).
+  """
+  return int(config.per_device_batch) * jax.device_count()
 
 
 def _checkpoint_dir(config, workdir) -> str:
@@ -125,7 +139,6 @@ def _write_twin(plan: plan_lib.Plan, config, ckpt_dir: str) -> None:
                                        plan_lib.seed_of(mkey, config.seed))
     checkpoints.write_tiny_proxy(_proxy_path(config, ckpt_dir), config.seed)
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     multihost_utils.sync_global_devices('fennec full: twin checkpoints')
 
 
@@ -145,6 +158,14 @@ def _graphs(bplan, config) -> dict[str, Any]:
       cache[c.arch] = trace_lib.trace(c.arch, shape, **over)
     out[m] = cache[c.arch]
   return out
+
+
+def _check_per_device(extractor, config) -> None:
+  """Every extractor runs `config.per_device_batch` rows per device."""
+  per = extractor.batch_size // extractor.mesh.size
+  if per != config.per_device_batch:
+    raise AssertionError(f'extractor runs {per} rows per device, config.'
+                         f'per_device_batch={config.per_device_batch}.')
 
 
 def _compute(plan, config, workdir, store) -> None:
@@ -167,7 +188,8 @@ def _compute(plan, config, workdir, store) -> None:
         proxy = proxy_lib.load_proxy(config.proxy.name,
                                      _proxy_path(config, ckpt_dir),
                                      dtype=jnp.dtype(config.proxy.dtype))
-        holder['p'] = proxy.extractor(config.batch_size, mesh)
+        holder['p'] = proxy.extractor(extract_batch(config), mesh)
+        _check_per_device(holder['p'], config)
       return holder['p']
 
     for state in states:
@@ -185,7 +207,8 @@ def _compute(plan, config, workdir, store) -> None:
           lambda c=c: checkpoints.load_candidate(
               c, ckpt_dir, overrides=_overrides(config, c.arch),
               image_size=side),
-          states, config.estimators, config.batch_size, mesh)
+          states, config.estimators, extract_batch(config), mesh,
+          check=lambda ex: _check_per_device(ex, config))
   finally:
     for reader in readers:
       reader.close()
@@ -237,6 +260,7 @@ def _evaluate_all(plan, config, workdir, store) -> list[list[Any]]:
           'preprocessing': dataclasses.asdict(
               proxy_lib.default_preprocessing(config.proxy.name)),
           'probe_images': config.proxy_images, 'seed': config.seed,
+          'per_device_batch': config.per_device_batch,
       }, os.path.join(workdir, 'recommender', b.name))
   if writer:
     buf = io.StringIO()
@@ -250,49 +274,21 @@ def _evaluate_all(plan, config, workdir, store) -> list[list[Any]]:
   return rows
 
 
-def _evaluate_in_child(config, workdir: str) -> list[list[Any]]:
-  """The evaluation of a multi-process run: process 0 runs it in a
-  single-process child on the host CPU, the others wait.
+def evaluate_stored(config: ml_collections.ConfigDict, workdir: str,
+                    plan: plan_lib.Plan | None = None) -> list[list[Any]]:
+  """Steps 4-5 from a finished store, on one device of each process.
 
-  The evaluation reads only the stored units (identical for every
-  process) and is host-sized work. The transfer space's training reads its
-  sharded arrays back to the host (`space.factorization`), which a global
-  array spanning several processes does not allow; one child process
-  computes exactly what a single-process run computes from the same store,
-  and writes the tables and the recommender checkpoints (orbax, one
-  writer).
+  The evaluation reads only stored units, identical for every process, and
+  is host-sized (tables of tens of models and tasks). Every process runs
+  it whole on its own first device (`sharding.default_devices`): the
+  transfer space's fits read their arrays back to the host, which an array
+  spread over several processes does not allow, and a one-device fit gives
+  the same numbers whatever the run's layout. Every process computes the
+  same tables; process 0 alone writes them and the recommender checkpoints.
   """
-  if jax.process_index() == 0:
-    path = os.path.join(workdir, 'evaluate_config.json')
-    store_lib.write_text(path, config.to_json_best_effort(indent=1))
-    root = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__)))))
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in [os.environ.get('PYTHONPATH')] if p]))
-    for key in ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES',
-                'JAX_PROCESS_ID'):
-      env.pop(key, None)
-    proc = subprocess.run([sys.executable, '-m', __name__, path, workdir],
-                          env=env, check=False)
-    failed = proc.returncode
-  else:
-    failed = 0
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  status = multihost_utils.process_allgather(np.asarray([failed], np.int32))
-  if np.any(np.asarray(status)):
-    raise RuntimeError(f'the evaluation child of process 0 failed (status '
-                       f'{np.asarray(status).ravel()[0]}); see its log above.')
-  if jax.process_index() != 0:
-    return []
-  with open(os.path.join(workdir, 'results.csv')) as f:
-    return list(csv.reader(f))[1:]
-
-
-def evaluate_stored(config: ml_collections.ConfigDict, workdir: str
-                    ) -> list[list[Any]]:
-  """Step 4-5 alone, from a finished store (the multi-process child)."""
-  plan = plan_lib.make_plan(config)
-  return _evaluate_all(plan, config, workdir, store_lib.Store(workdir))
+  plan = plan if plan is not None else plan_lib.make_plan(config)
+  with sharding.default_devices(jax.local_devices()[:1]):
+    return _evaluate_all(plan, config, workdir, store_lib.Store(workdir))
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -326,26 +322,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     _compute(plan, config, workdir, store)
   logging.info('full benchmark: %d units computed, %d found done',
                store.computed, store.skipped)
-  if jax.process_count() == 1:
-    rows = _evaluate_all(plan, config, workdir, store)
-  else:
-    rows = _evaluate_in_child(config, workdir)
+  rows = evaluate_stored(config, workdir, plan)
   seconds = time.perf_counter() - start
   logging.info('full benchmark: done in %.1fs', seconds)
   return {'plan': plan, 'rows': rows, 'computed': store.computed,
           'skipped': store.skipped, 'seconds': seconds}
-
-
-if __name__ == '__main__':
-  # `python -m fennec_jax.benchmarks.full.run CONFIG.json WORKDIR`: the
-  # evaluation of a multi-process run (`_evaluate_in_child`).
-  from absl import app  # pylint: disable=g-import-not-at-top
-
-  def _main(argv):
-    with open(argv[1]) as f:
-      loaded = ml_collections.ConfigDict(json.load(f))
-    config = default_config()
-    config.update(loaded)
-    evaluate_stored(config, argv[2])
-
-  app.run(_main)
