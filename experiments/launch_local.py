@@ -23,6 +23,7 @@ import runpy
 import subprocess
 import sys
 import time
+import traceback
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _MAIN = os.path.join(_HERE, 'main.py')
@@ -49,8 +50,27 @@ def _parse(argv):
 
 
 def _run_main(main_args):
+  """Runs main.py in this worker; a failure exits at once.
+
+  A worker that raises would otherwise wait at `jax.distributed`'s
+  shutdown barrier for the others (minutes) before its status shows.
+  """
   sys.argv = [_MAIN] + main_args
-  runpy.run_path(_MAIN, run_name='__main__')
+  try:
+    runpy.run_path(_MAIN, run_name='__main__')
+  except SystemExit as e:
+    if e.code not in (None, 0):
+      _exit_now(e.code if isinstance(e.code, int) else 1)
+    raise
+  except BaseException:  # pylint: disable=broad-except
+    traceback.print_exc()
+    _exit_now(1)
+
+
+def _exit_now(status):
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(status)  # pylint: disable=protected-access
 
 
 def main(argv):

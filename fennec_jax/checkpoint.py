@@ -44,6 +44,21 @@ def _orbax() -> Any:
   return ocp
 
 
+def _checkpointer() -> Any:
+  """A `StandardCheckpointer` of the calling process alone.
+
+  The arrays are host (NumPy) arrays every caller holds whole, so one
+  process writes or reads them without the others; orbax's default would
+  wait at a barrier for every `jax.distributed` process (a multi-process
+  run whose process 0 alone writes a checkpoint would hang).
+  """
+  ocp = _orbax()
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
+
+
 class CheckpointError(ValueError):
   """A checkpoint that is missing, foreign, of another version or damaged."""
 
@@ -147,7 +162,7 @@ def save(path: str, kind: str, arrays: Mapping[str, Any],
     stored = {k: v for k, v in flat.items() if v.size}
     if stored:
       # Leaving the block closes the checkpointer's threads, also on error.
-      with _orbax().StandardCheckpointer() as ckptr:
+      with _checkpointer() as ckptr:
         ckptr.save(os.path.join(tmp, STATE_DIR), _unflatten(stored))
         ckptr.wait_until_finished()
     with open(os.path.join(tmp, MANIFEST), 'w') as f:
@@ -219,7 +234,7 @@ def load(path: str, kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
           if not int(np.prod(s))}
   if stored:
     try:
-      with _orbax().StandardCheckpointer() as ckptr:
+      with _checkpointer() as ckptr:
         restored = ckptr.restore(os.path.join(path, STATE_DIR),
                                  _unflatten(stored))
     except Exception as e:  # orbax/tensorstore raise many types.

@@ -7,9 +7,15 @@ rows it holds (or the whole array, for a replicated sharding), so the same code
 runs as one process or as many (`jax.distributed`). A `jax.device_put` of a
 host array onto a sharding that spans processes would instead require every
 process to hold the whole array and is never used here.
+
+Host-sized work that every process repeats on identical inputs (the
+leave-one-task-out evaluation of a multi-process run) runs inside
+`default_devices(...)`: meshes built without explicit devices use the given
+(local) ones, so each process computes alone and no array spans processes.
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+import contextlib
 from typing import Any
 
 import jax
@@ -17,6 +23,33 @@ import numpy as np
 
 DATA_AXIS = 'data'
 MODELS_AXIS = 'models'
+
+_default_devices: list[Any] | None = None  # None: `jax.devices()`.
+
+
+@contextlib.contextmanager
+def default_devices(devices: Sequence[Any]) -> Iterator[None]:
+  """Inside the block, `make_mesh()` without `devices` uses `devices`.
+
+  Process-wide (not per thread). E.g. `default_devices(jax.local_devices()
+  [:1])`: work every process repeats runs on one device of its own.
+
+  Raises:
+    ValueError: an empty device list, or a device of another process.
+  """
+  global _default_devices
+  devices = list(devices)
+  if not devices:
+    raise ValueError('default_devices needs at least one device.')
+  foreign = [d for d in devices if d.process_index != jax.process_index()]
+  if foreign:
+    raise ValueError(f'default_devices: {foreign[:2]} belong to another '
+                     'process; pass devices of this one (jax.local_devices()).')
+  saved, _default_devices = _default_devices, devices
+  try:
+    yield
+  finally:
+    _default_devices = saved
 
 
 def make_mesh(num_devices: int | None = None, axis: str = DATA_AXIS,
@@ -27,7 +60,7 @@ def make_mesh(num_devices: int | None = None, axis: str = DATA_AXIS,
     num_devices: how many of `devices` to use (None: all of them).
     axis: the mesh axis name.
     devices: the devices, in mesh order (default `jax.devices()`: every
-      process's).
+      process's; inside `default_devices`, those).
 
   Returns:
     The mesh, with an `Auto` axis type (shardings propagate through jit).
@@ -35,7 +68,10 @@ def make_mesh(num_devices: int | None = None, axis: str = DATA_AXIS,
   Raises:
     ValueError: `num_devices` is not an int in 1..len(devices).
   """
-  devices = list(jax.devices() if devices is None else devices)
+  if devices is None:
+    devices = (_default_devices if _default_devices is not None
+               else jax.devices())
+  devices = list(devices)
   if num_devices is None:
     num_devices = len(devices)
   if (isinstance(num_devices, bool)
@@ -103,7 +139,7 @@ def global_array(local: Any, sharding: jax.sharding.NamedSharding,
 
   Args:
     local: the rows this process holds (the whole array if `sharding` is
-      replicated or there is one process).
+      replicated or on this process's devices alone).
     sharding: the target sharding.
     global_shape: the full shape (default: inferred, assuming every process
       holds as many rows as this one).
@@ -116,7 +152,8 @@ def global_array(local: Any, sharding: jax.sharding.NamedSharding,
       (pad it to `padded_length(n, num_shards(sharding))`).
   """
   local = np.asarray(local)
-  if jax.process_count() == 1 and global_shape is None:
+  if global_shape is None and (jax.process_count() == 1
+                               or sharding.is_fully_addressable):
     global_shape = local.shape
   shards = num_shards(sharding)
   if global_shape is not None and shards > 1 and (
@@ -135,8 +172,8 @@ def put(tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
   """
   def one(a):
     a = np.asarray(a)
-    if num_shards(sharding) == 1:
-      return global_array(a, sharding)
+    if num_shards(sharding) == 1 or sharding.is_fully_addressable:
+      return global_array(a, sharding, a.shape)  # This process holds all.
     return global_array(a[process_rows(a.shape[0])], sharding, a.shape)
   return jax.tree.map(one, tree)
 

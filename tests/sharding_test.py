@@ -113,6 +113,27 @@ class ShardingTest(parameterized.TestCase):
     np.testing.assert_allclose(jax.jit(lambda a: a.sum(0))(x),
                                host.sum(0))
 
+  def test_default_devices_inside_the_block_only(self):
+    with sharding.default_devices(jax.devices()[3:5]):
+      mesh = sharding.make_mesh()
+      self.assertEqual(list(mesh.devices.flat), jax.devices()[3:5])
+      self.assertEqual(sharding.make_mesh(devices=jax.devices()).size, 8)
+      with sharding.default_devices(jax.devices()[:1]):
+        self.assertEqual(sharding.make_mesh().size, 1)
+      self.assertEqual(sharding.make_mesh().size, 2)
+    self.assertEqual(sharding.make_mesh().size, 8)
+    with self.assertRaisesRegex(ValueError, 'at least one device'):
+      with sharding.default_devices([]):
+        pass
+
+  def test_put_on_devices_of_this_process_hands_over_every_row(self):
+    with sharding.default_devices(jax.local_devices()[:2]):
+      mesh = sharding.make_mesh()
+    host = np.arange(12.0).reshape(6, 2)
+    out = sharding.put(host, sharding.split(mesh))
+    self.assertTrue(out.sharding.is_fully_addressable)
+    np.testing.assert_array_equal(np.asarray(out), host)
+
 
 class LengthTest(parameterized.TestCase):
 

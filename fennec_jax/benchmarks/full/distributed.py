@@ -12,6 +12,7 @@ import socket
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 
 
 def free_port() -> int:
@@ -45,6 +46,11 @@ def initialize(coordinator: str | None = None,
   jax.distributed.initialize(coordinator_address=coordinator,
                              num_processes=num_processes,
                              process_id=process_id)
+  if jax.process_count() > 1:
+    # The first collective sets up the CPU collectives (gloo), which waits
+    # only 30 s for the other processes: done now, while they start
+    # together, not at a barrier that one reaches minutes after another.
+    multihost_utils.sync_global_devices('fennec: processes started')
   logging.info('jax.distributed: process %d of %d, %d local / %d global '
                'devices', jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
