@@ -53,6 +53,8 @@ def _checkpointer() -> Any:
   run whose process 0 alone writes a checkpoint would hang).
   """
   ocp = _orbax()
+  if jax.process_count() == 1:
+    return ocp.StandardCheckpointer()
   me = jax.process_index()
   return ocp.StandardCheckpointer(
       multiprocessing_options=ocp.options.MultiprocessingOptions(

@@ -5,13 +5,15 @@ Order: every task's probe and proxy embedding first, then model by model
 (each candidate is read and converted once) over every task. Each pass is a
 `fennec_jax.proxy.extract.FeatureExtractor`: a jitted step on the mesh of
 every process's devices, fed by a prefetch thread; each process decodes only
-its own rows of each batch and the batch is one global array
+its own rows of each batch (resized to the model's input by a pool of host
+threads, `tasks.ResizedProbe`) and the batch is one global array
 (`sharding.global_array`); the features come back whole to every process,
 which then score the estimators on identical inputs. Compilation happens on
 a warm-up batch outside every timing, as a deployed service would be warm.
 """
 
 from collections.abc import Callable, Mapping, Sequence
+from concurrent import futures
 import dataclasses
 import time
 from typing import Any
@@ -44,10 +46,12 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def _warm_and_time(extractor: extract.FeatureExtractor,
-                   images: tasks_lib.ProbeImages) -> tuple[np.ndarray, float]:
-  """Features of `images`, timed after a compiling call on one image."""
-  extractor(images.subset(np.arange(1)))
-  return _timed(lambda: extractor(images))
+                   images: tasks_lib.ProbeImages, pool: futures.Executor
+                   ) -> tuple[np.ndarray, float]:
+  """Features of `images`, resized on the host by `pool`, timed after a
+  compiling call on one image."""
+  extractor(images.subset(np.arange(1)).resized(extractor.prep, pool))
+  return _timed(lambda: extractor(images.resized(extractor.prep, pool)))
 
 
 def open_probe(store: store_lib.Store, key: str,
@@ -68,14 +72,14 @@ def open_probe(store: store_lib.Store, key: str,
 
 
 def proxy_features(store: store_lib.Store, state: TaskState,
-                   extractor: Callable[[], extract.FeatureExtractor]
-                   ) -> None:
+                   extractor: Callable[[], extract.FeatureExtractor],
+                   pool: futures.Executor) -> None:
   """Stores the proxy's features of the task's proxy subset, timed."""
   path = store.proxy_path(state.key)
   if store.done(path, f'proxy features of {state.key}'):
     return
-  feats, seconds = _warm_and_time(extractor(),
-                                  state.images.subset(state.probe.proxy))
+  feats, seconds = _warm_and_time(
+      extractor(), state.images.subset(state.probe.proxy), pool)
   store_lib.write_npz(path, {'features': feats.astype(np.float32),
                          'seconds': np.float64(seconds)})
   store.computed += 1
@@ -121,6 +125,7 @@ def candidate_work(store: store_lib.Store, model_key: str,
                    load: Callable[[], checkpoints.Candidate],
                    states: Sequence[TaskState], estimators: Sequence[str],
                    batch_size: int, mesh: jax.sharding.Mesh,
+                   pool: futures.Executor,
                    check: Callable[[extract.FeatureExtractor], None]
                    = lambda ex: None) -> None:
   """One candidate over every task: features and estimator scores, each
@@ -153,7 +158,7 @@ def candidate_work(store: store_lib.Store, model_key: str,
       arrays = store.read_npz(fpath)
     else:
       ex, num_features = extractor()
-      out, seconds = _warm_and_time(ex, state.images)
+      out, seconds = _warm_and_time(ex, state.images, pool)
       arrays = {'features': out[:, :num_features].astype(np.float32),
                 'seconds': np.float64(seconds)}
       if out.shape[1] > num_features:

@@ -26,6 +26,7 @@ layout; the evaluation runs whole in every process on one device of its
 own (`evaluate_stored`), and process 0 alone writes.
 """
 
+from concurrent import futures
 import contextlib
 import csv
 import dataclasses
@@ -79,6 +80,8 @@ def default_config() -> ml_collections.ConfigDict:
   # count, so every device runs the same shapes whatever the layout
   # (`extract_batch`).
   c.per_device_batch = 16
+  # Host threads that decode and resize each batch (0: one per CPU).
+  c.host_threads = 0
   c.estimators = tuple(images_protocol.DEFAULT_IMAGE_ESTIMATORS)
   c.k_shots = (0, 1, 3)
   c.num_seeds = 10
@@ -105,6 +108,9 @@ def check(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'config.proxy_images={config.proxy_images} exceeds '
                      f'config.probe_images={config.probe_images} (the proxy '
                      'sees a subset of the probe).')
+  if int(config.host_threads) < 0:
+    raise ValueError(f'config.host_threads={config.host_threads}; must be '
+                     '>= 0 (0: one per CPU).')
   plan_lib.folders(config)
 
 
@@ -174,6 +180,7 @@ def _compute(plan, config, workdir, store) -> None:
   mesh = sharding.make_mesh()
   folders = plan_lib.folders(config)
   readers, states = [], []
+  pool = futures.ThreadPoolExecutor(config.host_threads or os.cpu_count())
   try:
     for key, task in plan.tasks.items():
       reader = tasks_lib.open_task(task, config.data_dir or None, folders)
@@ -193,7 +200,7 @@ def _compute(plan, config, workdir, store) -> None:
       return holder['p']
 
     for state in states:
-      compute.proxy_features(store, state, proxy_extractor)
+      compute.proxy_features(store, state, proxy_extractor, pool)
     side = config.tiny.image_size or None
     start = time.perf_counter()
     for i, (mkey, c) in enumerate(plan.models.items()):
@@ -207,9 +214,10 @@ def _compute(plan, config, workdir, store) -> None:
           lambda c=c: checkpoints.load_candidate(
               c, ckpt_dir, overrides=_overrides(config, c.arch),
               image_size=side),
-          states, config.estimators, extract_batch(config), mesh,
+          states, config.estimators, extract_batch(config), mesh, pool,
           check=lambda ex: _check_per_device(ex, config))
   finally:
+    pool.shutdown()
     for reader in readers:
       reader.close()
 

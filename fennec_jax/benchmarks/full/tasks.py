@@ -15,6 +15,7 @@ For the small-scale twin, the run serves every task from
 deterministic), so the real reading path runs without prepared data.
 """
 
+from concurrent import futures
 import dataclasses
 import os
 from typing import Any
@@ -28,6 +29,7 @@ from fennec_jax import sharding
 from fennec_jax.benchmarks.full import catalogue
 from fennec_jax.data import sources
 from fennec_jax.proxy import embed
+from fennec_jax.proxy import extract
 
 
 class TaskDataError(ValueError):
@@ -237,3 +239,45 @@ class ProbeImages:
     if record not in self._cache:
       self._cache[record] = self._reader.image(record)
     return self._cache[record]
+
+  def resized(self, prep: extract.Preprocessing,
+              pool: futures.Executor) -> 'ResizedProbe':
+    """This probe at `prep`'s input size, resized by `pool`'s threads."""
+    return ResizedProbe(self, prep, pool)
+
+
+class ResizedProbe:
+  """A probe resized on the host to a model's input, batch by batch in a
+  thread pool (PIL decodes and resizes without the GIL).
+
+  The extractor reads a source of its input size whole batches at a time
+  (`get_batch`); its own fallback resizes one image after another in its
+  prefetch thread. The pixels are the same (`extract.host_resize`); measured
+  with experiments/benchmarks/full_input_pipeline.py.
+  """
+
+  def __init__(self, images: ProbeImages, prep: extract.Preprocessing,
+               pool: futures.Executor):
+    self._images, self._prep, self._pool = images, prep, pool
+    self._done: dict[int, np.ndarray] = {}
+    self.image_shape = (*prep.size, 3)
+    self.labels = None
+    self.names = None
+
+  def __len__(self) -> int:
+    return len(self._images)
+
+  def _one(self, index: int) -> np.ndarray:
+    if index not in self._done:
+      image = self._images[index]
+      if image.shape != self.image_shape:
+        image = extract.host_resize(image, self._prep)
+      self._done[index] = image
+    return self._done[index]
+
+  def __getitem__(self, index: int) -> np.ndarray:
+    return self._one(int(index))
+
+  def get_batch(self, start: int, stop: int) -> np.ndarray:
+    """Rows `start:stop`, resized in parallel."""
+    return np.stack(list(self._pool.map(self._one, range(start, stop))))

@@ -1,6 +1,7 @@
 """Probes: class-balanced, seeded, and read only where asked; tfds mock data
 through the real reader."""
 
+from concurrent import futures
 import tempfile
 
 from absl.testing import absltest
@@ -9,6 +10,7 @@ import tensorflow_datasets as tfds
 
 from fennec_jax.benchmarks.full import catalogue
 from fennec_jax.benchmarks.full import tasks as tasks_lib
+from fennec_jax.proxy import extract
 
 
 class FakeReader:
@@ -56,6 +58,26 @@ class ProbeTest(absltest.TestCase):
     self.assertEqual(int(sub[1][0, 0, 0]), 80)
     self.assertEqual(int(images[3][0, 0, 0]), 80)  # Cached, shared.
     self.assertEqual(reader.images_read, [80])
+
+  def test_resized_in_a_pool_equals_the_extractors_own_resizing(self):
+    class Sizes(FakeReader):  # Mixed sizes, gray and RGB.
+      def image(self, i):
+        rng = np.random.default_rng(i)
+        shape = (9 + i % 5, 12 - i % 3, 1 if i % 2 else 3)
+        return rng.integers(0, 256, shape, np.uint8)
+
+    images = tasks_lib.ProbeImages(Sizes(np.arange(40) % 4),
+                                   np.arange(2, 40, 4))  # 10 images.
+    prep = extract.Preprocessing(size=(8, 8), interpolation='bilinear')
+    ex = extract.FeatureExtractor(
+        lambda v, x: x.reshape(len(x), -1) * v, np.float32(1.0), prep,
+        batch_size=8)  # A full batch of 8, then a padded one.
+    want = ex(images)  # Its prefetch thread resizes image by image.
+    with futures.ThreadPoolExecutor(3) as pool:
+      resized = images.resized(prep, pool)
+      self.assertEqual(resized.image_shape, (8, 8, 3))
+      got = ex(resized)
+    np.testing.assert_array_equal(got, want)
 
   def test_one_class_is_an_error(self):
     with self.assertRaisesRegex(tasks_lib.TaskDataError, 'fewer than 2'):
