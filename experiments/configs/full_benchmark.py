@@ -10,10 +10,12 @@ checkpoints downloaded; README "The full benchmark on a TPU VM"):
       --workdir=runs/full
 
 `--config.dry_run=True` prints the plan (tasks, models, images, bytes) and
-the device time estimated from throughput measured on this machine's
-devices. Several JAX processes: `experiments/launch_local.py
---num_processes=N -- <the same arguments>` (one host), or `--tpu_vm` on
-every worker of a TPU VM.
+the device time: measured on the devices at hand, and estimated for an
+NVIDIA H200 from the project's measured anchors (`plan.h200_estimate`).
+Several JAX processes: `experiments/launch_local.py --num_processes=N --
+<the same arguments>` (one host), or `--tpu_vm` on every worker of a TPU
+VM. `config.per_device_batch` images per device per step whatever the
+layout, so the features do not depend on it.
 
 Tiny variant (the small-scale twin, CPU): 4 tasks served by
 `tfds.testing.mock_data` (64 random images each, the data sets' own feature
@@ -26,13 +28,13 @@ model_spider_single rows of those tasks and models:
   python experiments/main.py \
       --config=experiments/configs/full_benchmark.py:tiny --workdir=/tmp/fb
 
-`--config=experiments/configs/full_benchmark.py:tiny`, measured 89 s wall
-(111 s in another run) on the shared 2-core CPU at load average 8-10
-(twin checkpoints, 4 probes, 5 candidates x 4 tasks x 3 estimators ~55 s;
-evaluation ~35 s); it writes results.csv, report.md, a plot per benchmark
-and recommender/<benchmark>/. Runtime of the full run:
-`--config.dry_run=True` estimates it from throughput measured on the
-devices at hand.
+`--config=experiments/configs/full_benchmark.py:tiny`: 4 min 29 s wall
+(236.6 s in the run) as 1 process x 1 CPU device, 7 min 52 s as
+`launch_local.py --num_processes=2` (2 x 2 devices), both on the shared
+2-core CPU at load average 20-28 (89 s at load 8-10 in an earlier
+session); the two results.csv are identical, as are every feature and
+estimator score. It writes results.csv, report.md, a plot per benchmark
+and recommender/<benchmark>/.
 """
 
 import ml_collections
@@ -62,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.probe_images = 48
     config.proxy_images = 16
     config.per_device_batch = 4
+    config.host_threads = 2
     config.estimators = ('logme', 'leep', 'nce')
     config.k_shots = (0, 1)
     config.num_seeds = 2

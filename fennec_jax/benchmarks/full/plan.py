@@ -147,6 +147,58 @@ def _throughput(arch: str, size: int, overrides: Mapping[str, Any],
   return batch / max(time.perf_counter() - start, 1e-9)
 
 
+# Throughput measured by this project on a named device, the anchors of the
+# dry run's estimate for a device not at hand. Forward passes: CLIP
+# ViT-L/14 at 224 px, bf16, batch 256, plain Flax with cuDNN attention, on
+# an NVIDIA H200 (DESIGN.md, "Anchors"; README speed table: 2,722 img/s end
+# to end in another run). Estimators: seconds per call for 64 models x
+# 2,000 images x 768 dims x 100 classes (median, and the first, compiling
+# call), H200, jax 0.11.2 (experiments/benchmarks/results/estimators_h200.*).
+H200 = 'NVIDIA H200'
+H200_PROXY_ARCH, H200_PROXY_IMG_S = 'clip_vit_l14', 2673.0
+H200_ESTIMATOR_S = {  # name: (median s for 64 models, first call s)
+    'logme': (0.121, 5.85), 'hscore': (0.121, 2.63), 'fda': (0.123, 3.40),
+    'reg_hscore': (0.123, 0.91), 'leep': (0.080, 0.41), 'nce': (0.001, 0.40),
+    'gbc': (0.056, 0.61), 'knn': (0.060, 0.95), 'transrate': (0.121, 1.13),
+    'sfda': (0.188, 3.64), 'parc': (0.144, 2.97), 'nleep': (0.217, 4.57),
+    'linear_probe': (0.331, 6.59)}
+
+
+@functools.lru_cache(maxsize=None)
+def flops_per_image(arch: str, size: int,
+                    overrides: tuple[tuple[str, Any], ...] = ()) -> float:
+  """Forward FLOPs of one image: XLA's cost analysis of the lowered
+  (traced, not compiled) step, so no device time is spent."""
+  model = models.get_model(arch, **dict(overrides))
+  x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  shapes = jax.eval_shape(functools.partial(model.init, train=False),
+                          jax.random.key(0), x)
+  cost = jax.jit(functools.partial(model.apply, train=False)).lower(
+      shapes, x).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def h200_estimate(flops: float, pairs: int, shapes: int,
+                  estimators: Sequence[str]) -> tuple[float, float, float]:
+  """(forward s, estimator s, estimator compile s) on an NVIDIA H200.
+
+  Forward passes: `flops` at the FLOP rate the CLIP ViT-L/14 anchor reached
+  (2,673 img/s x its FLOPs per image); CNNs reach a smaller share of the
+  peak, so the real time is longer. Estimators: each (task, model) pair
+  scored alone at 1/64 of the anchor's 64-model time (probes of 500 images
+  hold a quarter of the anchor's rows: errs long), plus one first call per
+  estimator and distinct probe shape (`shapes`: tasks x feature widths).
+  Estimators without an anchor count as the slowest one.
+  """
+  rate = H200_PROXY_IMG_S * flops_per_image(
+      H200_PROXY_ARCH, models.get_spec(H200_PROXY_ARCH).input_shape[0])
+  slowest = max(H200_ESTIMATOR_S.values())
+  est = [H200_ESTIMATOR_S.get(e, slowest) for e in estimators]
+  return (flops / rate, pairs * sum(m for m, _ in est) / 64,
+          shapes * sum(f for _, f in est))
+
+
 def _bytes_per_image(task: catalogue.Task, data_dir: str | None
                      ) -> float | None:
   """Mean stored bytes per record of the prepared split, if prepared."""
@@ -201,30 +253,58 @@ def describe(plan: Plan, config: Any, measure: bool = True) -> str:
                (f' (not prepared here: {unknown_bytes})' if unknown_bytes
                 else ''))
   if measure:
-    seconds = 0.0
-    # A few images per device keep the measurement short on a CPU; larger
-    # batches run faster per image, so the estimate errs long.
-    batch = max(min(config.batch_size // max(jax.device_count(), 1), 4), 1)
-    size = config.tiny.image_size or None
-    for arch, count in archs.items():
-      side = size or models.get_spec(arch).input_shape[0]
-      over = checkpoints.TINY_OVERRIDES.get(arch, {}) if tiny else {}
-      rate = _throughput(arch, side, over, batch) * jax.device_count()
-      seconds += count * images / rate
-      lines.append(f'  measured {arch} at {side}px, batch {batch}/device: '
-                   f'{rate:.1f} img/s on {jax.device_count()} '
-                   f'{jax.default_backend()} devices')
-    p = config.proxy.name
-    side = size or models.get_spec(p).input_shape[0]
-    rate = _throughput(p, side, {'num_classes': 0} if 'clip' not in p
-                       else {}, batch) * jax.device_count()
-    seconds += len(plan.tasks) * n_proxy / rate
-    lines.append(f'  measured proxy {p} at {side}px: {rate:.1f} img/s')
-    lines.append(f'estimated device time (forward passes, compiled): '
-                 f'{seconds:.1f} s = {seconds / 3600:.2f} h on these devices')
+    lines += _estimates(plan, config, archs, images)
   logging.info('dry run: %d tasks, %d checkpoint files, %d images.',
                len(plan.tasks), len(plan.models), images)
   return '\n'.join(lines) + '\n'
+
+
+def _estimates(plan: Plan, config: Any, archs: Mapping[str, int],
+               images: int) -> list[str]:
+  """The dry run's device time: measured on the devices at hand, and on an
+  NVIDIA H200 from the project's measured anchors (`h200_estimate`)."""
+  lines, seconds, flops = [], 0.0, 0.0
+  # A few images per device keep the measurement short on a CPU; larger
+  # batches run faster per image, so the estimate errs long.
+  batch = max(min(config.per_device_batch, 4), 1)
+  size = config.tiny.image_size or None
+  for arch, count in archs.items():
+    side = size or models.get_spec(arch).input_shape[0]
+    over = (checkpoints.TINY_OVERRIDES.get(arch, {}) if config.tiny.enabled
+            else {})
+    rate = _throughput(arch, side, over, batch) * jax.device_count()
+    seconds += count * images / rate
+    flops += count * images * flops_per_image(arch, side,
+                                              tuple(sorted(over.items())))
+    lines.append(f'  measured {arch} at {side}px, batch {batch}/device: '
+                 f'{rate:.1f} img/s on {jax.device_count()} '
+                 f'{jax.default_backend()} devices')
+  p = config.proxy.name
+  side = size or models.get_spec(p).input_shape[0]
+  over = {} if 'clip' in p else {'num_classes': 0}
+  rate = _throughput(p, side, over, batch) * jax.device_count()
+  n_proxy = len(plan.tasks) * config.proxy_images
+  seconds += n_proxy / rate
+  flops += n_proxy * flops_per_image(p, side, tuple(sorted(over.items())))
+  lines.append(f'  measured proxy {p} at {side}px: {rate:.1f} img/s')
+  lines.append(f'estimated device time (forward passes, compiled): '
+               f'{seconds:.1f} s = {seconds / 3600:.2f} h on these '
+               f'{jax.device_count()} {jax.devices()[0].device_kind} '
+               'devices, measured now')
+  pairs = sum(len(b.tasks) * len(b.models) for b in plan.benchmarks)
+  fwd, est, first = h200_estimate(
+      flops, pairs, len(plan.tasks) * len(archs), config.estimators)
+  lines.append(
+      f'estimated on one {H200} (bf16; not measured here, no GPU or TPU '
+      f'at hand): forward passes >= {fwd:.0f} s ({flops / 1e12:.1f} TFLOP '
+      f'at the rate of the measured {H200_PROXY_ARCH} anchor, '
+      f'{H200_PROXY_IMG_S:.0f} img/s; CNNs reach less of the peak); '
+      f'{len(config.estimators)} estimators on {pairs} (task, model) '
+      f'pairs ~{est:.0f} s plus up to {first:.0f} s of first calls '
+      '(compiling, one per estimator and probe shape); checkpoint '
+      'conversion and image decoding not counted. A TPU has no measured '
+      'anchor yet.')
+  return lines
 
 
 def skipped_rows(plan: Plan) -> list[tuple[str, str, str, str]]:

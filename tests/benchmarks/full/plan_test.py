@@ -67,6 +67,23 @@ class PlanTest(absltest.TestCase):
                  'images read: 192', 'sfda_group1: 4 tasks x 5 models'):
       self.assertIn(want, text)
 
+  def test_flops_and_the_h200_estimate(self):
+    # torchvision documents ResNet-50 at 4.09 GFLOPS counted as
+    # multiply-adds: 2 x 4.09e9 FLOPs.
+    self.assertBetween(plan_lib.flops_per_image('resnet50', 224),
+                       0.95 * 8.18e9, 1.05 * 8.18e9)
+    # The anchor's own images take 1 s; 64 pairs of LogME take the
+    # anchor's 64-model median; one probe shape, its first call.
+    clip = plan_lib.flops_per_image('clip_vit_l14', 224)
+    fwd, est, first = plan_lib.h200_estimate(
+        plan_lib.H200_PROXY_IMG_S * clip, 64, 1, ['logme'])
+    self.assertAlmostEqual(fwd, 1.0)
+    self.assertAlmostEqual(est, plan_lib.H200_ESTIMATOR_S['logme'][0])
+    self.assertAlmostEqual(first, plan_lib.H200_ESTIMATOR_S['logme'][1])
+    # An estimator without an anchor counts as the slowest.
+    _, est, _ = plan_lib.h200_estimate(0.0, 64, 1, ['otce'])
+    self.assertEqual(est, max(plan_lib.H200_ESTIMATOR_S.values())[0])
+
 
 if __name__ == '__main__':
   absltest.main()
