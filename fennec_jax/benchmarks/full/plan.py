@@ -296,11 +296,11 @@ def _estimates(plan: Plan, config: Any, archs: Mapping[str, int],
       flops, pairs, len(plan.tasks) * len(archs), config.estimators)
   lines.append(
       f'estimated on one {H200} (bf16; not measured here, no GPU or TPU '
-      f'at hand): forward passes >= {fwd:.0f} s ({flops / 1e12:.1f} TFLOP '
+      f'at hand): forward passes >= {fwd:.1f} s ({flops / 1e9:,.0f} GFLOP '
       f'at the rate of the measured {H200_PROXY_ARCH} anchor, '
       f'{H200_PROXY_IMG_S:.0f} img/s; CNNs reach less of the peak); '
       f'{len(config.estimators)} estimators on {pairs} (task, model) '
-      f'pairs ~{est:.0f} s plus up to {first:.0f} s of first calls '
+      f'pairs ~{est:.1f} s plus up to {first:.0f} s of first calls '
       '(compiling, one per estimator and probe shape); checkpoint '
       'conversion and image decoding not counted. A TPU has no measured '
       'anchor yet.')

@@ -279,5 +279,8 @@ class ResizedProbe:
     return self._one(int(index))
 
   def get_batch(self, start: int, stop: int) -> np.ndarray:
-    """Rows `start:stop`, resized in parallel."""
+    """Rows `start:stop`, resized in parallel (none: a process whose share
+    of a short batch is empty)."""
+    if stop <= start:
+      return np.zeros((0, *self.image_shape), np.uint8)
     return np.stack(list(self._pool.map(self._one, range(start, stop))))

@@ -76,6 +76,7 @@ class ProbeTest(absltest.TestCase):
     with futures.ThreadPoolExecutor(3) as pool:
       resized = images.resized(prep, pool)
       self.assertEqual(resized.image_shape, (8, 8, 3))
+      self.assertEqual(resized.get_batch(3, 3).shape, (0, 8, 8, 3))
       got = ex(resized)
     np.testing.assert_array_equal(got, want)
 
