@@ -213,8 +213,11 @@ def _bytes_per_image(task: catalogue.Task, data_dir: str | None
     return None
 
 
-def describe(plan: Plan, config: Any, measure: bool = True) -> str:
-  """The dry run's text: tasks, models, images, bytes, estimated time."""
+def describe(plan: Plan, config: Any, measure: bool = True,
+             local: bool = True) -> str:
+  """The dry run's text: tasks, models, images, bytes, estimated time
+  (`measure`; `local`: also timed on the devices at hand, which compiles
+  every architecture at full size: minutes on a CPU)."""
   lines = ['Full benchmark plan', '']
   n_probe, n_proxy = config.probe_images, config.proxy_images
   tiny = config.tiny.enabled
@@ -253,14 +256,14 @@ def describe(plan: Plan, config: Any, measure: bool = True) -> str:
                (f' (not prepared here: {unknown_bytes})' if unknown_bytes
                 else ''))
   if measure:
-    lines += _estimates(plan, config, archs, images)
+    lines += _estimates(plan, config, archs, images, local)
   logging.info('dry run: %d tasks, %d checkpoint files, %d images.',
                len(plan.tasks), len(plan.models), images)
   return '\n'.join(lines) + '\n'
 
 
 def _estimates(plan: Plan, config: Any, archs: Mapping[str, int],
-               images: int) -> list[str]:
+               images: int, local: bool) -> list[str]:
   """The dry run's device time: measured on the devices at hand, and on an
   NVIDIA H200 from the project's measured anchors (`h200_estimate`)."""
   lines, seconds, flops = [], 0.0, 0.0
@@ -272,26 +275,28 @@ def _estimates(plan: Plan, config: Any, archs: Mapping[str, int],
     side = size or models.get_spec(arch).input_shape[0]
     over = (checkpoints.TINY_OVERRIDES.get(arch, {}) if config.tiny.enabled
             else {})
-    rate = _throughput(arch, side, over, batch) * jax.device_count()
-    seconds += count * images / rate
     flops += count * images * flops_per_image(arch, side,
                                               tuple(sorted(over.items())))
-    lines.append(f'  measured {arch} at {side}px, batch {batch}/device: '
-                 f'{rate:.1f} img/s on {jax.device_count()} '
-                 f'{jax.default_backend()} devices')
+    if local:
+      rate = _throughput(arch, side, over, batch) * jax.device_count()
+      seconds += count * images / rate
+      lines.append(f'  measured {arch} at {side}px, batch {batch}/device: '
+                   f'{rate:.1f} img/s on {jax.device_count()} '
+                   f'{jax.default_backend()} devices')
   p = config.proxy.name
   side = size or models.get_spec(p).input_shape[0]
   over = {} if 'clip' in p else {'num_classes': 0}
-  rate = _throughput(p, side, over, batch) * jax.device_count()
   n_proxy = len(plan.tasks) * config.proxy_images
-  seconds += n_proxy / rate
   flops += n_proxy * flops_per_image(p, side, tuple(sorted(over.items())))
-  lines.append(f'  measured proxy {p} at {side}px: {rate:.1f} img/s')
-  lines.append(f'estimated device time (forward passes, compiled): '
-               f'{seconds:.1f} s = {seconds / 3600:.2f} h on these '
-               f'{jax.device_count()} {jax.devices()[0].device_kind} '
-               'devices, measured now')
-  pairs = sum(len(b.tasks) * len(b.models) for b in plan.benchmarks)
+  if local:
+    rate = _throughput(p, side, over, batch) * jax.device_count()
+    seconds += n_proxy / rate
+    lines.append(f'  measured proxy {p} at {side}px: {rate:.1f} img/s')
+    lines.append(f'estimated device time (forward passes, compiled): '
+                 f'{seconds:.1f} s = {seconds / 3600:.2f} h on these '
+                 f'{jax.device_count()} {jax.devices()[0].device_kind} '
+                 'devices, measured now')
+  pairs = len(plan.tasks) * len(plan.models)  # Every model on every task.
   fwd, est, first = h200_estimate(
       flops, pairs, len(plan.tasks) * len(archs), config.estimators)
   lines.append(

@@ -88,6 +88,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.paper = True
   c.seed = 0
   c.dry_run = False
+  # The dry run also times every architecture on the devices at hand.
+  c.dry_run_measure = True
   c.tiny = ml_collections.ConfigDict(dict(enabled=False, mock_examples=0,
                                           image_size=0))
   fields = dataclasses.asdict(space_lib.SpaceConfig())
@@ -311,7 +313,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   check(config)
   plan = plan_lib.make_plan(config)
   if config.dry_run:
-    text = plan_lib.describe(plan, config)
+    text = plan_lib.describe(plan, config, local=config.dry_run_measure)
     if jax.process_index() == 0:
       print(text, end='')
       store_lib.write_text(os.path.join(workdir, 'plan.txt'), text)
