@@ -29,12 +29,14 @@ model_spider_single rows of those tasks and models:
       --config=experiments/configs/full_benchmark.py:tiny --workdir=/tmp/fb
 
 `--config=experiments/configs/full_benchmark.py:tiny`: 4 min 29 s wall
-(236.6 s in the run) as 1 process x 1 CPU device, 7 min 52 s as
-`launch_local.py --num_processes=2` (2 x 2 devices), both on the shared
-2-core CPU at load average 20-28 (89 s at load 8-10 in an earlier
-session); the two results.csv are identical, as are every feature and
-estimator score. It writes results.csv, report.md, a plot per benchmark
-and recommender/<benchmark>/.
+(236.6 s in the run) as 1 process x 1 CPU device at load average ~20 on
+the shared 2-core CPU, 9 min 55 s when six other jobs of the same session
+ran beside it (load ~25; 89 s at load 8-10 in an earlier session). As
+`launch_local.py --num_processes=2` (2 x 2 devices): 7 min 52 s and
+12 min 40 s in the same two settings. In both pairs the two results.csv are
+identical (210 rows), as are every stored feature and estimator score. It
+writes results.csv, report.md, a plot per benchmark and
+recommender/<benchmark>/.
 """
 
 import ml_collections
