@@ -181,7 +181,7 @@ def main(argv: list[str]) -> None:
           _CHECKPOINT.value, images, top=_TOP.value + extra,
           observed=observed)
       _save(fennec)
-      print(recommender.format_recommendation(
+      print(ranking.format_recommendation(
           rec, ['images'], {'images': observed}, top=_TOP.value))
       return
     rec, fennec = demo_lib.recommend_offline(
