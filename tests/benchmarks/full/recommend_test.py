@@ -3,6 +3,8 @@ the proxy it records, as Fennec does on the same features."""
 
 import dataclasses
 import os
+import subprocess
+import sys
 import tempfile
 
 from absl.testing import absltest
@@ -72,6 +74,20 @@ class RecommendImagesTest(absltest.TestCase):
     self.assertEqual(loaded.model_ids, fennec.model_ids)
     self.assertEqual(list(rec.model_ids[0]), list(want.model_ids[0]))
     np.testing.assert_allclose(rec.predicted, want.predicted, rtol=1e-4)
+
+    # The command line serves it (`fennec recommend --checkpoint --images`).
+    root_dir = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    cli = subprocess.run(
+        [sys.executable, '-m', 'fennec_jax.cli', 'recommend',
+         f'--checkpoint={saved}', f'--images={folder}', '--top=3'],
+        env=dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=root_dir),
+        capture_output=True, text=True, timeout=300, check=False)
+    self.assertEqual(cli.returncode, 0, cli.stderr[-2000:])
+    ranked = [line.split()[1] for line in cli.stdout.splitlines()
+              if line.strip()[:2] in ('1.', '2.', '3.')]
+    self.assertLen(ranked, 3, cli.stdout)
+    self.assertContainsSubset(ranked, fennec.model_ids)
 
   def test_bad_record_is_named(self):
     root = self.enterContext(tempfile.TemporaryDirectory())
