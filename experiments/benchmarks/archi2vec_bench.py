@@ -1,8 +1,8 @@
 r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
 
   python experiments/benchmarks/archi2vec_bench.py --out=runs/archi2vec_bench
-  python experiments/benchmarks/archi2vec_bench.py --models= \
-      --num_graphs=2000 --num_cells=15625 --out=/tmp/a2v   # encoding only
+  python experiments/benchmarks/archi2vec_bench.py --num_graphs=500 \
+      --zoo_copies=10 --out=/tmp/a2v   # as recorded in results/
 
 1. Tracing: `trace(name)` wall time (abstract shapes only: eval_shape of the
    initializer + make_jaxpr + graph building) for `--models` (default
@@ -15,11 +15,20 @@ r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
    greedily into padded batches of one static budget (`--batch_nodes`
    nodes), embedded in one jitted loop (one compile) by the per-edge jraph
    form (`reference.ReferenceGraphEncoder`, the encoder before aggregation
-   came first) and by `gnn.GraphEncoder`, with the same parameters, passes
-   alternating so both see the same machine load. Reports graphs/s of each
-   device loop (host packing timed separately), their ratio, and the largest
-   embedding difference relative to the embeddings' scale.
-3. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
+   came first), by `gnn.GraphEncoder` on the same `GraphsTuple`s
+   (`encoder`) and on `compress.CompressedGraphs` of the same graphs
+   (`encoder_compressed`: one row per colour class, gathers only), with the
+   same parameters, passes alternating so all see the same machine load.
+   Reports graphs/s of each device loop, their ratio, and the largest
+   embedding difference relative to the embeddings' scale; host preparation
+   (packing; compression) is timed and reported apart.
+3. The same on the registry zoo: the traced graphs of the 29 ImageNet-scale
+   registry architectures (`benchmarks/registry_graphs`: the public tables'
+   torchvision CNNs and ViT-B/16, plus the timm ViTs, DeiTs, CLIP, DINOv2,
+   Swin, ConvNeXt), `--zoo_copies` times over. Random DAGs with continuous
+   random features repeat no structure, so compression saves nothing there;
+   traced networks repeat blocks.
+4. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
    (<= 8 nodes), in batches of `--cell_batch`: reference and `GraphEncoder`
    on padded `GraphsTuple`s, and `GraphEncoder` on `DenseGraphs`.
 
