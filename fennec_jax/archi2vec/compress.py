@@ -91,13 +91,30 @@ def _table(dst: np.ndarray, src: np.ndarray, n: int, width: int
 
 def _classes(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """(first node of each distinct row of `key`, class of every node)."""
-  _, first, inverse = np.unique(key, axis=0, return_index=True,
-                                return_inverse=True)
+  # Columns of small values are packed several to an int64 (exactly: each
+  # gets the bits its range needs), so the sort below has fewer keys.
+  key = key - key.min(0)
+  bits = max(int(key.max()).bit_length(), 1)
+  per = max(62 // bits, 1)
+  if per > 1:
+    packed = np.zeros((len(key), -(-key.shape[1] // per)), np.int64)
+    for j in range(key.shape[1]):
+      packed[:, j // per] = (packed[:, j // per] << bits) | key[:, j]
+    key = packed
+  # A stable lexicographic sort (first column most significant; faster
+  # than np.unique(axis=0)); a class starts where a sorted row changes.
+  order = np.lexsort(key.T[::-1])
+  rows = key[order]
+  starts = np.ones(len(rows), bool)
+  starts[1:] = (rows[1:] != rows[:-1]).any(1)
+  inverse = np.empty(len(rows), np.int64)
+  inverse[order] = np.cumsum(starts) - 1
+  first = order[starts]  # Stable: the smallest node of each class.
   # Number classes by first occurrence (a stable order; any order is exact).
   relabel = np.empty(len(first), np.int64)
   by_first = np.argsort(first)
   relabel[by_first] = np.arange(len(first))
-  return first[by_first], relabel[inverse.ravel()]
+  return first[by_first], relabel[inverse]
 
 
 def compress(arrays: dict[str, np.ndarray], num_layers: int,

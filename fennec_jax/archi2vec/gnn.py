@@ -190,22 +190,37 @@ class CompressedMessages(NamedTuple):
   in_degree: jax.Array
   out_degree: jax.Array
 
+  def _sum(self, y: jax.Array, table: jax.Array, extra: jax.Array
+           ) -> jax.Array:
+    """Sum of `y`'s rows named by `table` (pads: the last, zero, row)."""
+    total = y[table[:, 0]]
+    for j in range(1, table.shape[1]):
+      total = total + y[table[:, j]]
+    if extra.shape[0]:
+      total = total + jax.ops.segment_sum(y[extra[:, 1]], extra[:, 0],
+                                          table.shape[0])
+    return total
+
   def aggregate(self, h: jax.Array
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(each row's own previous state, sum over predecessors, successors)."""
     hz = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
-    rows = self.own.shape[0]
-    sums = []
-    for table, extra in ((self.preds, self.extra_in),
-                         (self.succs, self.extra_out)):
-      total = hz[table[:, 0]]
-      for j in range(1, table.shape[1]):
-        total = total + hz[table[:, j]]
-      if extra.shape[0]:
-        total = total + jax.ops.segment_sum(hz[extra[:, 1]], extra[:, 0],
-                                            rows)
-      sums.append(total)
-    return h[self.own], sums[0], sums[1]
+    return (h[self.own], self._sum(hz, self.preds, self.extra_in),
+            self._sum(hz, self.succs, self.extra_out))
+
+  def mix(self, h: jax.Array, w_self: jax.Array, w_pred: jax.Array,
+          w_succ: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(own states, `own @ w_self + preds sum @ w_pred + succs sum @ w_succ`).
+
+    Maps the previous layer's rows first, then gathers: there are fewer
+    of them than of this layer's classes (refinement only splits).
+    """
+    d = w_self.shape[1]
+    y = h @ jnp.concatenate([w_self, w_pred, w_succ], 1)
+    y = jnp.concatenate([y, jnp.zeros((1, y.shape[1]), y.dtype)])
+    return h[self.own], (y[self.own, :d] +
+                         self._sum(y[:, d:2 * d], self.preds, self.extra_in) +
+                         self._sum(y[:, 2 * d:], self.succs, self.extra_out))
 
 
 def compressed_messages(graph: compress_lib.CompressedGraphs, layer: int,
@@ -216,6 +231,16 @@ def compressed_messages(graph: compress_lib.CompressedGraphs, layer: int,
       graph.extra_in[layer], graph.extra_out[layer],
       jnp.asarray(graph.in_degree[layer], dtype),
       jnp.asarray(graph.out_degree[layer], dtype))
+
+
+def mix(msg: Messages | DenseMessages | CompressedMessages, h: jax.Array,
+        w_self: jax.Array, w_pred: jax.Array, w_succ: jax.Array
+        ) -> tuple[jax.Array, jax.Array]:
+  """(own states, their and their neighbour sums' linear part of a layer)."""
+  if isinstance(msg, CompressedMessages):
+    return msg.mix(h, w_self, w_pred, w_succ)
+  h, from_preds, from_succs = msg.aggregate(h)
+  return h, h @ w_self + from_preds @ w_pred + from_succs @ w_succ
 
 
 class DirectedLayer(nn.Module):
@@ -241,10 +266,8 @@ class DirectedLayer(nn.Module):
     w_bwd, b_bwd = _Affine(hidden, hidden, name='backward_message')()
     w_up, b_up = _Affine(3 * hidden, 2 * hidden, name='update_0')()
     w_self, w_pred, w_succ = jnp.split(w_up, 3)
-    h, from_preds, from_succs = msg.aggregate(h)
-    x = (h @ w_self + from_preds @ (w_fwd @ w_pred)
-         + from_succs @ (w_bwd @ w_succ)
-         + msg.in_degree[..., None] * (b_fwd @ w_pred)
+    h, x = mix(msg, h, w_self, w_fwd @ w_pred, w_bwd @ w_succ)
+    x = (x + msg.in_degree[..., None] * (b_fwd @ w_pred)
          + msg.out_degree[..., None] * (b_bwd @ w_succ) + b_up)
     x = nn.gelu(x)
     x = nn.Dense(hidden, name='update_1')(x)

@@ -73,7 +73,13 @@ class CompressTest(parameterized.TestCase):
   @parameterized.parameters(1, 2, 8)
   def test_matches_reference(self, max_degree):
     rs = np.random.default_rng(max_degree)
-    arrays = ([_dag(rs, n) for n in (300, 40, 1, 2)] + [_hub(20)] +
+    # A cycle (arrays skip graph_to_arrays' DAG check): message passing
+    # and the colouring are defined on it all the same.
+    cycle = dict(op=np.array([1, 1, 1, 2], np.int32),
+                 feat=np.zeros((4, graphs_lib.NUM_NODE_FEATURES), np.float32),
+                 senders=np.array([0, 1, 2, 2], np.int32),
+                 receivers=np.array([1, 2, 0, 3], np.int32))
+    arrays = ([_dag(rs, n) for n in (300, 40, 1, 2)] + [_hub(20), cycle] +
               [_dag(rs, 120, ops=_VOCAB, discrete=False)])
     model, params, expected = _reference(arrays)
     self.assertGreater(np.abs(expected).max(), 1.0)
