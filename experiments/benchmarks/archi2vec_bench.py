@@ -1,8 +1,8 @@
 r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
 
   python experiments/benchmarks/archi2vec_bench.py --out=runs/archi2vec_bench
-  python experiments/benchmarks/archi2vec_bench.py --models= \
-      --num_graphs=2000 --num_cells=15625 --out=/tmp/a2v   # encoding only
+  python experiments/benchmarks/archi2vec_bench.py --num_graphs=500 \
+      --zoo_copies=10 --out=/tmp/a2v   # as recorded in results/
 
 1. Tracing: `trace(name)` wall time (abstract shapes only: eval_shape of the
    initializer + make_jaxpr + graph building) for `--models` (default
@@ -15,11 +15,20 @@ r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
    greedily into padded batches of one static budget (`--batch_nodes`
    nodes), embedded in one jitted loop (one compile) by the per-edge jraph
    form (`reference.ReferenceGraphEncoder`, the encoder before aggregation
-   came first) and by `gnn.GraphEncoder`, with the same parameters, passes
-   alternating so both see the same machine load. Reports graphs/s of each
-   device loop (host packing timed separately), their ratio, and the largest
-   embedding difference relative to the embeddings' scale.
-3. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
+   came first), by `gnn.GraphEncoder` on the same `GraphsTuple`s
+   (`encoder`) and on `compress.CompressedGraphs` of the same graphs
+   (`encoder_compressed`: one row per colour class, gathers only), with the
+   same parameters, passes alternating so all see the same machine load.
+   Reports graphs/s of each device loop, their ratio, and the largest
+   embedding difference relative to the embeddings' scale; host preparation
+   (packing; compression) is timed and reported apart.
+3. The same on the registry zoo: the traced graphs of the 29 ImageNet-scale
+   registry architectures (`benchmarks/registry_graphs`: the public tables'
+   torchvision CNNs and ViT-B/16, plus the timm ViTs, DeiTs, CLIP, DINOv2,
+   Swin, ConvNeXt), `--zoo_copies` times over. Random DAGs with continuous
+   random features repeat no structure, so compression saves nothing there;
+   traced networks repeat blocks.
+4. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
    (<= 8 nodes), in batches of `--cell_batch`: reference and `GraphEncoder`
    on padded `GraphsTuple`s, and `GraphEncoder` on `DenseGraphs`.
 
@@ -44,11 +53,13 @@ from absl import logging
 import jax
 import numpy as np
 
+from fennec_jax.archi2vec import compress
 from fennec_jax.archi2vec import gnn
 from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.archi2vec import nas_bench
 from fennec_jax.archi2vec import reference
 from fennec_jax.archi2vec import trace as trace_lib
+from fennec_jax.benchmarks import registry_graphs
 
 _OUT = flags.DEFINE_string('out', 'runs/archi2vec_bench', 'Output directory.')
 _MODELS = flags.DEFINE_list('models', ['resnet152', 'vit_large_patch16_224'],
@@ -64,6 +75,10 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic graphs.')
 _NUM_CELLS = flags.DEFINE_integer('num_cells', 15_625,
                                   'NAS-Bench-201 cells to encode (0: skip).')
 _CELL_BATCH = flags.DEFINE_integer('cell_batch', 1024, 'Cells per batch.')
+_ZOO_COPIES = flags.DEFINE_integer(
+    'zoo_copies', 20, 'Passes over the registry zoo per timed pass (0: skip).')
+_ZOO_BATCH_NODES = flags.DEFINE_integer('zoo_batch_nodes', 32_768,
+                                        'Padded nodes per zoo batch.')
 _VOCAB_SIZE = 64
 
 
@@ -127,43 +142,43 @@ def pack(arrays, batch_nodes, max_graphs, batch_edges):
   return batches
 
 
-def time_alternating(fns, batches, repeats):
-  """Best wall time of a pass over `batches` for each of `fns` (by name).
+def time_alternating(fns, repeats):
+  """Best wall time of a pass over its batches for each of `fns` (by name).
 
-  Passes alternate between the functions, so a change in machine load hits
-  all of them alike. Returns `(best_seconds, all_seconds, outputs)` dicts.
+  `fns[name] = (fn, batches)`, `batches` a list of `(batch, n_real)`. Passes
+  alternate between the functions, so a change in machine load hits all of
+  them alike. Returns `(best_seconds, all_seconds, outputs)` dicts; outputs
+  are the real graphs' rows, in order.
   """
-  for fn in fns.values():  # Compile outside the timed passes.
+  for fn, batches in fns.values():  # Compile outside the timed passes.
     jax.block_until_ready(fn(batches[0][0]))
   outputs = {}
   seconds = {name: [] for name in fns}
   for _ in range(repeats):
-    for name, fn in fns.items():
+    for name, (fn, batches) in fns.items():
       t0 = time.perf_counter()
       outs = jax.block_until_ready([fn(b) for b, _ in batches])
       seconds[name].append(time.perf_counter() - t0)
-      outputs[name] = outs
+      outputs[name] = np.concatenate([np.asarray(o)[:n] for o, (_, n) in
+                                      zip(outs, batches)])
   best = {name: min(v) for name, v in seconds.items()}
-  real = {name: np.concatenate([np.asarray(o)[:n] for o, (_, n) in
-                                zip(outs, batches)])
-          for name, outs in outputs.items()}
-  return best, seconds, real
+  return best, seconds, outputs
 
 
-def variants(ref, params, encoders):
-  """The functions to time, `fn(batch)`, by name.
+def variants(ref, params, encoders, batches):
+  """The functions to time, name -> `(fn(batch), batches)`.
 
   `reference` is the per-edge encoder jitted as before (`jax.jit`, default
   compiler options); `reference_same_options` is it jitted as the encoder is
   (`gnn.jit_encoder`; CPU only), for a same-compiler comparison; then
-  `encoders`.
+  `encoders`, name -> `(jitted apply, batches)`.
   """
-  fns = dict(reference=jax.jit(ref.apply))
+  fns = dict(reference=(jax.jit(ref.apply), batches))
   if jax.default_backend() == 'cpu':
-    fns['reference_same_options'] = gnn.jit_encoder(ref.apply)
+    fns['reference_same_options'] = (gnn.jit_encoder(ref.apply), batches)
   fns.update(encoders)
-  return {name: functools.partial(lambda fn, b: fn(params, b), fn)
-          for name, fn in fns.items()}
+  return {name: (functools.partial(lambda fn, b: fn(params, b), fn), bs)
+          for name, (fn, bs) in fns.items()}
 
 
 def relative_difference(actual, expected):
@@ -171,51 +186,108 @@ def relative_difference(actual, expected):
   return float(np.abs(actual - expected).max() / np.abs(expected).max())
 
 
+def compare_encoders(arrays, vocab_size, batch_nodes):
+  """Times the reference and the encoder's paths on the same graphs.
+
+  Padded `GraphsTuple` batches of `batch_nodes` nodes (greedy packing, one
+  budget) for the reference and `encoder`; `encoder_compressed` gets the
+  same graphs as `compress.CompressedGraphs` (colour classes, gather-only
+  tables), packed to about `batch_nodes` rows in the widest level. Host
+  preparation (packing, compression) is timed apart from the device loops.
+  """
+  lo = min(len(a['op']) for a in arrays)
+  total_nodes = int(sum(len(a['op']) for a in arrays))
+  total_edges = int(sum(len(a['senders']) for a in arrays))
+  batch_nodes = max(batch_nodes, max(len(a['op']) for a in arrays) + 1)
+  batch_edges = max(int(batch_nodes * 1.5),
+                    max(len(a['senders']) for a in arrays))
+  max_graphs = batch_nodes // lo + 2
+  t0 = time.perf_counter()
+  batches = pack(arrays, batch_nodes, max_graphs, batch_edges)
+  pack_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  items = [compress.compress(a, _LAYERS.value) for a in arrays]
+  compress_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  budget = compress.packing_budget(items, batch_nodes)
+  cbatches = list(compress.batches(items, budget))
+  cpack_seconds = time.perf_counter() - t0
+  rows = np.array([c.rows() for c in items]).sum(0)
+  config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
+  model = gnn.GraphEncoder(vocab_size, **config)
+  ref = reference.ReferenceGraphEncoder(vocab_size, **config)
+  params = jax.jit(model.init)(jax.random.key(0), batches[0][0])
+  batches = [(jax.device_put(b), n) for b, n in batches]
+  cbatches = [(jax.device_put(b), n) for b, n in cbatches]
+  new = gnn.jit_encoder(model.apply)
+  t0 = time.perf_counter()
+  jax.block_until_ready(new(params, batches[0][0]))
+  compile_seconds = time.perf_counter() - t0
+  fns = variants(ref, params, dict(encoder=(new, batches),
+                                   encoder_compressed=(new, cbatches)),
+                 batches)
+  best, seconds, out = time_alternating(fns, _REPEATS.value)
+  n = len(arrays)
+  res = dict(num_graphs=n, max_nodes=max(len(a['op']) for a in arrays),
+             total_nodes=total_nodes, total_edges=total_edges,
+             batches=len(batches), batch_nodes=batch_nodes,
+             batch_edges=batch_edges, max_graphs_per_batch=max_graphs,
+             compressed_batches=len(cbatches),
+             compressed_budget=budget._asdict(),
+             class_rows_per_level=rows.tolist(),
+             layer_rows_saved=float(_LAYERS.value * total_nodes /
+                                    rows[1:].sum()),
+             hidden=_HIDDEN.value, layers=_LAYERS.value,
+             pack_seconds=pack_seconds, compress_seconds=compress_seconds,
+             compressed_pack_seconds=cpack_seconds,
+             compile_seconds=compile_seconds, pass_seconds=seconds,
+             graphs_per_second={k: n / v for k, v in best.items()},
+             nodes_per_second={k: total_nodes / v for k, v in best.items()},
+             speedup={k: best['reference'] / v for k, v in best.items()},
+             max_relative_difference={
+                 k: relative_difference(out[k], out['reference'])
+                 for k in ('encoder', 'encoder_compressed')},
+             real_node_fraction=total_nodes / (len(batches) * batch_nodes))
+  logging.info('encode: %d graphs (%d nodes) in %d batches: graphs/s %s, '
+               'speedup %s, max relative difference %s', n, total_nodes,
+               len(batches), res['graphs_per_second'], res['speedup'],
+               res['max_relative_difference'])
+  return res
+
+
 def encode_throughput():
-  """Graphs/s of the per-edge reference and the encoder on large DAGs."""
+  """Graphs/s of the per-edge reference and the encoder on random DAGs."""
   rs = np.random.default_rng(_SEED.value)
   lo = max(2, _MAX_NODES.value // 10)
   sizes = rs.integers(lo, _MAX_NODES.value + 1, _NUM_GRAPHS.value)
   t0 = time.perf_counter()
   arrays = [random_dag_arrays(rs, int(n)) for n in sizes]
   gen_seconds = time.perf_counter() - t0
-  total_nodes = int(sizes.sum())
-  total_edges = int(sum(len(a['senders']) for a in arrays))
-  batch_nodes = max(_BATCH_NODES.value, _MAX_NODES.value + 1)
-  batch_edges = int(batch_nodes * 1.5)
-  max_graphs = batch_nodes // lo + 2
+  res = compare_encoders(arrays, _VOCAB_SIZE, _BATCH_NODES.value)
+  res['generate_seconds'] = gen_seconds
+  return res
+
+
+def encode_zoo():
+  """The same comparison on the registry zoo's traced graphs.
+
+  Every architecture of `registry_graphs` (the public tables' and the other
+  ImageNet-scale registry models), `--zoo_copies` times over, in the order
+  of the architecture list repeated.
+  """
+  names = list(registry_graphs.ARCHS + registry_graphs.ZOO_EXTRA)
   t0 = time.perf_counter()
-  batches = pack(arrays, batch_nodes, max_graphs, batch_edges)
-  pack_seconds = time.perf_counter() - t0
-  config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
-  model = gnn.GraphEncoder(_VOCAB_SIZE, **config)
-  ref = reference.ReferenceGraphEncoder(_VOCAB_SIZE, **config)
-  params = jax.jit(model.init)(jax.random.key(0), batches[0][0])
-  batches = [(jax.device_put(b), n) for b, n in batches]
-  new = gnn.jit_encoder(model.apply)
-  t0 = time.perf_counter()
-  jax.block_until_ready(new(params, batches[0][0]))
-  compile_seconds = time.perf_counter() - t0
-  fns = variants(ref, params, dict(encoder=new))
-  best, seconds, out = time_alternating(fns, batches, _REPEATS.value)
-  res = dict(num_graphs=_NUM_GRAPHS.value, max_nodes=_MAX_NODES.value,
-             total_nodes=total_nodes, total_edges=total_edges,
-             batches=len(batches), batch_nodes=batch_nodes,
-             batch_edges=batch_edges, max_graphs_per_batch=max_graphs,
-             hidden=_HIDDEN.value, layers=_LAYERS.value,
-             generate_seconds=gen_seconds, pack_seconds=pack_seconds,
-             compile_seconds=compile_seconds, pass_seconds=seconds,
-             graphs_per_second={k: _NUM_GRAPHS.value / v
-                                for k, v in best.items()},
-             nodes_per_second={k: total_nodes / v for k, v in best.items()},
-             speedup={k: best['reference'] / v for k, v in best.items()},
-             max_relative_difference=relative_difference(
-                 out['encoder'], out['reference']),
-             real_node_fraction=total_nodes / (len(batches) * batch_nodes))
-  logging.info('encode: %d graphs (%d nodes) in %d batches: graphs/s %s, '
-               'speedup %s, max relative difference %.1e', _NUM_GRAPHS.value,
-               total_nodes, len(batches), res['graphs_per_second'],
-               res['speedup'], res['max_relative_difference'])
+  graphs = [registry_graphs.load(a) for a in names]
+  vocab = graphs_lib.OpVocab.from_graphs(graphs)
+  base = [graphs_lib.graph_to_arrays(g, vocab) for g in graphs]
+  load_seconds = time.perf_counter() - t0
+  res = compare_encoders(base * _ZOO_COPIES.value, len(vocab),
+                         _ZOO_BATCH_NODES.value)
+  res.update(architectures=names, copies=_ZOO_COPIES.value,
+             load_seconds=load_seconds,
+             nodes={a: len(b['op']) for a, b in zip(names, base)},
+             class_rows={a: list(compress.compress(b, _LAYERS.value).rows())
+                         for a, b in zip(names, base)})
   return res
 
 
@@ -253,12 +325,9 @@ def encode_cells():
   params = jax.jit(model.init)(jax.random.key(0), sparse[0][0])
   new = gnn.jit_encoder(model.apply)
   best, seconds, out = time_alternating(
-      variants(ref, params, dict(encoder=new)), sparse, _REPEATS.value)
-  d_best, d_seconds, d_out = time_alternating(
-      dict(encoder_dense=lambda b: new(params, b)), dense, _REPEATS.value)
-  best.update(d_best)
-  seconds.update(d_seconds)
-  out.update(d_out)
+      variants(ref, params, dict(encoder=(new, sparse),
+                                 encoder_dense=(new, dense)), sparse),
+      _REPEATS.value)
   n = len(arrays)
   res = dict(num_cells=n, max_nodes=max_nodes, batch=batch,
              convert_seconds=convert_seconds,
@@ -283,6 +352,7 @@ def main(argv):
                 load_average=list(os.getloadavg()))
   result['trace'] = trace_models(_MODELS.value) if _MODELS.value else []
   result['encode'] = encode_throughput() if _NUM_GRAPHS.value else None
+  result['zoo'] = encode_zoo() if _ZOO_COPIES.value else None
   result['cells'] = encode_cells() if _NUM_CELLS.value else None
   result['load_average_after'] = list(os.getloadavg())
   with open(os.path.join(_OUT.value, 'archi2vec_bench.json'), 'w') as f:
@@ -298,9 +368,12 @@ def main(argv):
     lines.append(f'| {r["model"]} | {r["seconds"]:.2f} | {r["nodes"]} | '
                  f'{r["edges"]} | {r["params"]:,} | {r["module_nodes"]} |')
   columns = ('reference', 'reference_same_options', 'encoder',
-             'encoder_dense')
-  rows = []
-  for key, what in (('encode', 'DAGs of <= {max_nodes:,} nodes'),
+             'encoder_compressed', 'encoder_dense')
+  rows, host = [], []
+  for key, what in (('encode', 'random DAGs of <= {max_nodes:,} nodes'),
+                    ('zoo', 'registry zoo graphs ({copies} x '
+                     '{architectures_count} architectures, <= {max_nodes:,} '
+                     'nodes)'),
                     ('cells', 'NAS-Bench-201 cells (<= {max_nodes} nodes)')):
     r = result[key]
     if not r:
@@ -310,14 +383,29 @@ def main(argv):
     cells = [f'{g[c]:.1f} ({x[c]:.2f}x)' if c in g else '' for c in columns]
     diff = r['max_relative_difference']
     diff = max(diff.values()) if isinstance(diff, dict) else diff
-    rows.append(f'| {count:,} {what.format(**r)} | ' + ' | '.join(cells) +
+    what = what.format(**r, architectures_count=len(r.get('architectures',
+                                                          ())))
+    rows.append(f'| {count:,} {what} | ' + ' | '.join(cells) +
                 f' | {diff:.1e} |')
+    if 'compress_seconds' in r:
+      host.append(
+          f'| {what} | {r["layer_rows_saved"]:.2f} | {r["pack_seconds"]:.2f}'
+          f' | {r["compress_seconds"] + r["compressed_pack_seconds"]:.2f} | '
+          f'{r["num_graphs"] / r["compress_seconds"]:.0f} |')
   if rows:
     lines += ['', 'Encoding, graphs/s (speedup over the reference) in the '
-              'best of the alternating passes:', '',
+              'best of the alternating passes (device loops; host '
+              'preparation below):', '',
               '| graphs | ' + ' | '.join(columns) +
               ' | max relative difference |',
               '|---' * (len(columns) + 2) + '|'] + rows
+  if host:
+    lines += ['', 'Host preparation, once per graph set: layer rows saved by '
+              'compression (nodes x layers / class rows), seconds to pack '
+              'GraphsTuples, seconds to compress and pack, graphs compressed '
+              'per second:', '',
+              '| graphs | rows saved | pack s | compress + pack s | '
+              'compressed graphs/s |', '|---|---|---|---|---|'] + host
   with open(os.path.join(_OUT.value, 'archi2vec_bench.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))

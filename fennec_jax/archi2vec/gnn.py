@@ -14,6 +14,11 @@ parameters, about 1.5x slower on a 2-core CPU (2x when it is jitted without
 `jit_encoder`'s compiler options; experiments/benchmarks/results/
 archi2vec_cpu.md).
 
+Traced networks repeat blocks, so `compress.CompressedGraphs` batches (one
+row per colour class of nodes whose layer inputs are provably equal, neighbour
+sums by gathers from small tables, no scatter-add) give the same embeddings
+with 3x (public-table zoo) to 7-15x (ResNet-152, ViT-L) fewer layer rows.
+
 Batches are padded `GraphsTuple`s (`graphs.pad_graphs`), so a jitted encoder
 compiles once per padding budget. Padding nodes and edges belong to the padding
 graph only; `graph_mask` marks the real graphs. Small graphs (NAS cells) can
@@ -41,6 +46,7 @@ import jraph
 import numpy as np
 import optax
 
+from fennec_jax.archi2vec import compress as compress_lib
 from fennec_jax.archi2vec import graphs as graphs_lib
 
 
@@ -123,11 +129,12 @@ class Messages(NamedTuple):
   in_degree: jax.Array
   out_degree: jax.Array
 
-  def aggregate(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sum of h over each node's predecessors, ... over its successors)."""
+  def aggregate(self, h: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(h, sum of h over each node's predecessors, ... over successors)."""
     n = h.shape[0]
     sums = jax.ops.segment_sum(h[self.gather], self.scatter, 2 * n)
-    return sums[:n], sums[n:]
+    return h, sums[:n], sums[n:]
 
 
 def messages(graph: jraph.GraphsTuple, dtype: Any = jnp.float32) -> Messages:
@@ -151,11 +158,12 @@ class DenseMessages(NamedTuple):
   in_degree: jax.Array
   out_degree: jax.Array
 
-  def aggregate(self, h: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sum of h over each node's predecessors, ... over its successors)."""
+  def aggregate(self, h: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(h, sum of h over each node's predecessors, ... over successors)."""
     # Broadcast products beat batched matmuls of a few rows on CPU.
     a = self.adjacency[..., None]
-    return (a * h[:, :, None, :]).sum(1), (a * h[:, None, :, :]).sum(2)
+    return h, (a * h[:, :, None, :]).sum(1), (a * h[:, None, :, :]).sum(2)
 
 
 def dense_messages(graph: graphs_lib.DenseGraphs,
@@ -163,6 +171,76 @@ def dense_messages(graph: graphs_lib.DenseGraphs,
   """The `DenseMessages` of a dense batch, computed once for all layers."""
   adjacency = jnp.asarray(graph.adjacency, dtype)
   return DenseMessages(adjacency, adjacency.sum(1), adjacency.sum(2))
+
+
+class CompressedMessages(NamedTuple):
+  """`Messages` of one layer of a `compress.CompressedGraphs` batch.
+
+  Rows are the layer's colour classes; `own`, `preds` and `succs` index
+  the previous layer's rows (pads: one past the last, a zero row appended
+  here), so neighbour sums are gathers over a few columns, no scatter-add;
+  `extra_in` / `extra_out` hold the (row, neighbour) pairs of the rare
+  nodes whose degree exceeds the table.
+  """
+  own: jax.Array
+  preds: jax.Array
+  succs: jax.Array
+  extra_in: jax.Array
+  extra_out: jax.Array
+  in_degree: jax.Array
+  out_degree: jax.Array
+
+  def _sum(self, y: jax.Array, table: jax.Array, extra: jax.Array
+           ) -> jax.Array:
+    """Sum of `y`'s rows named by `table` (pads: the last, zero, row)."""
+    total = y[table[:, 0]]
+    for j in range(1, table.shape[1]):
+      total = total + y[table[:, j]]
+    if extra.shape[0]:
+      total = total + jax.ops.segment_sum(y[extra[:, 1]], extra[:, 0],
+                                          table.shape[0])
+    return total
+
+  def aggregate(self, h: jax.Array
+                ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(each row's own previous state, sum over predecessors, successors)."""
+    hz = jnp.concatenate([h, jnp.zeros((1, h.shape[1]), h.dtype)])
+    return (h[self.own], self._sum(hz, self.preds, self.extra_in),
+            self._sum(hz, self.succs, self.extra_out))
+
+  def mix(self, h: jax.Array, w_self: jax.Array, w_pred: jax.Array,
+          w_succ: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(own states, `own @ w_self + preds sum @ w_pred + succs sum @ w_succ`).
+
+    Maps the previous layer's rows first, then gathers: there are fewer
+    of them than of this layer's classes (refinement only splits).
+    """
+    d = w_self.shape[1]
+    y = h @ jnp.concatenate([w_self, w_pred, w_succ], 1)
+    y = jnp.concatenate([y, jnp.zeros((1, y.shape[1]), y.dtype)])
+    return h[self.own], (y[self.own, :d] +
+                         self._sum(y[:, d:2 * d], self.preds, self.extra_in) +
+                         self._sum(y[:, 2 * d:], self.succs, self.extra_out))
+
+
+def compressed_messages(graph: compress_lib.CompressedGraphs, layer: int,
+                        dtype: Any = jnp.float32) -> CompressedMessages:
+  """The `CompressedMessages` of layer `layer` (0-based) of a batch."""
+  return CompressedMessages(
+      graph.own[layer], graph.preds[layer], graph.succs[layer],
+      graph.extra_in[layer], graph.extra_out[layer],
+      jnp.asarray(graph.in_degree[layer], dtype),
+      jnp.asarray(graph.out_degree[layer], dtype))
+
+
+def mix(msg: Messages | DenseMessages | CompressedMessages, h: jax.Array,
+        w_self: jax.Array, w_pred: jax.Array, w_succ: jax.Array
+        ) -> tuple[jax.Array, jax.Array]:
+  """(own states, their and their neighbour sums' linear part of a layer)."""
+  if isinstance(msg, CompressedMessages):
+    return msg.mix(h, w_self, w_pred, w_succ)
+  h, from_preds, from_succs = msg.aggregate(h)
+  return h, h @ w_self + from_preds @ w_pred + from_succs @ w_succ
 
 
 class DirectedLayer(nn.Module):
@@ -180,17 +258,16 @@ class DirectedLayer(nn.Module):
   hidden: int
 
   @nn.compact
-  def __call__(self, h: jax.Array, msg: Messages | DenseMessages
+  def __call__(self, h: jax.Array,
+               msg: Messages | DenseMessages | CompressedMessages
                ) -> jax.Array:
     hidden = self.hidden
     w_fwd, b_fwd = _Affine(hidden, hidden, name='forward_message')()
     w_bwd, b_bwd = _Affine(hidden, hidden, name='backward_message')()
     w_up, b_up = _Affine(3 * hidden, 2 * hidden, name='update_0')()
     w_self, w_pred, w_succ = jnp.split(w_up, 3)
-    from_preds, from_succs = msg.aggregate(h)
-    x = (h @ w_self + from_preds @ (w_fwd @ w_pred)
-         + from_succs @ (w_bwd @ w_succ)
-         + msg.in_degree[..., None] * (b_fwd @ w_pred)
+    h, x = mix(msg, h, w_self, w_fwd @ w_pred, w_bwd @ w_succ)
+    x = (x + msg.in_degree[..., None] * (b_fwd @ w_pred)
          + msg.out_degree[..., None] * (b_bwd @ w_succ) + b_up)
     x = nn.gelu(x)
     x = nn.Dense(hidden, name='update_1')(x)
@@ -217,14 +294,15 @@ class GraphEncoder(nn.Module):
   embed_dim: int = 64
 
   @nn.compact
-  def __call__(self, graph: jraph.GraphsTuple | graphs_lib.DenseGraphs,
+  def __call__(self, graph: (jraph.GraphsTuple | graphs_lib.DenseGraphs |
+                             compress_lib.CompressedGraphs),
                return_nodes: bool = False):
+    if isinstance(graph, compress_lib.CompressedGraphs):
+      return self._compressed(graph, return_nodes)
     dense = isinstance(graph, graphs_lib.DenseGraphs)
     ops, feat = (graph.op, graph.feat) if dense else (graph.nodes['op'],
                                                       graph.nodes['feat'])
-    h = nn.Embed(self.vocab_size + 1, self.hidden, name='op_embed')(ops)
-    h = h + nn.Dense(self.hidden, name='feat_embed')(feat)
-    h = nn.LayerNorm(name='input_norm')(h)
+    h = self._input(ops, feat)
     if dense:
       msg = dense_messages(graph, h.dtype)
       real = jnp.arange(ops.shape[1]) < graph.n_node[:, None]
@@ -246,6 +324,35 @@ class GraphEncoder(nn.Module):
     if return_nodes:
       return z, h
     return z
+
+  def _input(self, ops: jax.Array, feat: jax.Array) -> jax.Array:
+    h = nn.Embed(self.vocab_size + 1, self.hidden, name='op_embed')(ops)
+    h = h + nn.Dense(self.hidden, name='feat_embed')(feat)
+    return nn.LayerNorm(name='input_norm')(h)
+
+  def _compressed(self, graph: compress_lib.CompressedGraphs,
+                  return_nodes: bool) -> jax.Array:
+    """The same embeddings from colour classes (`compress.py`)."""
+    if return_nodes:
+      raise ValueError('GraphEncoder: return_nodes needs per-node states; '
+                       'compressed batches hold one row per colour class.')
+    if graph.num_layers != self.num_layers:
+      raise ValueError(f'GraphEncoder: the batch was compressed for '
+                       f'{graph.num_layers} layers, the encoder has '
+                       f'{self.num_layers}; compress with num_layers='
+                       f'{self.num_layers}.')
+    h = self._input(graph.op, graph.feat)
+    n_graph = graph.n_node.shape[0]
+    count = jnp.maximum(graph.n_node, 1).astype(h.dtype)[:, None]
+    readouts = []
+    for i in range(self.num_layers):
+      msg = compressed_messages(graph, i, h.dtype)
+      h = DirectedLayer(self.hidden, name=f'layer_{i}')(h, msg)
+      total = jax.ops.segment_sum(h * graph.count[i][:, None], graph.graph[i],
+                                  n_graph, indices_are_sorted=True)
+      readouts += [total, total / count]
+    z = jnp.concatenate(readouts, axis=-1)
+    return nn.Dense(self.embed_dim, name='project')(z)
 
 
 class GraphRegressor(nn.Module):
@@ -369,7 +476,8 @@ def embed_all(embed_fn: Callable[..., jax.Array],
               params: Any, arrays: Sequence[dict[str, np.ndarray]],
               batch_size: int = 1024,
               budget: tuple[int, int, int] | None = None,
-              dense_nodes: int | None = None) -> np.ndarray:
+              dense_nodes: int | None = None,
+              compress_layers: int | None = None) -> np.ndarray:
   """Embeds many graphs in fixed-shape padded batches (one compile).
 
   Args:
@@ -384,12 +492,23 @@ def embed_all(embed_fn: Callable[..., jax.Array],
     dense_nodes: if set, batch as `graphs.DenseGraphs` of this many nodes per
       graph instead (for small graphs; `embed_fn` must accept them, as
       `GraphEncoder` does).
+    compress_layers: if set, batch as `compress.CompressedGraphs` for this
+      many layers instead (the encoder's `num_layers`; one row per colour
+      class, fastest for traced networks), packed to about `budget[0]` (or
+      the largest `batch_size` graphs') rows per level.
 
   Returns:
     float32 `[len(arrays), d]` (or `[len(arrays)]` for scalar outputs).
   """
   fn = embed_fn if hasattr(embed_fn, 'lower') else jit_encoder(embed_fn)
-  if dense_nodes is not None:
+  if compress_layers is not None:
+    items = [compress_lib.compress(a, compress_layers, where=f'graph {i}')
+             for i, a in enumerate(arrays)]
+    rows = budget[0] if budget else sum(sorted(
+        (c.rows()[-1] for c in items), reverse=True)[:batch_size])
+    batches = compress_lib.batches(items, compress_lib.packing_budget(
+        items, rows, batch_size + 1))
+  elif dense_nodes is not None:
     batches = graphs_lib.dense_batches(arrays, batch_size, dense_nodes)
   else:
     batches = graphs_lib.batches(arrays, batch_size, budget)
