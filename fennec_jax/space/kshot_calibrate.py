@@ -143,12 +143,16 @@ def _link_rows(linear, link):
 
 
 # Candidates are scored in chunks of this many, so that the metric kernels
-# compile once per simulation shape, whatever the number of candidates.
-_CHUNK = 8
+# compile once per simulation shape, whatever the number of candidates (a
+# small chunk wastes little on padding).
+_CHUNK = 4
 
 
-def _objective(pred, sim, pearson_weight):
-  """[C] mean over rows of weighted tau (+ pearson_weight x Pearson)."""
+def _scores(pred, sim, pearson_weight):
+  """([C] objective, [C] weighted tau): means over the simulated rows.
+
+  The objective is the weighted tau plus pearson_weight x Pearson.
+  """
   pred = np.asarray(pred, np.float32)
   num = pred.shape[0]
   pad = -num % _CHUNK
@@ -157,19 +161,16 @@ def _objective(pred, sim, pearson_weight):
   true = jnp.asarray(sim['true'], jnp.float32)
   mask = jnp.asarray(sim['eval'])
   link = jnp.asarray(sim['link'])
-  vals = []
+  objective, wtau = [], []
   for start in range(0, len(pred), _CHUNK):
     chunk = jnp.asarray(pred[start:start + _CHUNK])
     v = np.nanmean(np.asarray(_wtau_rows(chunk, true, mask)), axis=-1)
+    wtau.append(v)
     if pearson_weight:
       v = v + pearson_weight * np.nanmean(np.asarray(_pearson_rows(
           chunk, true, mask, link)), axis=-1)
-    vals.append(v)
-  return np.concatenate(vals)[:num]
-
-
-def _mean_wtau(pred, sim):
-  return _objective(pred, sim, 0.0)
+    objective.append(v)
+  return np.concatenate(objective)[:num], np.concatenate(wtau)[:num]
 
 
 def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
@@ -180,10 +181,12 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
   kernel = jnp.asarray(sim['kernel'])
   gp = jnp.asarray(sim['gp'])
   w = config.pearson_weight
-  prior = float(_objective(base[None], sim, w)[0])
-  space_only = _objective(space, sim, w)
-  kernel_only = _objective(kernel, sim, w)
-  gp_only = _objective(gp, sim, w)
+  # The prior and every source alone, scored in one call.
+  singles, single_wtau = _scores(
+      jnp.concatenate([base[None], space, kernel, gp]), sim, w)
+  prior = float(singles[0])
+  space_only, kernel_only, gp_only = np.split(
+      singles[1:], np.cumsum([len(space), len(kernel)]))
 
   def best_few(vals):
     return np.argsort(-np.nan_to_num(vals, nan=-2))[:config.finalists]
@@ -197,16 +200,19 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
   pairs = [(a, b) for a in config.blends for b in config.blends
            if a + b <= 1 + 1e-9]
   cands = [(c, t, g, a, b, 0.0) for c, t, g in finalists for a, b in pairs]
-  scores = _objective(jnp.stack([
+  scores, wtaus = _scores(jnp.stack([
       kshot.combine(base, space[c], kernel[t], gp[g], a, b, e)
       for c, t, g, a, b, e in cands]), sim, w)
   c, t, g, a, b, _ = cands[int(np.nanargmax(scores))]
   more = [(c, t, g, (1 - e) * a, (1 - e) * b, e) for e in config.blends
           if e > 0]
-  cands += more
-  scores = np.concatenate([scores, _objective(jnp.stack([
-      kshot.combine(base, space[c], kernel[t], gp[g], a, b, e)
-      for c, t, g, a, b, e in more]), sim, w)]) if more else scores
+  if more:
+    cands += more
+    got = _scores(jnp.stack([
+        kshot.combine(base, space[c], kernel[t], gp[g], a, b, e)
+        for c, t, g, a, b, e in more]), sim, w)
+    scores = np.concatenate([scores, got[0]])
+    wtaus = np.concatenate([wtaus, got[1]])
   # Ties (e.g. every blend 0 candidate) go to the first, smallest blend.
   best = int(np.nanargmax(scores))
   c, t, g, a, b, e = cands[best]
@@ -231,7 +237,7 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
       gp_shrink=float(shrinks[g]), gp_nugget=float(nuggets[g]),
       blend_gp=float(e))
   # Objective values ('prior', ..., 'chosen'), then plain weighted tau.
-  wtau = _mean_wtau(jnp.stack([base, chosen]), sim)
+  wtau = (single_wtau[0], wtaus[best])
   report = {'prior': prior, 'space': float(space_only[c]),
             'kernel': float(kernel_only[t]), 'gp': float(gp_only[g]),
             'chosen': float(scores[best]),
