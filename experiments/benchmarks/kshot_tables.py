@@ -12,7 +12,8 @@ Command:
 
   python experiments/benchmarks/kshot_tables.py --out=runs/kshot_tables
 
-Prints one Markdown row per benchmark and writes OUT/summary.md.
+Prints one Markdown row per benchmark done in OUT and writes them to
+OUT/summary.md.
 """
 
 import json
@@ -85,16 +86,19 @@ def row(s: dict) -> str:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments {argv[1:]}')
-  rows = []
   for name in _BENCHMARKS.value:
     out_dir = os.path.join(_OUT.value, name)
     path = os.path.join(out_dir, 'summary.json')
     if not os.path.exists(path):
       summary = run_one(name, out_dir, _SEEDS.value)
       files.write_text(path, json.dumps(summary, indent=1))
-    with open(path) as f:
-      rows.append(row(json.load(f)))
-    print(rows[-1], flush=True)
+  # Every benchmark done so far (runs of subsets may share OUT).
+  rows = []
+  for name in BENCHMARKS:
+    path = os.path.join(_OUT.value, name, 'summary.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        rows.append(row(json.load(f)))
   table = '\n'.join([
       '| benchmark | popularity K=0 | popularity K=5 | fennec_space K=0 | '
       'fennec_space K=5 | lead K=0 → K=5 | coverage 68% / 95% (K=5) | '
