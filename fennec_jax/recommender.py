@@ -571,9 +571,8 @@ class Fennec:
     arrays = {'space': space, 'cold': self.cold.astype(np.int8)}
     if self.reference_scores is not None:
       arrays['reference_scores'] = self.reference_scores
-    if self.kshot is not None:  # The K-shot fold-in calibrates on it.
-      arrays['history'] = {'scores': self.kshot.scores,
-                           'mask': self.kshot.mask.astype(np.int8)}
+    if self.kshot is not None:  # The K-shot fold-in's history, calibration
+      arrays['history'] = self.kshot.to_arrays()  # (`kshot_lazy`).
     task_map = None
     if self.task_map is not None:
       arrays['task_map'] = self.task_map.to_arrays()
@@ -623,10 +622,8 @@ class Fennec:
                          for k, v in model_map.items()}
     out.cold = np.asarray(arrays['cold']).astype(bool)
     out.reference_scores = arrays.get('reference_scores')
-    if 'history' in arrays:  # The K-shot fold-in recalibrates on first use.
-      out.kshot = kshot_lazy.LazyFoldIn(
-          arrays['history']['scores'], np.asarray(arrays['history']['mask'],
-                                                  bool))
+    if 'history' in arrays:  # The K-shot fold-in, its calibrated Ks kept.
+      out.kshot = kshot_lazy.LazyFoldIn.from_arrays(arrays['history'])
     elif saved.kshot:
       logging.info('%s has no history (older checkpoint): observed scores '
                    'use the plain fold-in.', path)

@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 import numpy as np
@@ -11,6 +12,7 @@ from fennec_jax import history as history_lib
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.space import kshot
+from fennec_jax.space import kshot_calibrate
 from fennec_jax.space import kshot_lazy
 
 _SPACE = space_lib.SpaceConfig(max_steps=200, eval_every=50)
@@ -53,8 +55,8 @@ class FennecKShotTest(absltest.TestCase):
   def test_equals_kshot_predict_observed_and_differs_from_plain(self):
     rec = self.on.recommend(observed=self.observed, top=3)
     # Independent path: calibrate K = 4 directly on the same space.
-    fold = kshot.calibrate(self.on.space, self.history.scores,
-                           self.history.mask, [4], _KSHOT)
+    fold = kshot_calibrate.calibrate(self.on.space, self.history.scores,
+                                     self.history.mask, [4], _KSHOT)
     self.assertGreater(fold.params[4].blend_kernel, 0.0)
     want, want_std = kshot.predict_observed(self.on.space, fold,
                                             self.observed[:1])
@@ -102,17 +104,38 @@ class FennecKShotTest(absltest.TestCase):
     self.assertEqual(got, [0, 1, 2, 4, 4, 8])
     self.assertEqual(kshot_lazy.calibrated_k(5, np.array([3])), 0)
 
-  def test_save_load_recalibrates_to_the_same_numbers(self):
+  def test_save_load_keeps_the_calibration(self):
     rec = self.on.recommend(observed=self.observed, top=3)
     path = os.path.join(self.enterContext(tempfile.TemporaryDirectory()),
                         'ckpt')
     self.on.save(path)
     loaded = recommender.Fennec.load(path)
     self.assertTrue(loaded.config.kshot)
-    loaded.kshot.config = _KSHOT
-    np.testing.assert_allclose(
-        loaded.recommend(observed=self.observed, top=3).all_predicted,
-        rec.all_predicted, atol=1e-6)
+    self.assertEqual(loaded.kshot.params, self.on.kshot.params)
+    self.assertEqual(loaded.kshot.tried, self.on.kshot.tried)
+    for k, v in self.on.kshot.validation.items():
+      for key, val in v.items():
+        self.assertAlmostEqual(loaded.kshot.validation[k][key], val)
+    # The loaded Fennec does not recalibrate: same numbers, no simulation.
+    with mock.patch.object(kshot_calibrate, 'calibrate',
+                           side_effect=AssertionError('recalibrated')):
+      np.testing.assert_allclose(
+          loaded.recommend(observed=self.observed, top=3).all_predicted,
+          rec.all_predicted, atol=1e-6)
+
+  def test_a_new_k_reuses_the_refits(self):
+    lazy = kshot_lazy.LazyFoldIn(self.history.scores, self.history.mask,
+                                 _KSHOT)
+    idx, scores, valid = kshot_lazy.sparse_observed(self.observed[:1],
+                                                    self.history.model_ids)
+    lazy.predict(self.on.space, idx, scores, valid)
+    self.assertEqual(sorted(lazy.params), [4])
+    fits = dict(lazy._fits)  # pylint: disable=protected-access
+    self.assertLen(fits, 3)
+    with mock.patch.object(space_lib.factorization, 'fit',
+                           side_effect=AssertionError('refit')):
+      lazy.predict(self.on.space, idx[:, :2], scores[:, :2], valid[:, :2])
+    self.assertEqual(sorted(lazy.params), [2, 4])
 
 
 if __name__ == '__main__':

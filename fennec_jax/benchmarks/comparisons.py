@@ -14,6 +14,7 @@ write their results; these functions only compute.
 """
 
 import time
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 from absl import logging
@@ -348,19 +349,42 @@ def kshot_coverage(history: Any, k_shot: int, num_seeds: int = 10,
     fractions) and `per_target` {target: (c68, c95)}.
   """
   kshot_config = kshot_config or space_lib.KShotConfig(seed=seed)
-  per_target = {}
+  intervals = {}
   for target in targets or protocol.default_targets(history, True):
     j = history.task_index(target)
     train = protocol.without_task(history, j)
     fitted = space_lib.fit(train.scores, train.mask,
                            space_lib.SpaceConfig(seed=seed))
-    fold = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
-                                     [k_shot], kshot_config)
+    fold = space_lib.kshot_calibrate.calibrate(
+        fitted, train.scores, train.mask, [k_shot], kshot_config)
     obs = protocol.draw_observed(history.mask[:, j], k_shot, num_seeds,
                                  target, seed)
     observed = np.where(obs, history.scores[:, j][None], np.nan)
     pred, std = space_lib.kshot.predict(
         fitted, fold, *space_lib.kshot.gather_observed(observed))
+    intervals[target] = (observed, pred, std)
+  return coverage_of_intervals(history, intervals)
+
+
+def coverage_of_intervals(history: Any, intervals: Mapping[str, Any]
+                          ) -> dict[str, Any]:
+  """`kshot_coverage`'s numbers from recorded intervals.
+
+  Args:
+    history: the evaluated history.
+    intervals: {target: (observed [B, M] with NaN where unobserved,
+      predicted [B, M], std [B, M])}, e.g. recorded by
+      `methods.space_method(intervals=...)` during `fennec evaluate`.
+
+  Returns:
+    As `kshot_coverage`: the fraction of each target's observed but
+    unrevealed true scores within predicted +- 1 (1.96) std, per target
+    and averaged over targets.
+  """
+  per_target = {}
+  for target, (observed, pred, std) in intervals.items():
+    j = history.task_index(target)
+    obs = ~np.isnan(np.asarray(observed))
     inside = np.abs(history.scores[:, j][None] - pred) / std
     ok = history.mask[:, j][None] & ~obs
     per_target[target] = tuple(float(np.mean(inside[ok] <= z))

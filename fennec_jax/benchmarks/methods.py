@@ -26,7 +26,8 @@ PAPER_NMF = 'paper_nmf'
 
 def space_method(space_config: Mapping[str, Any] | None = None,
                  seed: int = 0,
-                 kshot_config: space_lib.KShotConfig | None = None
+                 kshot_config: space_lib.KShotConfig | None = None,
+                 intervals: dict[str, Any] | None = None
                  ) -> baselines.Method:
   """`Method` `fennec_space`: the transfer space fit on the training tasks.
 
@@ -40,6 +41,9 @@ def space_method(space_config: Mapping[str, Any] | None = None,
     space_config: overrides of `fennec_jax.space.SpaceConfig` fields.
     seed: the space's seed.
     kshot_config: the K-shot simulation, or None for the plain fold-in.
+    intervals: if given, each target's K-shot draws are recorded there as
+      {target: (observed [B, M], predicted [B, M], std [B, M])} (rows with
+      K > 0), for `comparisons.coverage_of_intervals`.
 
   Returns:
     The method.
@@ -49,17 +53,19 @@ def space_method(space_config: Mapping[str, Any] | None = None,
   config = space_lib.SpaceConfig(**overrides)
 
   def predict(train: Any, target: str, observed: np.ndarray) -> np.ndarray:
-    del target
     fitted = space_lib.fit(train.scores, train.mask, config)
     obs_mask = ~np.isnan(observed)
     counts = obs_mask.sum(1)
     if kshot_config is None or not counts.any():
       fold = fitted.fold_in(np.where(obs_mask, observed, 0.0), obs_mask)
       return np.asarray(fold.predicted, np.float64)
-    kshot = space_lib.kshot.calibrate(fitted, train.scores, train.mask,
-                                      sorted(set(counts[counts > 0])),
-                                      kshot_config)
-    pred, _ = space_lib.kshot.predict_observed(fitted, kshot, observed)
+    kshot = space_lib.kshot_calibrate.calibrate(
+        fitted, train.scores, train.mask, sorted(set(counts[counts > 0])),
+        kshot_config)
+    pred, std = space_lib.kshot.predict_observed(fitted, kshot, observed)
+    if intervals is not None:
+      rows = counts > 0
+      intervals[target] = (observed[rows], pred[rows], std[rows])
     return np.asarray(pred, np.float64)
 
   return baselines.Method(predict)
@@ -71,6 +77,7 @@ def build_methods(
     baseline_scores: Mapping[str, Any] | None = None,
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
+    intervals: dict[str, Any] | None = None,
 ) -> dict[str, baselines.Method]:
   """The protocol's methods for `history`, optionally restricted to `names`.
 
@@ -80,6 +87,8 @@ def build_methods(
     baseline_scores: raw estimator scores by method name.
     space_config: `SpaceConfig` overrides for `fennec_space`.
     seed: seed of the transfer space.
+    intervals: where `fennec_space` records its K-shot intervals
+      (`space_method`).
 
   Returns:
     Name -> method: baselines, then `fennec_space` (K-shot fold-in) and
@@ -90,7 +99,8 @@ def build_methods(
   """
   methods = baselines.baseline_methods(history, baseline_scores)
   methods[FENNEC_SPACE] = space_method(space_config, seed,
-                                       space_lib.KShotConfig(seed=seed))
+                                       space_lib.KShotConfig(seed=seed),
+                                       intervals)
   methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
   if names:
     unknown = [n for n in names if n not in methods]

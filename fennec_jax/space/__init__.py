@@ -64,11 +64,16 @@ Modules (this package re-exports their public names):
 * `foldin`: the fold-in and scoring kernels;
 * `kshot`: the K-shot fold-in learned on the history (how far to trust K
   observed scores, which historical tasks the new one resembles, blended
-  with the K = 0 prior by leave-tasks-out simulation).
+  with the K = 0 prior by leave-tasks-out simulation);
+* `kshot_gp`: its conditional-Gaussian source (models co-vary);
+* `kshot_calibrate`: the leave-tasks-out simulation that calibrates it;
+* `kshot_lazy`: the calibration `Fennec` runs per K on first use.
 """
 
 # pylint: disable=g-importing-member,useless-import-alias
 from fennec_jax.space import kshot
+from fennec_jax.space import kshot_calibrate
+from fennec_jax.space import kshot_gp
 from fennec_jax.space.factorization import Data
 from fennec_jax.space.factorization import DenseData
 from fennec_jax.space.factorization import fit

@@ -21,44 +21,51 @@ Prediction for a new task with K observed (model, raw score) pairs:
   the columns. Concordance is invariant to the new task's unknown level and
   scale and ignores how far an outlier lies; with K < 2 (or all K scores
   equal) every r_t is 0 and the kernel is the mean task.
+* `gp`: the conditional Gaussian of `kshot_gp`: the history's rank-normalized
+  columns as draws of a Gaussian over the models (mean, model-model
+  covariance shrunk by `gp_shrink` towards its diagonal), conditioned on
+  the K scores (nugget `gp_nugget`); it uses the correlations between
+  individual models that the rank-k space smooths away.
 
 Each is standardized over the models and they are combined as
-`base + blend_space (space - base) + blend_kernel (kernel - base)`, so both
-blend weights 0 give exactly the K = 0 ranking. The combination gets the
+`base + blend_space (space - base) + blend_kernel (kernel - base) +
+blend_gp (gp - base)`, so all blend weights 0 give exactly the K = 0
+ranking. The combination gets the
 level and spread of the space's fold-in in raw units (only the ranking and
 the linear trend are compared with the truth), then goes through the
 population link as the K = 0 prediction does. Its std is the fold-in's
 predictive std times a per-K factor `std_scale`.
 
-`calibrate` chooses `noise_mult`, `temperature`, the two blend weights and
-`std_scale` for each K: it holds out folds of the history's tasks, refits
-the space without them, reveals K random observed scores of each held-out
-task (`num_draws` draws) and scores the prediction of the rest by weighted
-Kendall tau (the protocol's metric). Each source is first scored alone for
-every `noise_mult` and `temperature`; the best few of each (`finalists`)
-are then blended on a grid of weights that includes (0, 0), the K = 0
-prior, so where neither source helps on the history the method stays with
-the prior. `std_scale` makes the simulated 68% intervals cover 68% of the
-held-out scores. The simulation runs once per fitted history; a prediction
-is a few batched matmuls (`predict`).
+`kshot_calibrate.calibrate` chooses `noise_mult`, `temperature`, the gp
+shrinkage and nugget, the three blend weights and `std_scale` for each K: it
+holds out folds of the history's tasks, refits the space without them,
+reveals K random observed scores of each held-out task (`num_draws` draws)
+and scores the prediction of the rest by weighted Kendall tau (the
+protocol's metric). Each source is first scored alone for each of its
+candidates; the best few of each (`finalists`) are then blended on a grid
+of weights that includes (0, 0, 0), the K = 0 prior, so where no source
+helps on the history the method stays with the prior. `std_scale` makes the
+simulated 68% intervals cover 68% of the held-out scores. The simulation
+runs once per fitted history; a prediction is a few batched matmuls
+(`predict`).
 
-A fitted `Fennec` uses it through its space: `calibrate(fennec.space,
-history.scores, history.mask, ks)` once, then `predict_observed(
-fennec.space, fold, observed)` for [B, M] observed scores (NaN elsewhere).
+A fitted `Fennec` uses it through its space: `kshot_calibrate.calibrate(
+fennec.space, history.scores, history.mask, ks)` once, then
+`predict_observed(fennec.space, fold, observed)` for [B, M] observed
+scores (NaN elsewhere).
 """
 
 import dataclasses
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fennec_jax import metrics
 from fennec_jax import posterior as posterior_lib
-from fennec_jax.space import factorization
 from fennec_jax.space import foldin
+from fennec_jax.space import kshot_gp
 from fennec_jax.space import normalization as normalization_lib
 from fennec_jax.space import transfer_space
 
@@ -68,11 +75,15 @@ from fennec_jax.space import transfer_space
 SCORE_CLIP = 3.0
 # A |robust z| beyond this is reported as an outlier in a log line.
 OUTLIER_Z = 6.0
+# The conditional Gaussian's columns: rank scores (van der Waerden) keep the
+# top of each task's ranking spread out, where the robust normalization's
+# soft clip compresses it (and the protocol's weighted tau looks).
+GP_NORMALIZATION = 'rank'
 
 
 @dataclasses.dataclass(frozen=True)
 class KShotConfig:
-  """How `calibrate` simulates the K-shot situation and what it searches.
+  """How `kshot_calibrate` simulates the K-shot situation and what it searches.
 
   Attributes:
     num_folds: task folds held out in turn (capped at the number of tasks;
@@ -80,7 +91,11 @@ class KShotConfig:
     num_draws: random draws of the K revealed models per held-out task.
     noise_mults: candidate multipliers of the space's noise variance.
     temperatures: candidate temperatures of the task-similarity kernel.
-    blends: candidate blend weights (pairs with sum <= 1 are tried).
+    gp_shrinks: candidate shrinkages of the conditional Gaussian's
+      covariance towards its diagonal (`kshot_gp`).
+    gp_nuggets: candidate nuggets of the conditional Gaussian.
+    blends: candidate blend weights: of space and kernel (pairs with sum
+      <= 1), then of gp against the best pair (`kshot_calibrate.choose`).
     finalists: how many of the best noise multipliers and of the best
       temperatures (each source alone) are blended.
     pearson_weight: the objective is the mean weighted tau plus this times
@@ -91,6 +106,8 @@ class KShotConfig:
   num_draws: int = 24
   noise_mults: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
   temperatures: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
+  gp_shrinks: tuple[float, ...] = (0.1, 0.3)
+  gp_nuggets: tuple[float, ...] = (0.3, 1.0, 3.0)
   blends: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
   finalists: int = 1
   pearson_weight: float = 0.5
@@ -107,11 +124,15 @@ class KShotConfig:
     if self.num_draws < 1:
       raise ValueError(f'KShotConfig.num_draws must be >= 1, got '
                        f'{self.num_draws!r}.')
-    for name in ('noise_mults', 'temperatures', 'blends'):
+    for name in ('noise_mults', 'temperatures', 'gp_nuggets', 'blends',
+                 'gp_shrinks'):
       vals = np.asarray(getattr(self, name), np.float64)
       if not vals.size or not np.isfinite(vals).all() or (vals < 0).any():
         raise ValueError(f'KShotConfig.{name} must be non-empty, finite and '
                          f'>= 0, got {getattr(self, name)!r}.')
+    if max(self.gp_shrinks) > 1:
+      raise ValueError(f'KShotConfig.gp_shrinks must be in [0, 1], got '
+                       f'{self.gp_shrinks!r}.')
     if 0.0 not in self.blends:
       raise ValueError('KShotConfig.blends must contain 0 (the K = 0 prior), '
                        f'got {self.blends!r}.')
@@ -124,6 +145,9 @@ class KShotParams(NamedTuple):
   blend_space: Any
   blend_kernel: Any
   std_scale: Any
+  gp_shrink: Any = 0.0
+  gp_nugget: Any = 1.0
+  blend_gp: Any = 0.0
 
 
 PRIOR = KShotParams(noise_mult=1.0, temperature=0.0, blend_space=0.0,
@@ -137,7 +161,9 @@ class KShotFoldIn:
   Attributes:
     columns: [M, T] the history's normalized scores, completed by the space
       where unobserved (the kernel's task columns).
-    params: {K: KShotParams} chosen by `calibrate` for each simulated K.
+    gp_columns: [M, T] the same with rank normalization (`gp`'s columns).
+    params: {K: KShotParams} chosen by `kshot_calibrate.calibrate` for
+      each simulated K.
     validation: {K: dict} the simulation's mean weighted tau of the prior,
       of each source alone and of the chosen combination, and the coverage
       of the calibrated 68% / 95% intervals.
@@ -145,6 +171,7 @@ class KShotFoldIn:
   columns: np.ndarray
   params: dict[int, KShotParams]
   validation: dict[int, dict[str, float]]
+  gp_columns: np.ndarray | None = None
 
   def params_for(self, k: int) -> KShotParams:
     """The parameters of the largest calibrated K <= k (the prior if none)."""
@@ -153,12 +180,16 @@ class KShotFoldIn:
 
 
 def completed_columns(space: transfer_space.TransferSpace, scores: Any,
-                      mask: Any) -> np.ndarray:
-  """[M, T] normalized history scores, the space's fit where unobserved."""
+                      mask: Any, normalization: str | None = None
+                      ) -> np.ndarray:
+  """[M, T] normalized history scores, the space's fit where unobserved.
+
+  `normalization` defaults to the space's own.
+  """
   mask = np.asarray(mask, bool)
   normed, _, _ = normalization_lib.normalize(
       np.where(mask, np.asarray(scores, np.float64), 0.0), mask,
-      space.config.normalization)
+      normalization or space.config.normalization)
   fit = np.asarray(space.predict_normalized(), np.float64)
   return np.where(mask, normed, fit).astype(np.float32)
 
@@ -195,7 +226,8 @@ def _median_mad(scores, valid):
     return jnp.where(n[:, None] > 0, 0.5 * (lo + hi), 0.0)
   med = median(scores)
   mad = median(jnp.abs(scores - med))
-  return med, normalization_lib._MAD_TO_STD * mad  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  return med, normalization_lib._MAD_TO_STD * mad
 
 
 def _standardize(x: jax.Array) -> jax.Array:
@@ -212,6 +244,8 @@ class Components(NamedTuple):
     base: [M] the standardized K = 0 prior prediction.
     space: [C, B, M] the standardized fold-in for each noise multiplier.
     kernel: [R, B, M] the standardized kernel for each temperature.
+    gp: [G, B, M] the standardized conditional Gaussian for each (shrinkage,
+      nugget) pair.
     level: [C, B, 1] the fold-in's mean raw prediction over the models.
     spread: [C, B, 1] its std over the models.
     var: [C, B, M] its predictive variance.
@@ -222,6 +256,7 @@ class Components(NamedTuple):
   level: jax.Array
   spread: jax.Array
   var: jax.Array
+  gp: jax.Array
 
 
 def concordance(columns: jax.Array, idx: jax.Array, scores: jax.Array,
@@ -239,11 +274,15 @@ def concordance(columns: jax.Array, idx: jax.Array, scores: jax.Array,
   return num / jnp.maximum(pair.sum((1, 2)) - valid.sum(-1), 1)[:, None]
 
 
-def components_impl(space: Any, columns: jax.Array, idx: jax.Array,
-                    scores: jax.Array, valid: jax.Array,
-                    noise_mults: jax.Array, temperatures: jax.Array
+def components_impl(space: Any, columns: jax.Array, gp_columns: jax.Array,
+                    idx: jax.Array, scores: jax.Array, valid: jax.Array,
+                    noise_mults: jax.Array, temperatures: jax.Array,
+                    gp_shrinks: jax.Array, gp_nuggets: jax.Array
                     ) -> Components:
-  """The sources for a batch of B tasks (K observed each, padded by valid)."""
+  """The sources for a batch of B tasks (K observed each, padded by valid).
+
+  gp_shrinks and gp_nuggets are [G] pairs.
+  """
   prior = foldin.whitened_prior(space)
   v = valid.astype(prior.phi.dtype)
   base_raw = prior.phi @ prior.mean
@@ -273,9 +312,16 @@ def components_impl(space: Any, columns: jax.Array, idx: jax.Array,
     weights = jax.nn.softmax(temp * r, axis=-1)
     return _standardize(weights @ columns.T)
 
+  stats = kshot_gp.stats(gp_columns)
+
+  def gp(shrink, nugget):
+    return _standardize(kshot_gp.condition(stats, idx, scores, valid, shrink,
+                                           nugget))
+
   return Components(base=_standardize(base_raw[None])[0], space=space_std,
                     kernel=jax.vmap(kernel)(temperatures), level=level,
-                    spread=spread, var=var)
+                    spread=spread, var=var,
+                    gp=jax.vmap(gp)(gp_shrinks, gp_nuggets))
 
 
 components = jax.jit(components_impl)
@@ -283,25 +329,33 @@ components = jax.jit(components_impl)
 
 @jax.jit
 def combine(base: jax.Array, space: jax.Array, kernel: jax.Array,
-            blend_space: Any, blend_kernel: Any) -> jax.Array:
-  """[..., M] base + a (space - base) + b (kernel - base), standardized."""
+            gp: jax.Array, blend_space: Any, blend_kernel: Any,
+            blend_gp: Any) -> jax.Array:
+  """[..., M] base + a (space - base) + b (kernel - base) + g (gp - base),
+  standardized."""
   a = jnp.asarray(blend_space)[..., None]
   b = jnp.asarray(blend_kernel)[..., None]
-  return _standardize(base + a * (space - base) + b * (kernel - base))
+  g = jnp.asarray(blend_gp)[..., None]
+  return _standardize(base + a * (space - base) + b * (kernel - base)
+                      + g * (gp - base))
 
 
 @jax.jit
-def _predict_rows(space, columns, idx, scores, valid, noise_mult, temperature,
-                  blend_space, blend_kernel, std_scale):
+def _predict_rows(space, columns, gp_columns, idx, scores, valid, noise_mult,
+                  temperature, blend_space, blend_kernel, std_scale,
+                  gp_shrink, gp_nugget, blend_gp):
   """Per-row parameters [B]: predicted and std [B, M] in raw units."""
-  def one(i, s, ok, mult, temp, a, b, scale):
-    comp = components_impl(space, columns, i[None], s[None], ok[None],
-                           mult[None], temp[None])
-    shape = combine(comp.base, comp.space[0, 0], comp.kernel[0, 0], a, b)
+  def one(i, s, ok, mult, temp, a, b, scale, shrink, nugget, g):
+    comp = components_impl(space, columns, gp_columns, i[None], s[None],
+                           ok[None], mult[None], temp[None], shrink[None],
+                           nugget[None])
+    shape = combine(comp.base, comp.space[0, 0], comp.kernel[0, 0],
+                    comp.gp[0, 0], a, b, g)
     linear = comp.level[0, 0] + comp.spread[0, 0] * shape
     return linear, scale * jnp.sqrt(comp.var[0, 0])
   linear, std = jax.vmap(one)(idx, scores, valid, noise_mult, temperature,
-                              blend_space, blend_kernel, std_scale)
+                              blend_space, blend_kernel, std_scale, gp_shrink,
+                              gp_nugget, blend_gp)
   return posterior_lib.apply_link(linear, space.link), std
 
 
@@ -315,7 +369,7 @@ def predict(space: transfer_space.TransferSpace, kshot: KShotFoldIn,
 
   Args:
     space: the fitted space.
-    kshot: its calibration (`calibrate`).
+    kshot: its calibration (`kshot_calibrate.calibrate`).
     idx: [B, K] observed model indices.
     scores: [B, K] their raw scores (finite where valid).
     valid: [B, K] bool.
@@ -339,7 +393,10 @@ def predict(space: transfer_space.TransferSpace, kshot: KShotFoldIn,
   def pad(a):
     return jnp.asarray(np.pad(a, [(0, size - b)] + [(0, 0)] * (a.ndim - 1)))
 
-  pred, std = _predict_rows(space, jnp.asarray(kshot.columns), pad(idx),
+  gp_columns = (kshot.columns if kshot.gp_columns is None
+                else kshot.gp_columns)
+  pred, std = _predict_rows(space, jnp.asarray(kshot.columns),
+                            jnp.asarray(gp_columns), pad(idx),
                             pad(scores), pad(valid),
                             *(pad(p[f]) for f in KShotParams._fields))
   return np.asarray(pred)[:b], np.asarray(std)[:b]
@@ -360,211 +417,6 @@ def _log_outliers(space, idx, scores, valid) -> None:
                     '(e.g. row %d, score %g); they are softly winsorized.',
                     int(far.sum()),
                     OUTLIER_Z, b, scores[b, k])
-
-
-# -- the simulation ------------------------------------------------------------
-
-
-@jax.jit
-def _wtau_rows(pred, true, mask):
-  """[..., N] weighted tau of prediction rows [..., N, M].
-
-  One candidate at a time (`lax.map`): the O(M^2) pair matrices of every
-  candidate at once would not fit in memory.
-  """
-  flat = pred.reshape((-1,) + pred.shape[-2:])
-  out = jax.lax.map(lambda p: jax.vmap(metrics.weighted_tau)(p, true, mask),
-                    flat)
-  return out.reshape(pred.shape[:-1])
-
-
-def _draws(mask_col: np.ndarray, k: int, num: int, rng) -> np.ndarray | None:
-  """[num, k] revealed model indices (None if fewer than k + 3 observed)."""
-  avail = np.flatnonzero(mask_col)
-  if len(avail) < k + 3:
-    return None
-  return np.stack([rng.choice(avail, k, replace=False) for _ in range(num)])
-
-
-def simulate(scores: np.ndarray, mask: np.ndarray,
-             space_config: transfer_space.SpaceConfig, ks: Sequence[int],
-             config: 'KShotConfig') -> dict[int, dict[str, np.ndarray]]:
-  """The K-shot situation on the history's own tasks, for each K.
-
-  Returns:
-    {K: {'base', 'space', 'kernel', 'level', 'spread', 'var': stacked
-    `Components` fields over the held-out rows (base broadcast to [N, M]),
-    'true' [N, M] raw scores, 'eval' [N, M] bool (observed, not revealed)}}.
-    A K no held-out task can serve is missing.
-  """
-  scores = np.asarray(scores, np.float64)
-  mask = np.asarray(mask, bool)
-  num_tasks = mask.shape[1]
-  rng = np.random.default_rng(config.seed)
-  folds = np.array_split(rng.permutation(num_tasks),
-                         min(config.num_folds, num_tasks))
-  mults = jnp.asarray(config.noise_mults, jnp.float32)
-  temps = jnp.asarray(config.temperatures, jnp.float32)
-  out: dict[int, dict[str, list]] = {}
-  for held in folds:
-    keep = np.ones(num_tasks, bool)
-    keep[held] = False
-    if keep.sum() < 2 or (mask[:, keep].sum(0) < 2).any():
-      continue
-    inner = factorization.fit(scores[:, keep], mask[:, keep], space_config)
-    cols = jnp.asarray(completed_columns(inner, scores[:, keep],
-                                         mask[:, keep]))
-    for j in held:
-      for k in ks:
-        draws = _draws(mask[:, j], k, config.num_draws, rng)
-        if draws is None:
-          continue
-        y = scores[draws, j].astype(np.float32)
-        comp = components(inner, cols, jnp.asarray(draws, jnp.int32),
-                          jnp.asarray(y), jnp.ones(draws.shape, bool), mults,
-                          temps)
-        revealed = np.zeros((len(draws), mask.shape[0]), bool)
-        np.put_along_axis(revealed, draws, True, axis=1)
-        got = out.setdefault(k, {})
-        n = len(draws)
-        got.setdefault('base', []).append(
-            np.broadcast_to(np.asarray(comp.base), (n, mask.shape[0])))
-        for f in ('space', 'kernel', 'level', 'spread', 'var'):
-          got.setdefault(f, []).append(np.asarray(getattr(comp, f)))
-        got.setdefault('true', []).append(
-            np.broadcast_to(np.where(mask[:, j], scores[:, j], 0.0),
-                            (n, mask.shape[0])))
-        got.setdefault('eval', []).append(mask[:, j][None] & ~revealed)
-        got.setdefault('link', []).append(np.broadcast_to(
-            np.asarray(inner.link), (n, inner.link.shape[0])))
-  axis = {'base': 0, 'true': 0, 'eval': 0, 'link': 0}
-  return {k: {f: np.concatenate(v, axis=axis.get(f, 1)) for f, v in d.items()}
-          for k, d in out.items()}
-
-
-@jax.jit
-def _pearson_rows(pred, true, mask, link):
-  """[..., N] Pearson of the linked prediction rows [..., N, M]."""
-  def one(p):
-    return jax.vmap(metrics.pearson)(_link_rows(p, link), true, mask)
-  flat = pred.reshape((-1,) + pred.shape[-2:])
-  return jax.lax.map(one, flat).reshape(pred.shape[:-1])
-
-
-@jax.jit
-def _link_rows(linear, link):
-  """`apply_link` of each row [N, M] with its own link [N, L]."""
-  return jax.vmap(lambda r, l: posterior_lib.apply_link(r[None], l)[0])(
-      linear, link)
-
-
-# Candidates are scored in chunks of this many, so that the metric kernels
-# compile once per simulation shape, whatever the number of candidates.
-_CHUNK = 8
-
-
-def _objective(pred, sim, pearson_weight):
-  """[C] mean over rows of weighted tau (+ pearson_weight x Pearson)."""
-  pred = np.asarray(pred, np.float32)
-  num = pred.shape[0]
-  pad = -num % _CHUNK
-  # Padded with copies of the first candidate (defined metrics, no NaN).
-  pred = np.concatenate([pred, np.repeat(pred[:1], pad, axis=0)])
-  true = jnp.asarray(sim['true'], jnp.float32)
-  mask = jnp.asarray(sim['eval'])
-  link = jnp.asarray(sim['link'])
-  vals = []
-  for start in range(0, len(pred), _CHUNK):
-    chunk = jnp.asarray(pred[start:start + _CHUNK])
-    v = np.nanmean(np.asarray(_wtau_rows(chunk, true, mask)), axis=-1)
-    if pearson_weight:
-      v = v + pearson_weight * np.nanmean(np.asarray(_pearson_rows(
-          chunk, true, mask, link)), axis=-1)
-    vals.append(v)
-  return np.concatenate(vals)[:num]
-
-
-def _mean_wtau(pred, sim):
-  return _objective(pred, sim, 0.0)
-
-
-def choose(sim: dict[str, np.ndarray], config: KShotConfig
-           ) -> tuple[KShotParams, dict[str, float]]:
-  """The parameters at one K from its simulation (see the module docstring)."""
-  base = jnp.asarray(sim['base'])
-  space = jnp.asarray(sim['space'])
-  kernel = jnp.asarray(sim['kernel'])
-  w = config.pearson_weight
-  prior = float(_objective(base[None], sim, w)[0])
-  space_only = _objective(space, sim, w)
-  kernel_only = _objective(kernel, sim, w)
-  # Finalists: the best few of each source alone, then every blend of them.
-  top = config.finalists
-  cands = [(c, t, a, b)
-           for c in np.argsort(-np.nan_to_num(space_only, nan=-2))[:top]
-           for t in np.argsort(-np.nan_to_num(kernel_only, nan=-2))[:top]
-           for a in config.blends for b in config.blends
-           if a + b <= 1 + 1e-9]
-  blended = jnp.stack([combine(base, space[c], kernel[t], a, b)
-                       for c, t, a, b in cands])
-  scores = _objective(blended, sim, w)
-  # Ties (e.g. every blend 0 candidate) go to the first, smallest blend.
-  best = int(np.nanargmax(scores))
-  c, t, a, b = cands[best]
-  c, t = int(c), int(t)
-  # The std factor: the calibrated 68% interval covers 68% of held-out
-  # scores (quantile of |error| / std on the simulated unobserved models).
-  shape = blended[best]
-  pred = np.asarray(_link_rows(
-      jnp.asarray(sim['level'][c] + sim['spread'][c] * shape, jnp.float32),
-      jnp.asarray(sim['link'])))
-  err = np.abs(sim['true'] - pred) / np.sqrt(sim['var'][c])
-  err = err[sim['eval']]
-  std_scale = float(np.quantile(err, 0.6827)) if err.size else 1.0
-  cover = {f'coverage_{int(q * 100)}': float(np.mean(
-      err <= std_scale * z)) for q, z in ((0.68, 1.0), (0.95, 1.96))}
-  params = KShotParams(noise_mult=float(config.noise_mults[c]),
-                       temperature=float(config.temperatures[t]),
-                       blend_space=float(a), blend_kernel=float(b),
-                       std_scale=std_scale)
-  # Objective values ('prior', ..., 'chosen'), then plain weighted tau.
-  wtau = _mean_wtau(jnp.stack([base, blended[best]]), sim)
-  report = {'prior': prior, 'space': float(space_only[c]),
-            'kernel': float(kernel_only[t]), 'chosen': float(scores[best]),
-            'wtau_prior': float(wtau[0]), 'wtau_chosen': float(wtau[1]),
-            'rows': int(sim['true'].shape[0]), **cover}
-  return params, report
-
-
-def calibrate(space: transfer_space.TransferSpace, scores: Any, mask: Any,
-              ks: Sequence[int], config: KShotConfig = KShotConfig()
-              ) -> KShotFoldIn:
-  """Learns the K-shot fold-in of `space` on its own history.
-
-  Args:
-    space: the space fitted on (scores, mask).
-    scores: [M, T] the history's raw scores.
-    mask: [M, T] bool, observed.
-    ks: the K values to calibrate (K >= 1); others use the nearest lower.
-    config: the simulation.
-
-  Returns:
-    The `KShotFoldIn`.
-  """
-  config.validate()
-  ks = sorted({int(k) for k in ks if int(k) >= 1})
-  sims = simulate(scores, mask, space.config, ks, config)
-  params, validation = {}, {}
-  for k in ks:
-    if k not in sims:
-      logging.info('K-shot fold-in: no held-out task has K=%d + 3 observed '
-                   'scores; K=%d uses the nearest lower K.', k, k)
-      continue
-    params[k], validation[k] = choose(sims[k], config)
-    logging.info('K-shot fold-in K=%d: %s; simulated wtau %s', k, params[k],
-                 validation[k])
-  return KShotFoldIn(columns=completed_columns(space, scores, mask),
-                     params=params, validation=validation)
 
 
 def gather_observed(observed: np.ndarray

@@ -1,11 +1,13 @@
 """The K-shot fold-in as `Fennec` uses it: lazily calibrated, cached per K.
 
-`kshot.calibrate` refits the space once per held-out fold, too costly for
-`Fennec.fit` and wasted if the recommender never sees observed scores. A
-`LazyFoldIn` calibrates each K (`calibrated_k`: a power of two, so a few
-calibrations cover every K) the first time a task with that many scores
-arrives, and keeps the parameters. `sparse_observed` parses the observed
-scores `Fennec.recommend` accepts.
+`kshot_calibrate.calibrate` refits the space once per held-out fold, too
+costly for `Fennec.fit` and wasted if the recommender never sees observed
+scores. A `LazyFoldIn` calibrates each K (`calibrated_k`: a power of two,
+so a few calibrations cover every K) the first time a task with that many
+scores arrives, keeps the parameters and the folds' refits (so the next K
+costs no refit), and saves the parameters with the checkpoint
+(`to_arrays` / `from_arrays`): a loaded `Fennec` does not recalibrate.
+`sparse_observed` parses the observed scores `Fennec.recommend` accepts.
 """
 
 from collections.abc import Mapping
@@ -16,7 +18,12 @@ import numpy as np
 
 from fennec_jax import posterior as posterior_lib
 from fennec_jax.space import kshot
+from fennec_jax.space import kshot_calibrate
 from fennec_jax.space import transfer_space
+
+# The validation numbers saved with a calibration, in this order.
+VALIDATION_KEYS = ('prior', 'space', 'kernel', 'gp', 'chosen', 'wtau_prior',
+                   'wtau_chosen', 'rows', 'coverage_68', 'coverage_95')
 
 
 def sparse_observed(observed: Any, model_ids: Sequence[str],
@@ -78,8 +85,9 @@ def calibrated_k(k: int, counts: np.ndarray) -> int:
   """The K calibrated for a task with k scores (0: none can be).
 
   The largest power of two <= k that some history task can simulate (k + 3
-  observed scores, as `kshot.simulate` needs), so each k maps to one fixed calibration
-  whatever was asked before (`calibrate` draws depend on its ks).
+  observed scores, as `kshot_calibrate.simulate` needs), so each k maps to
+  one fixed calibration whatever was asked before (`calibrate` draws
+  depend on its ks).
   """
   top = min(int(k), int(np.max(counts, initial=0)) - 3)
   return 1 << (top.bit_length() - 1) if top >= 1 else 0
@@ -90,12 +98,15 @@ class LazyFoldIn:
 
   `Fennec` holds one: calibration refits the space once per fold, too
   costly for `fit`, so each K (`calibrated_k`) is calibrated the first time
-  a task with that many scores arrives and cached here.
+  a task with that many scores arrives and cached here, with the folds'
+  refits (shared by the next K's calibration; not saved).
 
   Attributes:
     scores, mask: [M, T] the history the space was fit on.
     config: the simulation (`kshot.KShotConfig`).
-    fold: the calibration so far (None before the first).
+    params: {K: `kshot.KShotParams`} calibrated so far.
+    validation: {K: dict} their simulation numbers.
+    tried: the K values calibrated or found impossible.
   """
 
   def __init__(self, scores: Any, mask: Any,
@@ -103,8 +114,29 @@ class LazyFoldIn:
     self.mask = np.asarray(mask, bool)
     self.scores = np.where(self.mask, np.asarray(scores, np.float64), 0.0)
     self.config = config
-    self.fold: kshot.KShotFoldIn | None = None
-    self._tried: set[int] = set()
+    self.params: dict[int, kshot.KShotParams] = {}
+    self.validation: dict[int, dict[str, float]] = {}
+    self.tried: set[int] = set()
+    self._fits: dict[int, Any] = {}
+    self._fold: kshot.KShotFoldIn | None = None
+
+  @property
+  def fold(self) -> kshot.KShotFoldIn | None:
+    """The calibration so far as a `kshot.KShotFoldIn` (None before any)."""
+    return self._fold
+
+  def _fold_for(self, space: transfer_space.TransferSpace
+                ) -> kshot.KShotFoldIn:
+    """The `KShotFoldIn` of the params so far (columns computed once)."""
+    if self._fold is None:
+      self._fold = kshot.KShotFoldIn(
+          columns=kshot.completed_columns(space, self.scores, self.mask),
+          params={}, validation={}, gp_columns=kshot.completed_columns(
+              space, self.scores, self.mask, kshot.GP_NORMALIZATION))
+    if self._fold.params != self.params:
+      self._fold = dataclasses.replace(self._fold, params=dict(self.params),
+                                       validation=dict(self.validation))
+    return self._fold
 
   def predict(self, space: transfer_space.TransferSpace, idx: np.ndarray,
               scores: np.ndarray, valid: np.ndarray
@@ -118,17 +150,54 @@ class LazyFoldIn:
     valid = np.asarray(valid, bool)
     counts = self.mask.sum(0)
     ks = np.asarray([calibrated_k(k, counts) for k in valid.sum(1)], int)
-    for k in sorted(set(ks[ks > 0]) - self._tried):
-      self._tried.add(k)
-      new = kshot.calibrate(space, self.scores, self.mask, [k], self.config)
-      self.fold = new if self.fold is None else dataclasses.replace(
-          self.fold, params={**self.fold.params, **new.params},
-          validation={**self.fold.validation, **new.validation})
-    params = {} if self.fold is None else self.fold.params
-    rows = np.flatnonzero([k in params for k in ks])
+    for k in sorted(set(ks[ks > 0]) - self.tried):
+      self.tried.add(k)
+      new = kshot_calibrate.calibrate(space, self.scores, self.mask, [k],
+                                      self.config, self._fits)
+      self.params.update(new.params)
+      self.validation.update(new.validation)
+      if self._fold is None:
+        self._fold = new
+    rows = np.flatnonzero([k in self.params for k in ks])
     if not len(rows):
       m = space.num_models
       return rows, np.zeros((0, m), np.float32), np.zeros((0, m), np.float32)
-    pred, std = kshot.predict(space, self.fold, idx[rows], scores[rows],
-                        valid[rows])
+    pred, std = kshot.predict(space, self._fold_for(space), idx[rows],
+                              scores[rows], valid[rows])
     return rows, np.asarray(pred), np.asarray(std)
+
+  def to_arrays(self) -> dict[str, np.ndarray]:
+    """The history and the calibration so far, for a checkpoint."""
+    out = {'scores': self.scores, 'mask': self.mask.astype(np.int8)}
+    if self.tried:
+      out['tried'] = np.asarray(sorted(self.tried), np.int64)
+    ks = sorted(self.params)
+    if ks:
+      out['calibrated_k'] = np.asarray(ks, np.int64)
+      out['params'] = np.asarray([list(self.params[k]) for k in ks],
+                                 np.float64)
+      out['validation'] = np.asarray(
+          [[self.validation.get(k, {}).get(v, np.nan)
+            for v in VALIDATION_KEYS] for k in ks], np.float64)
+    return out
+
+  @classmethod
+  def from_arrays(cls, arrays: Mapping[str, Any],
+                  config: kshot.KShotConfig = kshot.KShotConfig()
+                  ) -> 'LazyFoldIn':
+    """The inverse of `to_arrays` (a checkpoint without a calibration, as
+    older ones, calibrates on first use)."""
+    out = cls(arrays['scores'], np.asarray(arrays['mask'], bool), config)
+    out.tried = {int(k) for k in arrays.get('tried', ())}
+    fields = kshot.KShotParams._fields
+    for i, k in enumerate(arrays.get('calibrated_k', ())):
+      row = np.asarray(arrays['params'][i], np.float64)
+      if row.shape != (len(fields),):
+        raise ValueError(f'saved K-shot params of K={int(k)} have '
+                         f'{row.shape} values; expected {len(fields)} '
+                         f'({fields}).')
+      out.params[int(k)] = kshot.KShotParams(*(float(v) for v in row))
+      out.validation[int(k)] = {
+          v: float(x) for v, x in zip(VALIDATION_KEYS,
+                                      arrays['validation'][i])}
+    return out

@@ -7,6 +7,7 @@ from scipy import stats
 
 from fennec_jax import space as space_lib
 from fennec_jax.space import kshot
+from fennec_jax.space import kshot_calibrate
 
 _FAST = space_lib.SpaceConfig(max_steps=200, eval_every=50)
 
@@ -163,7 +164,7 @@ class CalibrateTest(absltest.TestCase):
                                noise_mults=(1.0, 30.0),
                                temperatures=(3.0, 30.0),
                                blends=(0.0, 0.5, 1.0))
-    fold = kshot.calibrate(space, scores, mask, [4], config)
+    fold = kshot_calibrate.calibrate(space, scores, mask, [4], config)
     params, val = fold.params[4], fold.validation[4]
     self.assertGreater(params.blend_kernel, 0.0)
     self.assertGreaterEqual(val['chosen'], val['prior'])
