@@ -1,4 +1,4 @@
-"""Small architectures of the offline zoo: MLP, plain CNN and MLP-Mixer.
+"""Small architectures of the offline zoo: MLP, plain CNN, MLP-Mixer, MobileNet.
 
 One linen module per family; sizes are configuration. They follow the
 registry's convention: `num_classes=0` returns the pooled features. The
@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fennec_jax.models import convnext
+from fennec_jax.models import mobilenet
 from fennec_jax.models import registry
 from fennec_jax.models import resnet
 from fennec_jax.models import vit
@@ -121,6 +123,42 @@ class MlpMixer(nn.Module):
     return x
 
 
+class MobileNetLite(nn.Module):
+  """A MobileNetV2-style stack sized for 28x28 inputs.
+
+  torchvision's `MobileNetV2` fixes a 1280-wide last layer and a stride-2
+  stem, far too big for the offline zoo; this keeps its blocks
+  (`mobilenet.InvertedResidualV2`: 1x1 expand, 3x3 depthwise, linear 1x1
+  projection) with a stride-1 stem and a configurable feature width.
+
+  Attributes:
+    stem: channels of the first 3x3 convolution.
+    setting: (expand_ratio, channels, repeats, first stride) rows.
+    features: width of the last 1x1 convolution (the pooled features).
+    num_classes: classifier outputs; 0 returns the pooled features.
+  """
+  stem: int = 16
+  setting: Sequence[Sequence[int]] = ((1, 16, 1, 1), (4, 24, 2, 2),
+                                      (4, 32, 2, 2))
+  features: int = 96
+  num_classes: int = 0
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = mobilenet.ConvBNReLU6(self.stem, 3, 1, name='stem')(x, train)
+    i = 0
+    for t, c, n, s in self.setting:
+      for j in range(n):
+        x = mobilenet.InvertedResidualV2(c, s if j == 0 else 1, t,
+                                         name=f'block_{i}')(x, train)
+        i += 1
+    x = mobilenet.ConvBNReLU6(self.features, 1, name='last')(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    if self.num_classes:
+      x = nn.Dense(self.num_classes, name='head')(x)
+    return x
+
+
 OFFLINE_INPUT = (28, 28, 3)
 
 
@@ -155,6 +193,17 @@ def _register() -> None:
     num_heads=3, mlp_dim=96, **vit_kw)
   r('offline_vit_l', vit.vit, input_shape=OFFLINE_INPUT, width=64, depth=4,
     num_heads=4, mlp_dim=128, **vit_kw)
+  # v2 families. ConvNeXt from fennec_jax.models.convnext (patchify stem of 4:
+  # 28 -> 7 -> 3 pixels); MobileNet from the blocks of models.mobilenet.
+  # Sized by measured CPU cost per fine-tune step (7x7 depthwise gradients
+  # are slow on XLA:CPU): dims (48, 96) x depths (2, 2) cost 0.21 CPU s.
+  r('offline_convnext_s', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
+    depths=(1, 1), dims=(24, 48), num_classes=0)
+  r('offline_convnext_l', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
+    depths=(1, 1), dims=(40, 80), num_classes=0)
+  r('offline_mobilenet_s', MobileNetLite, input_shape=OFFLINE_INPUT)
+  r('offline_mobilenet_l', MobileNetLite, input_shape=OFFLINE_INPUT, stem=24,
+    setting=((1, 24, 1, 1), (4, 32, 2, 2), (4, 48, 3, 2)), features=160)
 
 
 _register()
