@@ -19,6 +19,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from fennec_jax.benchmarks import offline
 from fennec_jax.benchmarks.offline import build
 from fennec_jax.benchmarks.offline import presets
 from fennec_jax.benchmarks.offline import recipe
@@ -34,6 +35,10 @@ _TARGETS = flags.DEFINE_list('targets', [], 'Sample of targets.')
 _MODELS = flags.DEFINE_list('models', [], 'Model ids (default: the zoo).')
 _REPORT_ONLY = flags.DEFINE_bool('report_only', False, 'Only summarize what '
                                  'is in --out.')
+_COMMITTED_V1 = flags.DEFINE_bool(
+    'committed_v1_zoo', False, 'Validate the committed v1 zoo (weights in '
+    'benchmarks/offline_data) on --targets (any suite), data generated '
+    'directly; --workdir is then only scratch.')
 
 
 def main(argv):
@@ -41,9 +46,15 @@ def main(argv):
   config = {'v1': build.default_config, 'v2': presets.v2_config,
             'v2_tiny': presets.v2_tiny_config}[_PRESET.value]()
   steps = sorted(int(s) for s in _STEPS.value)
+  load = None
+  if _COMMITTED_V1.value:
+    config = build.default_config()
+    config.targets = list(_TARGETS.value)
+    config.data = 'direct'
+    load = lambda model_id: offline.load_model(model_id)[1]  # pylint: disable=g-long-lambda
   if not _REPORT_ONLY.value:
     recipe.validate(config, _WORKDIR.value, list(_TARGETS.value), steps,
-                    _OUT.value, list(_MODELS.value) or None)
+                    _OUT.value, list(_MODELS.value) or None, load)
   report = recipe.agreement(recipe.read(_OUT.value))
   with open(os.path.join(_OUT.value, 'recipe.json'), 'w') as f:
     json.dump(report, f, indent=1, default=str)

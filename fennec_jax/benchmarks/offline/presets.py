@@ -38,6 +38,8 @@ def v2_config() -> ml_collections.ConfigDict:
   c.proxy.update(sources=tasks_lib.proxy_sources('v2'), steps=1500,
                  batch_size=128, warmup=50)
   c.finetune.update(steps=100, warmup=10)
+  # Export extras: the proxy's linear probe on every target (data card).
+  c.report = dict(proxy_probe=True)
   return c
 
 

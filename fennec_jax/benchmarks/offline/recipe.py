@@ -15,7 +15,7 @@ format: one fsync'ed line per pair), so a killed validation resumes.
 import copy
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 from absl import logging
 import jax
@@ -52,7 +52,8 @@ def results_path(out_dir: str, steps: int) -> str:
 
 def validate(config: ml_collections.ConfigDict, workdir: str,
              targets: list[str], steps: list[int], out_dir: str,
-             models: list[str] | None = None) -> dict[int, dict]:
+             models: list[str] | None = None,
+             load: Callable[[str], Any] | None = None) -> dict[int, dict]:
   """Fine-tunes `models` (default: the zoo) x `targets` under each recipe.
 
   Args:
@@ -62,6 +63,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
     steps: the step counts to compare (the longest is the reference).
     out_dir: where the per-recipe results files go (resumable).
     models: model ids to use (default: every zoo model).
+    load: `model_id -> {collection: backbone variables}` (default: the
+      workdir's checkpoints; e.g. the committed weights via `loader`).
 
   Returns:
     `{steps: {(model, task): accuracy}}`.
@@ -105,8 +108,11 @@ def validate(config: ml_collections.ConfigDict, workdir: str,
       todo = [s for s in steps if (m.model_id, task) not in done[s]]
       if not todo:
         continue
-      v, _ = build.load_pretrained(workdir, m.model_id)
-      backbone = [{k: c['backbone'] for k, c in v.items()}]
+      if load is None:
+        v, _ = build.load_pretrained(workdir, m.model_id)
+        backbone = [{k: c['backbone'] for k, c in v.items()}]
+      else:
+        backbone = [load(m.model_id)]
       for s in todo:
         fkey = (s, m.arch, n_test)
         if fkey not in fns:
