@@ -1,4 +1,4 @@
-"""Small architectures of the offline zoo: MLP, plain CNN, MLP-Mixer, MobileNet.
+"""Small architectures of the offline zoo: MLP, plain CNN and MLP-Mixer.
 
 One linen module per family; sizes are configuration. They follow the
 registry's convention: `num_classes=0` returns the pooled features. The
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from fennec_jax.models import convnext
-from fennec_jax.models import mobilenet
+from fennec_jax.models import densenet
 from fennec_jax.models import registry
 from fennec_jax.models import resnet
 from fennec_jax.models import vit
@@ -123,42 +123,6 @@ class MlpMixer(nn.Module):
     return x
 
 
-class MobileNetLite(nn.Module):
-  """A MobileNetV2-style stack sized for 28x28 inputs.
-
-  torchvision's `MobileNetV2` fixes a 1280-wide last layer and a stride-2
-  stem, far too big for the offline zoo; this keeps its blocks
-  (`mobilenet.InvertedResidualV2`: 1x1 expand, 3x3 depthwise, linear 1x1
-  projection) with a stride-1 stem and a configurable feature width.
-
-  Attributes:
-    stem: channels of the first 3x3 convolution.
-    setting: (expand_ratio, channels, repeats, first stride) rows.
-    features: width of the last 1x1 convolution (the pooled features).
-    num_classes: classifier outputs; 0 returns the pooled features.
-  """
-  stem: int = 16
-  setting: Sequence[Sequence[int]] = ((1, 16, 1, 1), (4, 24, 2, 2),
-                                      (4, 32, 2, 2))
-  features: int = 96
-  num_classes: int = 0
-
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    x = mobilenet.ConvBNReLU6(self.stem, 3, 1, name='stem')(x, train)
-    i = 0
-    for t, c, n, s in self.setting:
-      for j in range(n):
-        x = mobilenet.InvertedResidualV2(c, s if j == 0 else 1, t,
-                                         name=f'block_{i}')(x, train)
-        i += 1
-    x = mobilenet.ConvBNReLU6(self.features, 1, name='last')(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    if self.num_classes:
-      x = nn.Dense(self.num_classes, name='head')(x)
-    return x
-
-
 OFFLINE_INPUT = (28, 28, 3)
 
 
@@ -194,16 +158,22 @@ def _register() -> None:
   r('offline_vit_l', vit.vit, input_shape=OFFLINE_INPUT, width=64, depth=4,
     num_heads=4, mlp_dim=128, **vit_kw)
   # v2 families. ConvNeXt from fennec_jax.models.convnext (patchify stem of 4:
-  # 28 -> 7 -> 3 pixels); MobileNet from the blocks of models.mobilenet.
+  # 28 -> 7 -> 3 pixels).
   # Sized by measured CPU cost per fine-tune step (7x7 depthwise gradients
   # are slow on XLA:CPU): dims (48, 96) x depths (2, 2) cost 0.21 CPU s.
   r('offline_convnext_s', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
     depths=(1, 1), dims=(24, 48), num_classes=0)
   r('offline_convnext_l', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
     depths=(1, 1), dims=(40, 80), num_classes=0)
-  r('offline_mobilenet_s', MobileNetLite, input_shape=OFFLINE_INPUT)
-  r('offline_mobilenet_l', MobileNetLite, input_shape=OFFLINE_INPUT, stem=24,
-    setting=((1, 24, 1, 1), (4, 32, 2, 2), (4, 48, 3, 2)), features=160)
+  # DenseNet-BC from fennec_jax.models.densenet (7x7/2 stem, 3x3/2 max pool:
+  # 28 -> 7 px). Not MobileNet: its 3x3 depthwise gradients at 28x28 cost
+  # 1.04 CPU s per fine-tune step on XLA:CPU (measured), 50x a plain CNN.
+  r('offline_densenet_s', densenet.DenseNet, input_shape=OFFLINE_INPUT,
+    growth_rate=12, block_config=(2, 2), num_init_features=16, bn_size=2,
+    num_classes=0)
+  r('offline_densenet_l', densenet.DenseNet, input_shape=OFFLINE_INPUT,
+    growth_rate=16, block_config=(3, 3), num_init_features=24, bn_size=4,
+    num_classes=0)
 
 
 _register()

@@ -4,7 +4,7 @@
 v1 targets it keeps, 10-class glyph subsets instead of the near-chance
 many-class ones, UCI digits from scikit-learn, patches of scikit-image's
 sample photographs), a 42-model zoo of 7 families at two sizes (v1's five
-plus ConvNeXt and MobileNet), a proxy trained longer on every single-domain
+plus ConvNeXt and DenseNet), a proxy trained longer on every single-domain
 v2 source, and the fine-tuning recipe chosen by `recipe` (see the data card's
 recipe validation). `v2_tiny_config`: the same code paths in seconds.
 """
@@ -22,8 +22,8 @@ ARCHS_V2 = (
     ('offline_mixer_s', 'mixer', 's'), ('offline_mixer_l', 'mixer', 'l'),
     ('offline_convnext_s', 'convnext', 's'),
     ('offline_convnext_l', 'convnext', 'l'),
-    ('offline_mobilenet_s', 'mobilenet', 's'),
-    ('offline_mobilenet_l', 'mobilenet', 'l'),
+    ('offline_densenet_s', 'densenet', 's'),
+    ('offline_densenet_l', 'densenet', 'l'),
 )
 
 
@@ -49,7 +49,7 @@ def v2_tiny_config() -> ml_collections.ConfigDict:
   c.targets = ['digits_all', 'photo_rotation']
   c.sources = ['src_digits_rotation', 'src_photo_which']
   c.archs = [['offline_convnext_s', 'convnext', 's'],
-             ['offline_mobilenet_s', 'mobilenet', 's']]
+             ['offline_densenet_s', 'densenet', 's']]
   c.models_per_arch = 1
   c.source_sizes = (64, 32)
   c.target_sizes = (64, 40)

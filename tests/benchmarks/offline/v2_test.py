@@ -6,20 +6,24 @@ end to end on a tiny procedural zoo (no packaged data needed), including a
 resume that redoes nothing.
 """
 
+import json
 import os
 import tempfile
 
 from absl.testing import absltest
 import jax
 import numpy as np
+import pytest
 from scipy import stats
 
 from fennec_jax import models
 from fennec_jax.benchmarks.offline import build
+from fennec_jax.benchmarks.offline import export
 from fennec_jax.benchmarks.offline import presets
 from fennec_jax.benchmarks.offline import proxy_probe
 from fennec_jax.benchmarks.offline import recipe
 from fennec_jax.benchmarks.offline import zoo
+from fennec_jax.data import packaged
 from fennec_jax.data import tasks
 
 
@@ -47,7 +51,7 @@ class V2PresetTest(absltest.TestCase):
   def test_new_families_give_features(self):
     x = np.zeros((2, 28, 28, 3), np.float32)
     for arch in ('offline_convnext_s', 'offline_convnext_l',
-                 'offline_mobilenet_s', 'offline_mobilenet_l'):
+                 'offline_densenet_s', 'offline_densenet_l'):
       module = zoo.make_classifier(arch, 5)
       v = module.init(jax.random.key(0), x)
       self.assertEqual(module.apply(v, x).shape, (2, 5), arch)
@@ -127,3 +131,42 @@ class ProbeTest(absltest.TestCase):
 
 if __name__ == '__main__':
   absltest.main()
+
+
+def _packages_installed() -> bool:
+  try:
+    packaged.package_file('sklearn', 'datasets', 'data', 'digits.csv.gz')
+    packaged.package_file('skimage', 'data', 'astronaut.png')
+    return True
+  except tasks.MissingSystemDataError:
+    return False
+
+
+@pytest.mark.slow
+@absltest.skipUnless(_packages_installed(), 'needs the offline2 extra')
+class V2TinyBuildTest(absltest.TestCase):
+
+  def test_build_validate_export(self):
+    config = presets.v2_tiny_config()
+    with tempfile.TemporaryDirectory() as d:
+      results = build.build(config, d)
+      self.assertLen(results, 2 * 2)
+      out = os.path.join(d, 'recipe')
+      recipe.validate(config, d, list(config.targets), [2, 4], out)
+      report = recipe.agreement(recipe.read(out), min_models=2)
+      with open(os.path.join(out, 'recipe.md'), 'w') as f:
+        f.write(recipe.format_markdown(report))
+      export_dir = os.path.join(d, 'export')
+      export.export_artifacts(config, d, export_dir, probe_size=20,
+                              graphs=False)
+      with open(os.path.join(export_dir, 'README.md')) as f:
+        card = f.read()
+      for section in ('## Recipe validation', '## Proxy', 'UCI handwritten',
+                      'build_benchmark.py:v2'):
+        self.assertIn(section, card)
+      with open(os.path.join(export_dir, 'proxy_probe.json')) as f:
+        probe_ = json.load(f)
+      self.assertEqual(set(probe_['targets']), set(config.targets))
+      # Packaged-data probes ship their pixels.
+      with np.load(os.path.join(export_dir, 'probes', 'digits_all.npz')) as z:
+        self.assertIn('images', z)
