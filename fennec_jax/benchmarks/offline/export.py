@@ -202,14 +202,14 @@ def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
 
 def _export_reports(config: ml_collections.ConfigDict, workdir: str,
                     out_dir: str) -> None:
-  """The recipe validation (`<workdir>/recipe/recipe.md`, if run) and, with
-  `config.report.proxy_probe`, the proxy's linear probe on every target."""
+  """The recipe validation (`<workdir>/recipe/recipe.md`, if run) and, for
+  a v2 build (any v2-suite target), the proxy's linear probe per target."""
   src = os.path.join(workdir, 'recipe', 'recipe.md')
   if os.path.exists(src):
     shutil.copyfile(src, os.path.join(out_dir, 'recipe.md'))
-  report = config.get('report') or {}
+  v2 = any(tasks_lib.get_task(t).suite == 'v2' for t in config.targets)
   proxy_meta = build.model_paths(workdir, proxy_probe.PROXY_ID)[1]
-  if not report.get('proxy_probe') or not os.path.exists(proxy_meta):
+  if not v2 or not os.path.exists(proxy_meta):
     return
   with open(proxy_meta) as f:
     meta = json.load(f)

@@ -42,8 +42,6 @@ def v2_config() -> ml_collections.ConfigDict:
   # target and arch -> 50 steps ~ 6,970 CPU s of fine-tuning for 51 x 42
   # pairs); pending the recipe validation (50 vs 500 steps).
   c.finetune.update(steps=50, warmup=5)
-  # Export extras: the proxy's linear probe on every target (data card).
-  c.report = dict(proxy_probe=True)
   return c
 
 
