@@ -5,8 +5,10 @@ v1 targets it keeps, 10-class glyph subsets instead of the near-chance
 many-class ones, UCI digits from scikit-learn, patches of scikit-image's
 sample photographs), a 42-model zoo of 7 families at two sizes (v1's five
 plus ConvNeXt and DenseNet), a proxy trained longer on every single-domain
-v2 source, and the fine-tuning recipe chosen by `recipe` (see the data card's
-recipe validation). `v2_tiny_config`: the same code paths in seconds.
+v2 source, and a 50-step fine-tuning recipe: the most the 120-min CPU budget
+allows with margin (experiments/benchmarks/results/offline_v2_build_cost.md),
+to be confirmed by `recipe` (50 vs 500 steps on a sample of targets).
+`v2_tiny_config`: the same code paths in seconds.
 """
 
 import ml_collections
