@@ -17,6 +17,10 @@ Tiny variant for tests (2 archs x 2 models x 2 procedural targets, a few
 steps): `--config=experiments/configs/build_benchmark.py:tiny`, measured
 146 s wall at load 9.9 on the shared 2-core CPU.
 
+v2 (issue #14; needs the `offline2` extra): `--config=experiments/configs/
+build_benchmark.py:v2` (51 targets x 42 models, `presets.v2_config`);
+`:v2_tiny` for tests.
+
 At TPU/GPU scale: raise `num_devices` (the batch is sharded over a 'data'
 mesh axis), the step counts, `source_sizes` and the zoo (`archs`); `data=
 'tfds'` reads every task through tfds array_record builders.
@@ -26,13 +30,17 @@ import ml_collections
 
 from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import build
+from fennec_jax.benchmarks.offline import presets
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """The build config; `arg='tiny'` gives the test configuration."""
-  if arg not in (None, '', 'tiny'):
-    raise ValueError(f"Unknown variant {arg!r}; valid: '' or 'tiny'.")
+  """The build config: '' (v1), 'tiny', 'v2' or 'v2_tiny'."""
+  variants = {'tiny': build.tiny_config, 'v2': presets.v2_config,
+              'v2_tiny': presets.v2_tiny_config}
+  if arg not in (None, '', *variants):
+    raise ValueError(f"Unknown variant {arg!r}; valid: '', "
+                     f"{', '.join(repr(v) for v in variants)}.")
   config = runner.default_config('build_benchmark')
-  if arg == 'tiny':
-    config.update(build.tiny_config())
+  if arg:
+    config.update(variants[arg]())
   return config

@@ -43,6 +43,12 @@ CHARSETS = {
     'braille': ''.join(chr(0x2800 + m) for m in range(1, 256)
                        if 2 <= bin(m).count('1') <= 5)[::4][:50],
 }
+# v2: 10-character subsets '<name>_10' (every k-th character, so a subset
+# spans its script) of the v1 many-class charsets.
+SUBSET10 = ('latin_upper', 'greek_upper', 'cyrillic_upper', 'armenian_upper',
+            'georgian', 'hebrew', 'braille')
+CHARSETS.update({f'{c}_10': CHARSETS[c][::len(CHARSETS[c]) // 10][:10]
+                 for c in SUBSET10})
 
 
 @functools.cache

@@ -26,11 +26,16 @@ import numpy as np
 from fennec_jax.data import fashion
 from fennec_jax.data import glyphs
 from fennec_jax.data import scenes
+from fennec_jax.data import suite_v2
 from fennec_jax.data import task_images
 from fennec_jax.data import textures
 
 SPLITS = ('train', 'test')
-DOMAINS = ('fashion', 'glyph', 'shape', 'texture', 'count')
+DOMAINS = ('fashion', 'glyph', 'shape', 'texture', 'count', 'digits', 'photo')
+SUITES = ('v1', 'v2')
+# Domains whose images come from installed data (Debian Fashion-MNIST, the
+# scikit-learn and scikit-image wheels) rather than from code.
+_SYSTEM_DOMAINS = ('fashion', 'digits', 'photo')
 
 # The generators live in their own modules (fashion, glyphs, scenes, textures,
 # task_images); these names stay reachable here as the suite's one front door.
@@ -60,7 +65,10 @@ class TaskSpec:
     generator: `generator(rng, split, n) -> (images, labels)`.
     description: one line on what the classes are.
     domains: the visual domains the task draws from.
-    needs_system_data: True if it reads Fashion-MNIST from the system.
+    needs_system_data: True if it reads installed data (Fashion-MNIST,
+      the scikit-learn or scikit-image wheels).
+    suite: 'v1' (the committed benchmark's task set) or 'v2' (tasks added
+      for the v2 build; `list_tasks` lists them only when asked).
   """
   name: str
   domain: str
@@ -72,6 +80,7 @@ class TaskSpec:
   description: str
   domains: tuple[str, ...]
   needs_system_data: bool = False
+  suite: str = 'v1'
 
   @property
   def seed(self) -> int:
@@ -96,21 +105,34 @@ def _register(spec: TaskSpec) -> None:
 
 
 def list_tasks(role: str | None = None, domain: str | None = None,
-               system_data: bool = True) -> list[str]:
+               system_data: bool = True, suite: str | None = 'v1') -> list[str]:
   """Task names (in registration order), optionally filtered.
 
   Args:
     role: 'target' or 'source' to filter by role.
     domain: keep only tasks of this domain.
-    system_data: if False, drop tasks that need Fashion-MNIST.
+    system_data: if False, drop tasks that need installed data.
+    suite: 'v1' (default: the committed benchmark's tasks), 'v2' (the v2
+      build's tasks: the v1 ones it keeps plus the new ones) or None (all).
 
   Returns:
     The matching task names.
   """
+  if suite not in (None,) + SUITES:
+    raise ValueError(f'suite={suite!r}; valid: None, {", ".join(SUITES)}.')
+  keep = set(v2_tasks()) if suite == 'v2' else None
   return [n for n, s in _TASKS.items()
           if (role is None or s.role == role)
           and (domain is None or s.domain == domain)
-          and (system_data or not s.needs_system_data)]
+          and (system_data or not s.needs_system_data)
+          and (suite is None or (s.suite == 'v1' if suite == 'v1'
+                                 else n in keep))]
+
+
+def v2_tasks() -> list[str]:
+  """The v2 suite: the v1 tasks it keeps, then the v2 ones."""
+  return (list(suite_v2.V1_TARGETS) + list(suite_v2.V1_SOURCES)
+          + [n for n, s in _TASKS.items() if s.suite == 'v2'])
 
 
 def get_task(name: str) -> TaskSpec:
@@ -178,11 +200,12 @@ def _mixture(parts: tuple[str, ...]) -> Generator:
 # ------------------------------------------------------------------ the suite
 
 
-def _add(name, domain, role, k, gen, desc, train, test=500, domains=None):
+def _add(name, domain, role, k, gen, desc, train, test=500, domains=None,
+         suite='v1'):
   """Registers one task (positional shorthand of `TaskSpec`)."""
-  _register(TaskSpec(name, domain, role, k, train, test, gen, desc,
-                     tuple(domains or (domain,)),
-                     needs_system_data='fashion' in (domains or (domain,))))
+  domains = tuple(domains or (domain,))
+  _register(TaskSpec(name, domain, role, k, train, test, gen, desc, domains,
+                     any(d in _SYSTEM_DOMAINS for d in domains), suite))
 
 
 def _define_suite() -> None:
@@ -311,20 +334,33 @@ def _define_suite() -> None:
            ('fashion_rotation', 'shape_kind4'),
            ('glyph_cyrillic_lower', 'texture_kind4'))
   for parts in mixes:
-    parts = tuple(f'src_{p}' for p in parts)
-    specs = [get_task(p) for p in parts]
-    doms = tuple(dict.fromkeys(x.domain for x in specs))
-    name = 'mix_' + '_'.join(p.replace('src_', '').split('_')[0] + '-'
-                             + p.replace('src_', '').split('_')[-1]
-                             for p in parts)
-    _add(name, 'mixture', s, sum(x.num_classes for x in specs),
-         _mixture(parts), 'mixture of ' + ', '.join(parts), n_src, 500, doms)
+    _add_mixture(tuple(f'src_{p}' for p in parts), n_src)
 
 
-def proxy_sources() -> list[str]:
+def _add_mixture(parts: tuple[str, ...], n: int, suite: str = 'v1') -> None:
+  """Registers the mixture of source tasks `parts` (named from them)."""
+  specs = [get_task(p) for p in parts]
+  doms = tuple(dict.fromkeys(x.domain for x in specs))
+  name = 'mix_' + '_'.join(p.replace('src_', '').split('_')[0] + '-'
+                           + p.replace('src_', '').split('_')[-1]
+                           for p in parts)
+  _add(name, 'mixture', 'source', sum(x.num_classes for x in specs),
+       _mixture(parts), 'mixture of ' + ', '.join(parts), n, 500, doms, suite)
+
+
+def _define_suite_v2() -> None:
+  """Registers the v2 suite's new tasks (`suite_v2`) and its mixtures."""
+  for entry in suite_v2.tasks():
+    _add(*entry, suite='v2')
+  for parts in suite_v2.MIXTURES:
+    _add_mixture(parts, 3000, 'v2')
+
+
+def proxy_sources(suite: str = 'v1') -> list[str]:
   """The proxy's broad mixture: every single-domain source task."""
-  return [n for n in list_tasks(role='source') if get_task(n).domain
-          != 'mixture']
+  return [n for n in list_tasks(role='source', suite=suite)
+          if get_task(n).domain != 'mixture']
 
 
 _define_suite()
+_define_suite_v2()

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fennec_jax.models import convnext
+from fennec_jax.models import densenet
 from fennec_jax.models import registry
 from fennec_jax.models import resnet
 from fennec_jax.models import vit
@@ -155,6 +157,23 @@ def _register() -> None:
     num_heads=3, mlp_dim=96, **vit_kw)
   r('offline_vit_l', vit.vit, input_shape=OFFLINE_INPUT, width=64, depth=4,
     num_heads=4, mlp_dim=128, **vit_kw)
+  # v2 families. ConvNeXt from fennec_jax.models.convnext (patchify stem of 4:
+  # 28 -> 7 -> 3 pixels).
+  # Sized by measured CPU cost per fine-tune step (7x7 depthwise gradients
+  # are slow on XLA:CPU): dims (48, 96) x depths (2, 2) cost 0.21 CPU s.
+  r('offline_convnext_s', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
+    depths=(1, 1), dims=(24, 48), num_classes=0)
+  r('offline_convnext_l', convnext.ConvNeXt, input_shape=OFFLINE_INPUT,
+    depths=(1, 1), dims=(40, 80), num_classes=0)
+  # DenseNet-BC from fennec_jax.models.densenet (7x7/2 stem, 3x3/2 max pool:
+  # 28 -> 7 px). Not MobileNet: its 3x3 depthwise gradients at 28x28 cost
+  # 1.04 CPU s per fine-tune step on XLA:CPU (measured), 50x a plain CNN.
+  r('offline_densenet_s', densenet.DenseNet, input_shape=OFFLINE_INPUT,
+    growth_rate=12, block_config=(2, 2), num_init_features=16, bn_size=2,
+    num_classes=0)
+  r('offline_densenet_l', densenet.DenseNet, input_shape=OFFLINE_INPUT,
+    growth_rate=16, block_config=(3, 3), num_init_features=24, bn_size=4,
+    num_classes=0)
 
 
 _register()

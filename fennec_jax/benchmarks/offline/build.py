@@ -361,7 +361,7 @@ def read_results(path: str, repair: bool = True) -> dict[tuple[str, str],
   return out
 
 
-def _append_result(path: str, model: str, task: str, score: float,
+def append_result(path: str, model: str, task: str, score: float,
                    seconds: float) -> None:
   """Appends one full line and fsyncs it: a kill leaves at most a torn line."""
   new = not os.path.exists(path) or os.path.getsize(path) == 0
@@ -588,7 +588,7 @@ def finetune_all(config: ml_collections.ConfigDict, workdir: str,
       accs = fns[key](backbones, task_key, *args)
       seconds = (time.time() - t0) / len(todo)
       for m, acc in zip(todo, accs):
-        _append_result(path, m.model_id, task, float(acc), seconds)
+        append_result(path, m.model_id, task, float(acc), seconds)
         results[(m.model_id, task)] = float(acc)
         progress.update()
       logging.info('%s on %s: %s', arch, task,

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 from typing import Any
 
 from absl import logging
@@ -21,6 +22,7 @@ import numpy as np
 from fennec_jax.archi2vec import graphs as graphs_lib
 from fennec_jax.archi2vec import trace as trace_lib
 from fennec_jax.benchmarks.offline import build
+from fennec_jax.benchmarks.offline import proxy_probe
 from fennec_jax.benchmarks.offline import zoo as zoo_lib
 from fennec_jax.data import probe
 from fennec_jax.data import tasks as tasks_lib
@@ -183,6 +185,7 @@ def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
   stats = benchmark_stats(results, models, list(config.targets))
   with open(os.path.join(out_dir, 'stats.json'), 'w') as f:
     json.dump(stats, f, indent=1)
+  _export_reports(config, workdir, out_dir)
   timing = []
   if os.path.exists(os.path.join(workdir, 'timing.jsonl')):
     with open(os.path.join(workdir, 'timing.jsonl')) as f:
@@ -195,6 +198,26 @@ def export_artifacts(config: ml_collections.ConfigDict, workdir: str,
     json.dump(info, f, indent=1, sort_keys=True)
   write_data_card(out_dir)
   return stats
+
+
+def _export_reports(config: ml_collections.ConfigDict, workdir: str,
+                    out_dir: str) -> None:
+  """The recipe validation (`<workdir>/recipe/recipe.md`, if run) and, for
+  a v2 build (any v2-suite target), the proxy's linear probe per target."""
+  src = os.path.join(workdir, 'recipe', 'recipe.md')
+  if os.path.exists(src):
+    shutil.copyfile(src, os.path.join(out_dir, 'recipe.md'))
+  v2 = any(tasks_lib.get_task(t).suite == 'v2' for t in config.targets)
+  proxy_meta = build.model_paths(workdir, proxy_probe.PROXY_ID)[1]
+  if not v2 or not os.path.exists(proxy_meta):
+    return
+  with open(proxy_meta) as f:
+    meta = json.load(f)
+  accs = proxy_probe.probe_targets(config, workdir)
+  with open(os.path.join(out_dir, 'proxy_probe.json'), 'w') as f:
+    json.dump(dict(source_accuracy=meta['source_accuracy'],
+                   source_classes=meta['source_classes'], targets=accs), f,
+              indent=1)
 
 
 def write_data_card(out_dir: str) -> str:
@@ -216,6 +239,7 @@ def write_data_card(out_dir: str) -> str:
     info = json.load(f)
   models, task_rows = rows('models.csv'), rows('tasks.csv')
   cfg = info['config']
+  v2 = any(tasks_lib.get_task(t['task']).suite == 'v2' for t in task_rows)
   wall = sum(r.get('pretrain_s', 0) + r.get('finetune_s', 0)
              for r in info['runs'])
   fam_counts = {}
@@ -248,12 +272,13 @@ def write_data_card(out_dir: str) -> str:
       '## Build command',
       '',
       '```',
-      'fennec build-benchmark --workdir=runs/offline_build \\',
-      '    --export_dir=fennec_jax/benchmarks/offline_data',
+      *_build_command(v2),
       '```',
       '',
       'Resumable: kill it at any moment and rerun the same command. Fashion '
-      'tasks need the Debian package `dataset-fashion-mnist`.',
+      'tasks need the Debian package `dataset-fashion-mnist`'
+      + ('; digit and photo tasks the `offline2` extra (scikit-learn and '
+         'scikit-image wheels, read as files).' if v2 else '.'),
       '',
       '## Recipe (one for every pair)',
       '',
@@ -311,13 +336,14 @@ def write_data_card(out_dir: str) -> str:
           '(lowercase, symbols, fonts), other shape/texture/counting '
           'definitions, and mixtures of two or three sources; no source sees '
           "a target's test split. Every task is deterministic from its seed "
-          '(crc32 of the name).', '',
+          '(crc32 of the name).', '', *_v2_task_text(v2),
           '| task | role | domain | classes | train | test | description |',
           '|---|---|---|---|---|---|---|']
   for t in task_rows:
     out.append(f"| {t['task']} | {t['role']} | {t['domains']} | "
                f"{t['num_classes']} | {t['train_size']} | {t['test_size']} | "
                f"{t['description']} |")
+  out += _optional_sections(out_dir)
   out += ['', '## Models', '',
           '| model | family | size | params | source | source domains | '
           'source acc |', '|---|---|---|---|---|---|---|']
@@ -352,3 +378,57 @@ def write_data_card(out_dir: str) -> str:
   with open(path, 'w') as f:
     f.write('\n'.join(out))
   return path
+
+
+def _build_command(v2: bool) -> list[str]:
+  if not v2:
+    return ['fennec build-benchmark --workdir=runs/offline_build \\',
+            '    --export_dir=fennec_jax/benchmarks/offline_data']
+  return ['fennec build-benchmark \\',
+          '    --config=experiments/configs/build_benchmark.py:v2 \\',
+          '    --workdir=runs/offline_v2 --export_dir=<dir>']
+
+
+def _v2_task_text(v2: bool) -> list[str]:
+  """The v2 suite's extra sources of images (`fennec_jax.data.suite_v2`)."""
+  if not v2:
+    return []
+  return [
+      'v2 adds: 10-character glyph subsets (every k-th character of a '
+      'script) in place of the many-class glyph targets; the UCI handwritten '
+      "digits shipped in scikit-learn's wheel (1,797 real 8x8 scans: even "
+      'rows feed targets, split 60/40 into train/test pools, odd rows feed '
+      'sources; each image upsampled to a random size and place on 28x28); '
+      "and patches of scikit-image's sample photographs (targets crop 8 "
+      'photographs, train from the left 70% of the columns and test from '
+      'the right 30%; sources crop 8 other photographs).', '']
+
+
+def _optional_sections(out_dir: str) -> list[str]:
+  """Recipe validation (`recipe.md`) and proxy probe (`proxy_probe.json`)."""
+  out = []
+  path = os.path.join(out_dir, 'recipe.md')
+  if os.path.exists(path):
+    with open(path) as f:
+      out += ['', '## Recipe validation', '',
+              'Does the fixed recipe rank the models as a much longer one '
+              'would? (`fennec_jax.benchmarks.offline.recipe`; every model '
+              'of the sample fine-tuned under each step count with the '
+              "build's head initialization and batch stream.)", '',
+              f.read().rstrip('\n')]
+  path = os.path.join(out_dir, 'proxy_probe.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      probe_ = json.load(f)
+    accs = probe_['targets']
+    out += ['', '## Proxy', '',
+            f"* Held-out accuracy on its own source mixture "
+            f"({probe_['source_classes']} classes): "
+            f"**{100 * probe_['source_accuracy']:.1f}%**.",
+            '* Linear probe (L2 logistic regression on the pooled features, '
+            "fit on the target's train split, scored on its test split), "
+            f"mean over {len(accs)} targets: "
+            f"**{100 * float(np.mean(list(accs.values()))):.1f}%**.", '',
+            '| target | linear-probe accuracy |', '|---|---|']
+    out += [f'| {t} | {100 * a:.1f} |' for t, a in accs.items()]
+  return out

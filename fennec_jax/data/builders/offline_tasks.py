@@ -38,7 +38,8 @@ class OfflineTasks(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'First release.'}
-  BUILDER_CONFIGS = [OfflineTaskConfig(task=n) for n in tasks.list_tasks()]
+  BUILDER_CONFIGS = [OfflineTaskConfig(task=n)
+                     for n in tasks.list_tasks(suite=None)]
 
   def __init__(self, **kwargs: Any):
     kwargs.setdefault('file_format', 'array_record')
