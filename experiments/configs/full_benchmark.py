@@ -28,8 +28,9 @@ model_spider_single rows of those tasks and models:
   python experiments/main.py \
       --config=experiments/configs/full_benchmark.py:tiny --workdir=/tmp/fb
 
-`--config=experiments/configs/full_benchmark.py:tiny`: 4 min 29 s wall
-(236.6 s in the run) as 1 process x 1 CPU device at load average ~20 on
+Runtime of `--config=experiments/configs/full_benchmark.py:tiny`, measured:
+71 s wall as 1 process x 1 CPU device at load average ~1 on the 2-core
+CPU (2026-12-02); 4 min 29 s (236.6 s in the run) at load average ~20 on
 the shared 2-core CPU, 9 min 55 s when six other jobs of the same session
 ran beside it (load ~25; 89 s at load 8-10 in an earlier session). As
 `launch_local.py --num_processes=2` (2 x 2 devices): 7 min 52 s and
