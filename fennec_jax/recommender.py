@@ -254,7 +254,9 @@ class Fennec:
     self.model_ridge = self.model_cov = None
     self.cold = np.zeros(len(self.model_ids), bool)
     self.reference_scores = np.asarray(history.scores, float)[history.mask]
-    self.kshot = kshot_lazy.LazyFoldIn(history.scores, history.mask)
+    self.kshot = kshot_lazy.LazyFoldIn(
+        history.scores, history.mask, meta=space_lib.kshot_gp.metadata_factor(
+            history.model_metadata, len(self.model_ids), history.name))
     if model_embeddings is not None:
       self._fit_model_map(model_embeddings)
     if task_embeddings is not None:

@@ -13,6 +13,7 @@ from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.space import kshot
 from fennec_jax.space import kshot_calibrate
+from fennec_jax.space import kshot_gp
 from fennec_jax.space import kshot_lazy
 
 _SPACE = space_lib.SpaceConfig(max_steps=200, eval_every=50)
@@ -136,6 +137,28 @@ class FennecKShotTest(absltest.TestCase):
                            side_effect=AssertionError('refit')):
       lazy.predict(self.on.space, idx[:, :2], scores[:, :2], valid[:, :2])
     self.assertEqual(sorted(lazy.params), [2, 4])
+
+  def test_model_metadata_reaches_the_fold_in_and_its_checkpoint(self):
+    family = np.array(['a', 'b'] * 7, object)
+    history = self.history.replace(model_metadata={'family': family})
+    fennec = recommender.Fennec(self.on.config)
+    fennec.fit(history)
+    want = kshot_gp.metadata_factor({'family': family}, 14)
+    np.testing.assert_allclose(fennec.kshot.meta, want, rtol=1e-6)
+    # Without metadata nothing is stored (the plain conditional Gaussian).
+    self.assertEqual(self.on.kshot.meta.shape, (14, 0))
+    self.assertNotIn('meta', self.on.kshot.to_arrays())
+    arrays = fennec.kshot.to_arrays()
+    np.testing.assert_array_equal(
+        kshot_lazy.LazyFoldIn.from_arrays(arrays).meta, fennec.kshot.meta)
+    # A calibration saved before the metadata weight existed still loads.
+    lazy = kshot_lazy.LazyFoldIn(history.scores, history.mask, _KSHOT)
+    lazy.params[4] = kshot.PRIOR._replace(blend_gp=0.5)
+    lazy.validation[4] = {}
+    old = lazy.to_arrays()
+    old['params'] = old['params'][:, :-1]
+    self.assertEqual(kshot_lazy.LazyFoldIn.from_arrays(old).params[4],
+                     lazy.params[4])
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ PACKAGE_DIR = pathlib.Path(__file__).resolve().parents[1] / 'fennec_jax'
 MAX_LINES = 700
 LAYERS = {
     'history': 0, 'metrics': 0, 'sharding': 0, 'checkpoint': 0, 'progress': 0,
-    'files': 0,
+    'files': 0, 'model_metadata': 0,
     'models': 1, 'data': 1, 'estimators': 1, 'archi2vec': 1, 'proxy': 1,
     'space': 2, 'neighbors': 2, 'task_maps': 2, 'joint': 2, 'forest': 2,
     'nmf': 2, 'posterior': 2, 'paper_features': 2,

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from fennec_jax import joint
+from fennec_jax import model_metadata
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import graphs as graphs_lib
@@ -168,7 +169,7 @@ def joint_models_out(history: Any, config: joint.JointConfig,
 
   Each held-out model (observed on >= 3 tasks; a subset of `max_models`
   drawn with `config.seed` when set) is placed from its metadata features
-  (`models_out.metadata_embeddings`).
+  (`model_metadata.model_features`).
 
   Args:
     history: the History.
@@ -182,7 +183,8 @@ def joint_models_out(history: Any, config: joint.JointConfig,
     `(rows, extra)`: rows `{method, item, pearson, weighted_tau,
     rank_error}`; extra holds timings, `num_heldout` and the feature names.
   """
-  emb, names = models_out.metadata_embeddings(history)
+  emb, names = model_metadata.model_features(history.model_metadata,
+                                             history.name)
   logging.info('metadata features: %s', names)
   counts = history.mask.sum(1)
   eligible = [m for i, m in enumerate(history.model_ids) if counts[i] >= 3]
@@ -356,7 +358,9 @@ def kshot_coverage(history: Any, k_shot: int, num_seeds: int = 10,
     fitted = space_lib.fit(train.scores, train.mask,
                            space_lib.SpaceConfig(seed=seed))
     fold = space_lib.kshot_calibrate.calibrate(
-        fitted, train.scores, train.mask, [k_shot], kshot_config)
+        fitted, train.scores, train.mask, [k_shot], kshot_config,
+        meta=space_lib.kshot_gp.metadata_factor(
+            train.model_metadata, train.num_models, train.name))
     obs = protocol.draw_observed(history.mask[:, j], k_shot, num_seeds,
                                  target, seed)
     observed = np.where(obs, history.scores[:, j][None], np.nan)

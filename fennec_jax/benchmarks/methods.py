@@ -27,8 +27,8 @@ PAPER_NMF = 'paper_nmf'
 def space_method(space_config: Mapping[str, Any] | None = None,
                  seed: int = 0,
                  kshot_config: space_lib.KShotConfig | None = None,
-                 intervals: dict[str, Any] | None = None
-                 ) -> baselines.Method:
+                 intervals: dict[str, Any] | None = None,
+                 use_metadata: bool = True) -> baselines.Method:
   """`Method` `fennec_space`: the transfer space fit on the training tasks.
 
   The space is fit once per call (i.e. once per target, as it depends on
@@ -44,6 +44,8 @@ def space_method(space_config: Mapping[str, Any] | None = None,
     intervals: if given, each target's K-shot draws are recorded there as
       {target: (observed [B, M], predicted [B, M], std [B, M])} (rows with
       K > 0), for `comparisons.coverage_of_intervals`.
+    use_metadata: give the K-shot fold-in the models' metadata features
+      (`model_metadata`), whose weight its calibration chooses.
 
   Returns:
     The method.
@@ -61,7 +63,9 @@ def space_method(space_config: Mapping[str, Any] | None = None,
       return np.asarray(fold.predicted, np.float64)
     kshot = space_lib.kshot_calibrate.calibrate(
         fitted, train.scores, train.mask, sorted(set(counts[counts > 0])),
-        kshot_config)
+        kshot_config, meta=space_lib.kshot_gp.metadata_factor(
+            train.model_metadata, train.num_models, train.name)
+        if use_metadata else None)
     pred, std = space_lib.kshot.predict_observed(fitted, kshot, observed)
     if intervals is not None:
       rows = counts > 0

@@ -2,7 +2,7 @@
 models placed from their metadata.
 
 Each held-out model's row is hidden; methods place it from its metadata
-features (`metadata_embeddings`) and predict its scores on the tasks it was
+features (`model_metadata.model_features`) and predict its scores on the tasks it was
 observed on. Metrics per model: Pearson, weighted tau and `rank_error`.
 `evaluate_models_out_arch` adds the same placement from metadata plus an
 archi2vec (WL subtree) embedding of each model's architecture graph.
@@ -19,6 +19,7 @@ from scipy import stats
 
 import networkx as nx
 
+from fennec_jax import model_metadata
 from fennec_jax import recommender
 from fennec_jax import space as space_lib
 from fennec_jax.archi2vec import gnn
@@ -36,55 +37,6 @@ NEAREST_MODEL_ARCH = 'nearest_model_arch'
 
 MODELS_OUT_COLUMNS = ('method', 'model', 'pearson', 'weighted_tau',
                       'rank_error')
-
-
-def metadata_embeddings(history: Any, max_categories: int = 50
-                        ) -> tuple[np.ndarray, list[str]]:
-  """Model features from the history's model metadata (for cold start).
-
-  Numeric columns enter as is (`num_params`: log10), with missing values set
-  to the column mean plus a missing-indicator column; text columns are one-hot
-  (columns with one value or more than `max_categories` are left out, as is
-  any column unique per model; each drop is logged).
-
-  Args:
-    history: the History.
-    max_categories: most categories of a one-hot column.
-
-  Returns:
-    (`[M, E]` features, their names).
-
-  Raises:
-    ValueError: if no metadata column is usable.
-  """
-  cols, names = [], []
-  for key in sorted(history.model_metadata):
-    v = np.asarray(history.model_metadata[key])
-    if v.dtype.kind == 'f':
-      x = np.log10(np.maximum(v, 1.0)) if key == 'num_params' else v
-      miss = np.isnan(x)
-      if miss.all() or np.nanstd(x) == 0:
-        logging.info('metadata_embeddings: %s is constant/empty; left out.',
-                     key)
-        continue
-      cols.append(np.where(miss, np.nanmean(x), x))
-      names.append(key)
-      if miss.any():
-        cols.append(miss.astype(np.float64))
-        names.append(f'{key}:missing')
-      continue
-    cats = sorted({str(c) for c in v if c is not None})
-    if not 1 < len(cats) <= min(max_categories, len(v) - 1):
-      logging.info('metadata_embeddings: %s has %d categories; left out.',
-                   key, len(cats))
-      continue
-    for c in cats:
-      cols.append(np.array([str(x) == c for x in v], np.float64))
-      names.append(f'{key}={c}')
-  if not cols:
-    raise ValueError(f'no usable model metadata in {history.name!r} '
-                     f'(columns: {sorted(history.model_metadata)}).')
-  return np.stack(cols, 1), names
 
 
 def principal_scores(x: np.ndarray, components: int) -> np.ndarray:
@@ -274,7 +226,7 @@ def evaluate_models_out_arch(
 ) -> list[dict[str, Any]]:
   """Leave one model out from metadata vs metadata + architecture features.
 
-  Runs `evaluate_models_out` on `metadata_embeddings` and again on those
+  Runs `evaluate_models_out` on `model_metadata.model_features` and again on those
   features with `arch_features` (e.g. `wl_graph_features`) appended; the
   second run's `fennec_cold` and `nearest_model` rows are renamed
   `FENNEC_COLD_ARCH` and `NEAREST_MODEL_ARCH` (its `mean_model` rows,
@@ -298,7 +250,8 @@ def evaluate_models_out_arch(
   if arch.ndim != 2 or arch.shape[0] != history.num_models:
     raise ValueError(f'arch_features must be [{history.num_models}, A], '
                      f'got {arch.shape}.')
-  meta, _ = metadata_embeddings(history)
+  meta, _ = model_metadata.model_features(history.model_metadata,
+                                         history.name)
   logging.info('models out: %d metadata + %d architecture features.',
                meta.shape[1], arch.shape[1])
   rows = evaluate_models_out(history, meta, models, space_config, seed,
@@ -333,7 +286,8 @@ def run_models_out(out_dir: str, benchmark: str | None = None,
     (rows of `evaluate_models_out`, csv path).
   """
   history, _ = protocol.load_history(benchmark, history_path, duplicates)
-  emb, names = metadata_embeddings(history)
+  emb, names = model_metadata.model_features(history.model_metadata,
+                                             history.name)
   logging.info('models out: %d metadata features: %s', len(names), names)
   rows = evaluate_models_out(history, emb, space_config=space_config,
                              seed=seed)

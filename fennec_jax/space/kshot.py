@@ -94,6 +94,8 @@ class KShotConfig:
     gp_shrinks: candidate shrinkages of the conditional Gaussian's
       covariance towards its diagonal (`kshot_gp`).
     gp_nuggets: candidate nuggets of the conditional Gaussian.
+    gp_meta_weights: candidate weights of its metadata term (only 0 is
+      tried without model metadata).
     blends: candidate blend weights: of space and kernel (pairs with sum
       <= 1), then of gp against the best pair (`kshot_calibrate.choose`).
     finalists: how many of the best noise multipliers and of the best
@@ -108,6 +110,7 @@ class KShotConfig:
   temperatures: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0)
   gp_shrinks: tuple[float, ...] = (0.1, 0.3)
   gp_nuggets: tuple[float, ...] = (0.3, 1.0, 3.0)
+  gp_meta_weights: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
   blends: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
   finalists: int = 1
   pearson_weight: float = 0.5
@@ -125,7 +128,7 @@ class KShotConfig:
       raise ValueError(f'KShotConfig.num_draws must be >= 1, got '
                        f'{self.num_draws!r}.')
     for name in ('noise_mults', 'temperatures', 'gp_nuggets', 'blends',
-                 'gp_shrinks'):
+                 'gp_shrinks', 'gp_meta_weights'):
       vals = np.asarray(getattr(self, name), np.float64)
       if not vals.size or not np.isfinite(vals).all() or (vals < 0).any():
         raise ValueError(f'KShotConfig.{name} must be non-empty, finite and '
@@ -148,6 +151,7 @@ class KShotParams(NamedTuple):
   gp_shrink: Any = 0.0
   gp_nugget: Any = 1.0
   blend_gp: Any = 0.0
+  gp_meta: Any = 0.0
 
 
 PRIOR = KShotParams(noise_mult=1.0, temperature=0.0, blend_space=0.0,
@@ -167,11 +171,20 @@ class KShotFoldIn:
     validation: {K: dict} the simulation's mean weighted tau of the prior,
       of each source alone and of the chosen combination, and the coverage
       of the calibrated 68% / 95% intervals.
+    meta: [M, P] the models' metadata factor (`kshot_gp.feature_factor`),
+      None without metadata.
   """
   columns: np.ndarray
   params: dict[int, KShotParams]
   validation: dict[int, dict[str, float]]
   gp_columns: np.ndarray | None = None
+  meta: np.ndarray | None = None
+
+  def meta_factor(self) -> np.ndarray:
+    """[M, P] `meta`, [M, 0] without metadata."""
+    if self.meta is None:
+      return np.zeros((self.columns.shape[0], 0), np.float32)
+    return np.asarray(self.meta, np.float32)
 
   def params_for(self, k: int) -> KShotParams:
     """The parameters of the largest calibrated K <= k (the prior if none)."""
@@ -245,7 +258,7 @@ class Components(NamedTuple):
     space: [C, B, M] the standardized fold-in for each noise multiplier.
     kernel: [R, B, M] the standardized kernel for each temperature.
     gp: [G, B, M] the standardized conditional Gaussian for each (shrinkage,
-      nugget) pair.
+      nugget, metadata weight) triple.
     level: [C, B, 1] the fold-in's mean raw prediction over the models.
     spread: [C, B, 1] its std over the models.
     var: [C, B, M] its predictive variance.
@@ -275,13 +288,15 @@ def concordance(columns: jax.Array, idx: jax.Array, scores: jax.Array,
 
 
 def components_impl(space: Any, columns: jax.Array, gp_columns: jax.Array,
-                    idx: jax.Array, scores: jax.Array, valid: jax.Array,
-                    noise_mults: jax.Array, temperatures: jax.Array,
-                    gp_shrinks: jax.Array, gp_nuggets: jax.Array
+                    meta: jax.Array, idx: jax.Array, scores: jax.Array,
+                    valid: jax.Array, noise_mults: jax.Array,
+                    temperatures: jax.Array, gp_shrinks: jax.Array,
+                    gp_nuggets: jax.Array, gp_metas: jax.Array
                     ) -> Components:
   """The sources for a batch of B tasks (K observed each, padded by valid).
 
-  gp_shrinks and gp_nuggets are [G] pairs.
+  meta is the [M, P] metadata factor (P = 0: none); gp_shrinks, gp_nuggets
+  and gp_metas are [G] triples.
   """
   prior = foldin.whitened_prior(space)
   v = valid.astype(prior.phi.dtype)
@@ -312,16 +327,16 @@ def components_impl(space: Any, columns: jax.Array, gp_columns: jax.Array,
     weights = jax.nn.softmax(temp * r, axis=-1)
     return _standardize(weights @ columns.T)
 
-  stats = kshot_gp.stats(gp_columns)
+  stats = kshot_gp.stats(gp_columns, meta)
 
-  def gp(shrink, nugget):
+  def gp(shrink, nugget, meta_weight):
     return _standardize(kshot_gp.condition(stats, idx, scores, valid, shrink,
-                                           nugget))
+                                           nugget, meta_weight))
 
   return Components(base=_standardize(base_raw[None])[0], space=space_std,
                     kernel=jax.vmap(kernel)(temperatures), level=level,
                     spread=spread, var=var,
-                    gp=jax.vmap(gp)(gp_shrinks, gp_nuggets))
+                    gp=jax.vmap(gp)(gp_shrinks, gp_nuggets, gp_metas))
 
 
 components = jax.jit(components_impl)
@@ -341,21 +356,21 @@ def combine(base: jax.Array, space: jax.Array, kernel: jax.Array,
 
 
 @jax.jit
-def _predict_rows(space, columns, gp_columns, idx, scores, valid, noise_mult,
-                  temperature, blend_space, blend_kernel, std_scale,
-                  gp_shrink, gp_nugget, blend_gp):
+def _predict_rows(space, columns, gp_columns, meta, idx, scores, valid,
+                  noise_mult, temperature, blend_space, blend_kernel,
+                  std_scale, gp_shrink, gp_nugget, blend_gp, gp_meta):
   """Per-row parameters [B]: predicted and std [B, M] in raw units."""
-  def one(i, s, ok, mult, temp, a, b, scale, shrink, nugget, g):
-    comp = components_impl(space, columns, gp_columns, i[None], s[None],
-                           ok[None], mult[None], temp[None], shrink[None],
-                           nugget[None])
+  def one(i, s, ok, mult, temp, a, b, scale, shrink, nugget, g, w):
+    comp = components_impl(space, columns, gp_columns, meta, i[None],
+                           s[None], ok[None], mult[None], temp[None],
+                           shrink[None], nugget[None], w[None])
     shape = combine(comp.base, comp.space[0, 0], comp.kernel[0, 0],
                     comp.gp[0, 0], a, b, g)
     linear = comp.level[0, 0] + comp.spread[0, 0] * shape
     return linear, scale * jnp.sqrt(comp.var[0, 0])
   linear, std = jax.vmap(one)(idx, scores, valid, noise_mult, temperature,
                               blend_space, blend_kernel, std_scale, gp_shrink,
-                              gp_nugget, blend_gp)
+                              gp_nugget, blend_gp, gp_meta)
   return posterior_lib.apply_link(linear, space.link), std
 
 
@@ -396,7 +411,8 @@ def predict(space: transfer_space.TransferSpace, kshot: KShotFoldIn,
   gp_columns = (kshot.columns if kshot.gp_columns is None
                 else kshot.gp_columns)
   pred, std = _predict_rows(space, jnp.asarray(kshot.columns),
-                            jnp.asarray(gp_columns), pad(idx),
+                            jnp.asarray(gp_columns),
+                            jnp.asarray(kshot.meta_factor()), pad(idx),
                             pad(scores), pad(valid),
                             *(pad(p[f]) for f in KShotParams._fields))
   return np.asarray(pred)[:b], np.asarray(std)[:b]

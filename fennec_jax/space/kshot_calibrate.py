@@ -44,16 +44,20 @@ def _draws(mask_col: np.ndarray, k: int, num: int, rng) -> np.ndarray | None:
   return np.stack([rng.choice(avail, k, replace=False) for _ in range(num)])
 
 
-def gp_pairs(config: kshot.KShotConfig) -> tuple[np.ndarray, np.ndarray]:
-  """([G] shrinkages, [G] nuggets): every pair of the config's candidates."""
-  grid = np.array([(a, n) for a in config.gp_shrinks
-                   for n in config.gp_nuggets], np.float32)
-  return grid[:, 0], grid[:, 1]
+def gp_grid(config: kshot.KShotConfig, with_meta: bool
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """([G] shrinkages, [G] nuggets, [G] metadata weights): every triple of
+  the config's candidates (metadata weight 0 only if not with_meta)."""
+  metas = config.gp_meta_weights if with_meta else (0.0,)
+  grid = np.array([(a, n, w) for a in config.gp_shrinks
+                   for n in config.gp_nuggets for w in metas], np.float32)
+  return grid[:, 0], grid[:, 1], grid[:, 2]
 
 
 def simulate(scores: np.ndarray, mask: np.ndarray,
              space_config: transfer_space.SpaceConfig, ks: Sequence[int],
-             config: kshot.KShotConfig, fits: dict[int, Any] | None = None
+             config: kshot.KShotConfig, fits: dict[int, Any] | None = None,
+             meta: np.ndarray | None = None
              ) -> dict[int, dict[str, np.ndarray]]:
   """The K-shot situation on the history's own tasks, for each K.
 
@@ -66,6 +70,8 @@ def simulate(scores: np.ndarray, mask: np.ndarray,
       gp columns)), filled here: a later call with the same history,
       space_config, config.seed and config.num_folds reuses them, so
       calibrating another K costs no refit.
+    meta: [M, P] the models' metadata factor (`kshot_gp.feature_factor`),
+      or None.
 
   Returns:
     {K: {'base', 'space', 'kernel', 'level', 'spread', 'var': stacked
@@ -81,7 +87,10 @@ def simulate(scores: np.ndarray, mask: np.ndarray,
                          min(config.num_folds, num_tasks))
   mults = jnp.asarray(config.noise_mults, jnp.float32)
   temps = jnp.asarray(config.temperatures, jnp.float32)
-  gp_grid = tuple(jnp.asarray(g, jnp.float32) for g in gp_pairs(config))
+  meta = np.zeros((mask.shape[0], 0), np.float32) if meta is None else meta
+  grid = tuple(jnp.asarray(g, jnp.float32)
+               for g in gp_grid(config, meta.shape[1] > 0))
+  meta = jnp.asarray(meta, jnp.float32)
   out: dict[int, dict[str, list]] = {}
   for f, held in enumerate(folds):
     keep = np.ones(num_tasks, bool)
@@ -103,10 +112,10 @@ def simulate(scores: np.ndarray, mask: np.ndarray,
         if draws is None:
           continue
         y = scores[draws, j].astype(np.float32)
-        comp = kshot.components(inner, cols, gp_cols,
+        comp = kshot.components(inner, cols, gp_cols, meta,
                                 jnp.asarray(draws, jnp.int32), jnp.asarray(y),
                                 jnp.ones(draws.shape, bool), mults, temps,
-                                *gp_grid)
+                                *grid)
         revealed = np.zeros((len(draws), mask.shape[0]), bool)
         np.put_along_axis(revealed, draws, True, axis=1)
         got = out.setdefault(k, {})
@@ -173,9 +182,14 @@ def _scores(pred, sim, pearson_weight):
   return np.concatenate(objective)[:num], np.concatenate(wtau)[:num]
 
 
-def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
+def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig,
+           with_meta: bool = False
            ) -> tuple[kshot.KShotParams, dict[str, float]]:
-  """The parameters at one K from its simulation (see the module docstring)."""
+  """The parameters at one K from its simulation (see the module docstring).
+
+  with_meta: the simulation's gp candidates include metadata weights
+  (`gp_grid`).
+  """
   base = jnp.asarray(sim['base'])
   space = jnp.asarray(sim['space'])
   kernel = jnp.asarray(sim['kernel'])
@@ -218,7 +232,7 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
   c, t, g, a, b, e = cands[best]
   c, t, g = int(c), int(t), int(g)
   chosen = kshot.combine(base, space[c], kernel[t], gp[g], a, b, e)
-  shrinks, nuggets = gp_pairs(config)
+  shrinks, nuggets, metas = gp_grid(config, with_meta)
   # The std factor: the calibrated 68% interval covers 68% of held-out
   # scores (quantile of |error| / std on the simulated unobserved models).
   shape = chosen
@@ -235,7 +249,7 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
       temperature=float(config.temperatures[t]), blend_space=float(a),
       blend_kernel=float(b), std_scale=std_scale,
       gp_shrink=float(shrinks[g]), gp_nugget=float(nuggets[g]),
-      blend_gp=float(e))
+      blend_gp=float(e), gp_meta=float(metas[g]))
   # Objective values ('prior', ..., 'chosen'), then plain weighted tau.
   wtau = (single_wtau[0], wtaus[best])
   report = {'prior': prior, 'space': float(space_only[c]),
@@ -249,7 +263,8 @@ def choose(sim: dict[str, np.ndarray], config: kshot.KShotConfig
 def calibrate(space: transfer_space.TransferSpace, scores: Any, mask: Any,
               ks: Sequence[int],
               config: kshot.KShotConfig = kshot.KShotConfig(),
-              fits: dict[int, Any] | None = None) -> kshot.KShotFoldIn:
+              fits: dict[int, Any] | None = None,
+              meta: np.ndarray | None = None) -> kshot.KShotFoldIn:
   """Learns the K-shot fold-in of `space` on its own history.
 
   Args:
@@ -259,23 +274,33 @@ def calibrate(space: transfer_space.TransferSpace, scores: Any, mask: Any,
     ks: the K values to calibrate (K >= 1); others use the nearest lower.
     config: the simulation.
     fits: the refits' cache (`simulate`).
+    meta: [M, P] the models' metadata factor (`kshot_gp.feature_factor` of
+      `model_metadata.model_features`), or None: it gives the conditional
+      Gaussian a metadata term whose weight (0 included) is chosen on the
+      simulation.
 
   Returns:
     The `kshot.KShotFoldIn`.
   """
   config.validate()
   ks = sorted({int(k) for k in ks if int(k) >= 1})
-  sims = simulate(scores, mask, space.config, ks, config, fits)
+  if meta is not None and np.shape(meta)[0] != space.num_models:
+    raise ValueError(f'the metadata factor has {np.shape(meta)[0]} rows for '
+                     f'{space.num_models} models.')
+  with_meta = meta is not None and meta.shape[1] > 0
+  sims = simulate(scores, mask, space.config, ks, config, fits,
+                  np.asarray(meta, np.float32) if with_meta else None)
   params, validation = {}, {}
   for k in ks:
     if k not in sims:
       logging.info('K-shot fold-in: no held-out task has K=%d + 3 observed '
                    'scores; K=%d uses the nearest lower K.', k, k)
       continue
-    params[k], validation[k] = choose(sims[k], config)
+    params[k], validation[k] = choose(sims[k], config, with_meta)
     logging.info('K-shot fold-in K=%d: %s; simulated wtau %s', k, params[k],
                  validation[k])
   return kshot.KShotFoldIn(
       columns=kshot.completed_columns(space, scores, mask), params=params,
       validation=validation, gp_columns=kshot.completed_columns(
-          space, scores, mask, kshot.GP_NORMALIZATION))
+          space, scores, mask, kshot.GP_NORMALIZATION),
+      meta=np.asarray(meta, np.float32) if with_meta else None)

@@ -104,16 +104,23 @@ class LazyFoldIn:
   Attributes:
     scores, mask: [M, T] the history the space was fit on.
     config: the simulation (`kshot.KShotConfig`).
+    meta: [M, P] the models' metadata factor (`kshot_gp.feature_factor`),
+      or None.
     params: {K: `kshot.KShotParams`} calibrated so far.
     validation: {K: dict} their simulation numbers.
     tried: the K values calibrated or found impossible.
   """
 
   def __init__(self, scores: Any, mask: Any,
-               config: kshot.KShotConfig = kshot.KShotConfig()):
+               config: kshot.KShotConfig = kshot.KShotConfig(),
+               meta: Any = None):
     self.mask = np.asarray(mask, bool)
     self.scores = np.where(self.mask, np.asarray(scores, np.float64), 0.0)
     self.config = config
+    self.meta = None if meta is None else np.asarray(meta, np.float32)
+    if self.meta is not None and self.meta.shape[0] != self.mask.shape[0]:
+      raise ValueError(f'the metadata factor has {self.meta.shape[0]} rows '
+                       f'for {self.mask.shape[0]} models.')
     self.params: dict[int, kshot.KShotParams] = {}
     self.validation: dict[int, dict[str, float]] = {}
     self.tried: set[int] = set()
@@ -132,7 +139,8 @@ class LazyFoldIn:
       self._fold = kshot.KShotFoldIn(
           columns=kshot.completed_columns(space, self.scores, self.mask),
           params={}, validation={}, gp_columns=kshot.completed_columns(
-              space, self.scores, self.mask, kshot.GP_NORMALIZATION))
+              space, self.scores, self.mask, kshot.GP_NORMALIZATION),
+          meta=self.meta)
     if self._fold.params != self.params:
       self._fold = dataclasses.replace(self._fold, params=dict(self.params),
                                        validation=dict(self.validation))
@@ -153,7 +161,7 @@ class LazyFoldIn:
     for k in sorted(set(ks[ks > 0]) - self.tried):
       self.tried.add(k)
       new = kshot_calibrate.calibrate(space, self.scores, self.mask, [k],
-                                      self.config, self._fits)
+                                      self.config, self._fits, self.meta)
       self.params.update(new.params)
       self.validation.update(new.validation)
       if self._fold is None:
@@ -169,6 +177,8 @@ class LazyFoldIn:
   def to_arrays(self) -> dict[str, np.ndarray]:
     """The history and the calibration so far, for a checkpoint."""
     out = {'scores': self.scores, 'mask': self.mask.astype(np.int8)}
+    if self.meta is not None and self.meta.shape[1]:
+      out['meta'] = self.meta
     if self.tried:
       out['tried'] = np.asarray(sorted(self.tried), np.int64)
     ks = sorted(self.params)
@@ -187,11 +197,15 @@ class LazyFoldIn:
                   ) -> 'LazyFoldIn':
     """The inverse of `to_arrays` (a checkpoint without a calibration, as
     older ones, calibrates on first use)."""
-    out = cls(arrays['scores'], np.asarray(arrays['mask'], bool), config)
+    out = cls(arrays['scores'], np.asarray(arrays['mask'], bool), config,
+              arrays.get('meta'))
     out.tried = {int(k) for k in arrays.get('tried', ())}
     fields = kshot.KShotParams._fields
     for i, k in enumerate(arrays.get('calibrated_k', ())):
       row = np.asarray(arrays['params'][i], np.float64)
+      if row.ndim == 1 and len(row) == len(fields) - 1:
+        # Saved before the metadata weight (`gp_meta`, last) existed.
+        row = np.append(row, kshot.PRIOR.gp_meta)
       if row.shape != (len(fields),):
         raise ValueError(f'saved K-shot params of K={int(k)} have '
                          f'{row.shape} values; expected {len(fields)} '

@@ -18,20 +18,6 @@ class ModelsOutTest(absltest.TestCase):
           models_out.percentile_rank(v, others),
           stats.percentileofscore(others, v, kind='mean') / 100)
 
-  def test_metadata_embeddings(self):
-    h = history_lib.History.from_matrix(
-        np.ones((4, 2)), model_metadata={
-            'num_params': np.array([10.0, 1000.0, np.nan, 100.0]),
-            'family': np.array(['a', 'b', 'a', 'a'], object),
-            'name': np.array(['w', 'x', 'y', 'z'], object),
-            'flat': np.ones(4)})
-    emb, names = models_out.metadata_embeddings(h)
-    self.assertEqual(names, ['family=a', 'family=b', 'num_params',
-                             'num_params:missing'])
-    np.testing.assert_allclose(emb[:, 2], [1.0, 3.0, 2.0, 2.0])
-    np.testing.assert_allclose(emb[:, 3], [0, 0, 1, 0])
-    np.testing.assert_allclose(emb[:, 0], [1, 0, 1, 1])
-
   def test_cold_model_placed_better_than_the_mean_model(self):
     rng = np.random.default_rng(11)
     m, t = 24, 8

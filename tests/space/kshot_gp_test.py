@@ -7,7 +7,7 @@ import numpy as np
 from fennec_jax.space import kshot_gp
 
 
-def _reference(columns, idx, y, shrink, nugget):
+def _reference(columns, idx, y, shrink, nugget, meta=None, meta_weight=0.0):
   """The conditioning formula on the full [M, M] covariance, one task."""
   columns = np.asarray(columns, np.float64)
   m, t = columns.shape
@@ -15,6 +15,8 @@ def _reference(columns, idx, y, shrink, nugget):
   d = columns - mu[:, None]
   full = d @ d.T / t
   cov = (1 - shrink) * full + shrink * np.diag(np.diag(full))
+  if meta is not None:
+    cov = cov + meta_weight * np.diag(full).mean() * meta @ meta.T
   o = np.asarray(idx)
   y = np.asarray(y, np.float64)
   yc = y - y.mean()
@@ -49,6 +51,60 @@ class ConditionTest(absltest.TestCase):
         ok = valid[b]
         want = _reference(self.columns, idx[b, ok], y[b, ok], shrink, nugget)
         np.testing.assert_allclose(got[b], want, rtol=2e-3, atol=2e-3)
+
+  def test_metadata_term_equals_the_full_covariance_formula(self):
+    meta = kshot_gp.feature_factor(np.random.default_rng(1).normal(
+        size=(9, 3)))
+    stats = kshot_gp.stats(jnp.asarray(self.columns), jnp.asarray(meta))
+    idx = np.array([[0, 3, 5, 7], [1, 2, 8, 0]], np.int32)
+    y = np.array([[0.7, 0.2, 0.9, 0.4], [3.0, 1.0, 2.0, 0.0]], np.float32)
+    valid = np.array([[True] * 4, [True, True, True, False]])
+    for shrink, nugget, w in ((0.0, 0.1, 0.5), (0.3, 1.0, 3.0)):
+      got = np.asarray(kshot_gp.condition(
+          stats, jnp.asarray(idx), jnp.asarray(y), jnp.asarray(valid),
+          shrink, nugget, w))
+      for b in range(2):
+        ok = valid[b]
+        want = _reference(self.columns, idx[b, ok], y[b, ok], shrink, nugget,
+                          meta.astype(np.float64), w)
+        np.testing.assert_allclose(got[b], want, rtol=2e-3, atol=2e-3)
+
+  def test_models_sharing_metadata_follow_each_other(self):
+    # Independent columns: only the metadata says that models 0-3 (family
+    # 'a') move together. A high score of model 0 lifts its unobserved
+    # family member 1 above the unobserved model 6 of the other family.
+    columns = np.random.default_rng(2).normal(size=(8, 40)).astype(np.float32)
+    family = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    meta = kshot_gp.feature_factor(family, ['family=a', 'family=b'])
+    stats = kshot_gp.stats(jnp.asarray(columns), jnp.asarray(meta))
+    idx = jnp.asarray([[0, 4, 5]], jnp.int32)
+    y = jnp.asarray([[3.0, -1.0, -1.2]], jnp.float32)
+    valid = jnp.ones((1, 3), bool)
+    without = np.asarray(kshot_gp.condition(stats, idx, y, valid, 0.0, 0.1))
+    with_meta = np.asarray(kshot_gp.condition(stats, idx, y, valid, 0.0, 0.1,
+                                              3.0))
+    lift = (with_meta - without)[0]
+    self.assertGreater(lift[1], 0.3)
+    self.assertLess(lift[6], -0.3)
+
+  def test_feature_factor_scales_each_metadata_key_alike(self):
+    x = np.array([[1, 0, 0, 10.0], [0, 1, 0, 20.0], [0, 0, 1, 30.0],
+                  [1, 0, 0, 40.0]])
+    f = kshot_gp.feature_factor(x, ['family=a', 'family=b', 'family=c',
+                                    'num_params'])
+    np.testing.assert_allclose(f.mean(0), 0.0, atol=1e-6)
+    np.testing.assert_allclose((f ** 2).sum(1).mean(), 1.0, rtol=1e-5)
+    family = (f[:, :3] ** 2).sum(1).mean()
+    np.testing.assert_allclose(family, (f[:, 3] ** 2).mean(), rtol=1e-5)
+    # Binary columns are centred, not standardized: a rare category keeps
+    # its small variance.
+    np.testing.assert_allclose(f[:, 1] / f[1, 1], [-1 / 3, 1, -1 / 3, -1 / 3],
+                               rtol=1e-5)
+    self.assertEqual(kshot_gp.feature_factor(np.ones((4, 2))).shape, (4, 0))
+    with self.assertRaisesRegex(ValueError, 'finite'):
+      kshot_gp.feature_factor(np.array([[np.nan], [1.0]]))
+    with self.assertRaisesRegex(ValueError, '3 feature names for 4'):
+      kshot_gp.feature_factor(x, ['a', 'b', 'c'])
 
   def test_blind_to_the_new_task_level_and_scale(self):
     idx = jnp.asarray([[0, 3, 5, 7]], jnp.int32)

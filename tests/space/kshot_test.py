@@ -8,6 +8,7 @@ from scipy import stats
 from fennec_jax import space as space_lib
 from fennec_jax.space import kshot
 from fennec_jax.space import kshot_calibrate
+from fennec_jax.space import kshot_gp
 
 _FAST = space_lib.SpaceConfig(max_steps=200, eval_every=50)
 
@@ -171,6 +172,41 @@ class CalibrateTest(absltest.TestCase):
     self.assertGreater(val['chosen'], val['prior'] + 0.1)
     # The std factor makes the simulated 68% intervals cover 68%.
     self.assertAlmostEqual(val['coverage_68'], 0.68, delta=0.02)
+
+  def test_family_metadata_is_used_where_the_history_is_too_short(self):
+    # 10 families x 3 models, 6 tasks: each task favours families at random,
+    # so held-out folds' 4 training tasks cannot show the family structure
+    # (a rank <= 3 covariance), but the metadata can: a revealed model
+    # predicts its family members.
+    rng = np.random.default_rng(3)
+    family = np.repeat(np.arange(10), 3)
+    effect = rng.normal(size=(10, 6))
+    scores = 0.5 + 0.1 * (effect[family] + 0.2 * rng.normal(size=(30, 6)))
+    mask = np.ones(scores.shape, bool)
+    space = space_lib.fit(scores, mask, _FAST)
+    meta = kshot_gp.metadata_factor(
+        {'family': np.array([f'f{f}' for f in family], object)}, 30)
+    self.assertEqual(meta.shape, (30, 10))
+    config = kshot.KShotConfig(num_folds=3, num_draws=4, noise_mults=(1.0,),
+                               temperatures=(3.0,), gp_shrinks=(0.1,),
+                               gp_nuggets=(0.3,), blends=(0.0, 0.5, 1.0),
+                               pearson_weight=0.0)
+    plain = kshot_calibrate.calibrate(space, scores, mask, [8], config)
+    with_meta = kshot_calibrate.calibrate(space, scores, mask, [8], config,
+                                          meta=meta)
+    self.assertEqual(plain.params[8].gp_meta, 0.0)
+    self.assertGreater(with_meta.params[8].gp_meta, 0.0)
+    self.assertGreater(with_meta.validation[8]['gp'],
+                       plain.validation[8]['gp'] + 0.1)
+    self.assertGreaterEqual(with_meta.validation[8]['chosen'],
+                            plain.validation[8]['chosen'])
+    # Predictions use the stored factor: a revealed family's members rise.
+    idx = np.array([[0, 3, 6, 9, 12, 15, 18, 21]])
+    y = 0.5 + 0.1 * rng.normal(size=(1, 8))
+    y[0, 0] = y.max() + 0.1
+    pred, _ = kshot.predict(space, with_meta, idx, y, np.ones((1, 8), bool))
+    rest = np.setdiff1d(np.arange(30), idx[0])
+    self.assertEqual(sorted(rest[np.argsort(-pred[0, rest])[:2]]), [1, 2])
 
   def test_bad_config_is_clear_error(self):
     with self.assertRaisesRegex(ValueError, 'blends must contain 0'):
