@@ -26,6 +26,10 @@ class MainTest(absltest.TestCase):
         '--config=' + os.path.join(_ROOT, 'experiments', 'configs',
                                    'evaluate.py') + ':tiny',
         "--config.methods=('popularity', 'fennec_space')",
+        # K = 0 alone: K = 1 (the K-shot fold-in's calibration, 3/4 of the
+        # run) goes through the same runner in tests/commands/cli_test.py
+        # EvaluateTest.test_tiny_history_protocol (same methods, K, seeds).
+        '--config.k_shots=(0,)',
         f'--workdir={workdir}',
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_ENV,
@@ -35,8 +39,9 @@ class MainTest(absltest.TestCase):
       self.assertTrue(os.path.exists(os.path.join(workdir, name)), name)
     with open(os.path.join(workdir, 'results.csv')) as f:
       rows = list(csv.DictReader(f))
-    # 2 methods x K in {0, 1} x (2 targets + MEAN).
-    self.assertLen(rows, 2 * 2 * 3)
+    # 2 methods x K = 0 x (2 targets + MEAN).
+    self.assertLen(rows, 2 * 1 * 3)
+    self.assertEqual({r['k_shot'] for r in rows}, {'0'})
     self.assertEqual({r['target'] for r in rows}, {'pets', 'dtd', 'MEAN'})
     self.assertEqual({r['method'] for r in rows},
                      {'popularity', 'fennec_space'})
@@ -45,6 +50,7 @@ class MainTest(absltest.TestCase):
     self.assertFalse(any(math.isnan(float(r['weighted_tau'])) for r in rows))
     with open(os.path.join(workdir, 'config.json')) as f:
       saved = json.load(f)
+    self.assertEqual(saved['k_shots'], [0])  # The override, saved.
     self.assertEqual(saved['num_seeds'], 2)
     self.assertEqual(saved['space']['max_steps'], 50)
 

@@ -267,10 +267,13 @@ def recommend_offline(images: Any, top: int = 5,
   """
   history = loader.load(data_dir)
   source = source_lib.OfflineSource(data_dir)
-  fennec = fit_offline(history, source, num_proxy_images, seed)
+  # Bad images or model ids fail before the fit, not after it.
+  space_lib.kshot_lazy.sparse_observed([dict(observed or {})],
+                                       history.model_ids)
   shape = source.probe(history.task_ids[0])[0].shape[1:]
   emb = images_to_embedding(images, source, shape, labels=labels,
                             num_images=num_proxy_images, seed=seed)
+  fennec = fit_offline(history, source, num_proxy_images, seed)
   rec = fennec.recommend(task_embeddings=[emb],
                          observed=[dict(observed or {})],
                          top=min(top, history.num_models))
