@@ -348,8 +348,9 @@ class GraphEncoder(nn.Module):
     for i in range(self.num_layers):
       msg = compressed_messages(graph, i, h.dtype)
       h = DirectedLayer(self.hidden, name=f'layer_{i}')(h, msg)
-      total = jax.ops.segment_sum(h * graph.count[i][:, None], graph.graph[i],
-                                  n_graph, indices_are_sorted=True)
+      total = jax.ops.segment_sum(
+          h[graph.member[i]] * graph.count[i][:, None], graph.graph[i],
+          n_graph, indices_are_sorted=True)
       readouts += [total, total / count]
     z = jnp.concatenate(readouts, axis=-1)
     return nn.Dense(self.embed_dim, name='project')(z)
@@ -477,7 +478,8 @@ def embed_all(embed_fn: Callable[..., jax.Array],
               batch_size: int = 1024,
               budget: tuple[int, int, int] | None = None,
               dense_nodes: int | None = None,
-              compress_layers: int | None = None) -> np.ndarray:
+              compress_layers: int | None = None,
+              share_classes: bool = True) -> np.ndarray:
   """Embeds many graphs in fixed-shape padded batches (one compile).
 
   Args:
@@ -496,6 +498,9 @@ def embed_all(embed_fn: Callable[..., jax.Array],
       many layers instead (the encoder's `num_layers`; one row per colour
       class, fastest for traced networks), packed to about `budget[0]` (or
       the largest `batch_size` graphs') rows per level.
+    share_classes: with `compress_layers`, run each colour class once per
+      batch however many graphs hold it (`compress.shared_batches`); else
+      once per graph holding it (`compress.batches`). Same embeddings.
 
   Returns:
     float32 `[len(arrays), d]` (or `[len(arrays)]` for scalar outputs).
@@ -506,8 +511,13 @@ def embed_all(embed_fn: Callable[..., jax.Array],
              for i, a in enumerate(arrays)]
     rows = budget[0] if budget else sum(sorted(
         (c.rows()[-1] for c in items), reverse=True)[:batch_size])
-    batches = compress_lib.batches(items, compress_lib.packing_budget(
-        items, rows, batch_size + 1))
+    if share_classes:
+      ids = compress_lib.colour_ids(items)
+      batches = compress_lib.shared_batches(items, compress_lib.sharing_budget(
+          items, ids, rows, n_graph=batch_size + 1), ids)
+    else:
+      batches = compress_lib.batches(items, compress_lib.packing_budget(
+          items, rows, batch_size + 1))
   elif dense_nodes is not None:
     batches = graphs_lib.dense_batches(arrays, batch_size, dense_nodes)
   else:
