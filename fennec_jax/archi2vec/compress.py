@@ -366,7 +366,9 @@ def packing_budget(items: Sequence[Compressed], rows: int,
 
   Levels get rows in proportion to their totals over `items` (plus room for
   the largest graph), so greedily packed batches fill every level about
-  equally; `n_graph` defaults to as many graphs as the smallest would fit.
+  equally, and no more than all of `items` need (padding rows cost as much
+  as real ones); `n_graph` defaults to as many graphs as the smallest would
+  fit.
   """
   if not items:
     raise ValueError('packing_budget: no graphs given.')
@@ -374,9 +376,11 @@ def packing_budget(items: Sequence[Compressed], rows: int,
   levels = np.array([c.rows() for c in items], np.int64)
   totals = levels.sum(0)
   share = totals / totals.max()
-  sizes = tuple(up(rows * s + m) for s, m in zip(share, levels.max(0)))
+  sizes = tuple(up(min(rows * s + m, t)) for s, m, t in
+                zip(share, levels.max(0), totals))
   if n_graph is None:
     n_graph = int(max(sizes) // max(levels.max(1).min(), 1)) + 2
+  n_graph = min(n_graph, len(items) + 1)
   most = max(max(len(e) for e in c.extra_in + c.extra_out) for c in items)
   return Budget(sizes, max(p.shape[1] for c in items for p in c.preds),
                 max(p.shape[1] for c in items for p in c.succs),
@@ -394,11 +398,18 @@ def _alone(c: Compressed, k: int) -> np.ndarray:
           (c.out_degree[k] > c.succs[k].shape[1]))
 
 
+def _widen(table: np.ndarray, width: int, fill: int) -> np.ndarray:
+  """`table` with columns of `fill` added up to `width` (np.pad is slow)."""
+  out = np.full((len(table), width), fill, np.int64)
+  out[:, :table.shape[1]] = table
+  return out
+
+
 def _neighbour_ids(table: np.ndarray, prev: np.ndarray, width: int
                    ) -> np.ndarray:
   """Sorted joint ids of a table's entries, -1 padded to `width`."""
-  ids = np.where(table >= 0, prev[np.maximum(table, 0)], -1)
-  ids = np.pad(ids, ((0, 0), (0, width - ids.shape[1])), constant_values=-1)
+  ids = _widen(np.where(table >= 0, prev[np.maximum(table, 0)], -1), width,
+               -1)
   return np.sort(ids, 1)
 
 
@@ -491,9 +502,8 @@ def shared_batch(items: Sequence[Compressed],
     for name, width in (('preds', budget.d_in), ('succs', budget.d_out)):
       def table(c, i, name=name, width=width):
         t = getattr(c, name)[k - 1]
-        t = np.where(t >= 0, at_prev[i][np.maximum(t, 0)], prev_pad)
-        return np.pad(t, ((0, 0), (0, width - t.shape[1])),
-                      constant_values=prev_pad)
+        return _widen(np.where(t >= 0, at_prev[i][np.maximum(t, 0)],
+                               prev_pad), width, prev_pad)
       fields[name].append(pad(cat(table)[first[k]], k, prev_pad).astype(
           np.int32))
     for name in ('extra_in', 'extra_out'):
@@ -585,8 +595,8 @@ def sharing_budget(items: Sequence[Compressed],
 
   Levels get rows in proportion to their distinct classes over `items`
   (plus room for the largest graph), pairs per level `pairs` (default 4x
-  the level's rows); `n_graph` defaults to as many graphs as the pairs of
-  the smallest would fill.
+  the level's rows), neither more than all of `items` need; `n_graph`
+  defaults to as many graphs as the pairs of the smallest would fill.
   """
   if not items:
     raise ValueError('sharing_budget: no graphs given.')
@@ -595,11 +605,13 @@ def sharing_budget(items: Sequence[Compressed],
   distinct = np.array([max(int(v[k].max()) for v in ids) + 1
                        for k in range(levels.shape[1])])
   share = distinct / distinct.max()
-  sizes = tuple(up(rows * s + m) for s, m in zip(share, levels.max(0)))
-  pair_sizes = tuple(up(max(pairs or 4 * r, m))
-                     for r, m in zip(sizes[1:], levels.max(0)[1:]))
+  sizes = tuple(up(min(rows * s + m, t)) for s, m, t in
+                zip(share, levels.max(0), distinct))
+  pair_sizes = tuple(up(min(max(pairs or 4 * r, m), t)) for r, m, t in
+                     zip(sizes[1:], levels.max(0)[1:], levels.sum(0)[1:]))
   if n_graph is None:
     n_graph = int(max(pair_sizes) // max(levels[:, 1:].max(1).min(), 1)) + 2
+  n_graph = min(n_graph, len(items) + 1)
   most = max(max(len(e) for e in c.extra_in + c.extra_out) for c in items)
   return Budget(sizes, max(p.shape[1] for c in items for p in c.preds),
                 max(p.shape[1] for c in items for p in c.succs),
