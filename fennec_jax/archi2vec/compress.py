@@ -559,32 +559,43 @@ def shared_batches(items: Sequence[Compressed], budget: Budget,
   """
   ids = colour_ids(items) if ids is None else ids
   size = [max(int(v[k].max()) for v in ids) + 1 for k in range(len(ids[0]))]
-  start, seen, rows, pairs, extra = 0, None, None, None, 0
+  # stamp[k][id]: the last batch holding id; owner: a scratch array that
+  # counts distinct ids without sorting (each id's last writer wins).
+  stamp = [np.full(s, -1, np.int64) for s in size]
+  owner = [np.zeros(s, np.int64) for s in size]
+
+  def new_rows(v, b):
+    out = []
+    for k, x in enumerate(v):
+      x = x[stamp[k][x] != b]
+      owner[k][x] = np.arange(len(x))
+      out.append(int((owner[k][x] == np.arange(len(x))).sum()))
+    return out
+
+  start, b, rows, pairs, extra = 0, 0, [0] * len(size), None, 0
   for i, (c, v) in enumerate(zip(items, ids)):
-    if not _shared_fits(_shared_need([c], [v]), budget):
+    per_graph, d_in, d_out, more, _ = _need([c])
+    if not _shared_fits((per_graph, per_graph[1:], d_in, d_out, more, 1),
+                        budget):
       raise ValueError(f'graph {i} does not fit the padding budget {budget} '
                        f'alone: it needs rows per level {c.rows()}.')
-    more = max(len(e) for e in c.extra_in + c.extra_out) if c.own else 0
-    if seen is not None:
-      new = [np.unique(v[k][~seen[k][v[k]]]).size for k in range(len(v))]
-      fits = (all(r + n <= b for r, n, b in zip(rows, new, budget.rows)) and
-              all(p + q <= b for p, q, b in zip(pairs, c.rows()[1:],
-                                                budget.pairs)) and
-              extra + more <= budget.extra and i - start + 2 <= budget.n_graph)
-      if not fits:
-        yield shared_batch(items[start:i], ids[start:i], budget), i - start
-        seen = None
-    if seen is None:
-      start, extra = i, 0
-      seen = [np.zeros(s, bool) for s in size]
-      rows, pairs = [0] * len(size), [0] * (len(size) - 1)
-    for k in range(len(v)):
-      rows[k] += np.unique(v[k][~seen[k][v[k]]]).size
-      seen[k][v[k]] = True
-    pairs = [p + q for p, q in zip(pairs, c.rows()[1:])]
+    new = new_rows(v, b)
+    if i > start and not (
+        all(r + n <= m for r, n, m in zip(rows, new, budget.rows)) and
+        all(p + q <= m for p, q, m in zip(pairs, per_graph[1:],
+                                          budget.pairs)) and
+        extra + more <= budget.extra and i - start + 2 <= budget.n_graph):
+      yield shared_batch(items[start:i], ids[start:i], budget), i - start
+      start, b, rows, extra = i, b + 1, [0] * len(size), 0
+      new = new_rows(v, b)
+    if i == start:
+      pairs = [0] * (len(size) - 1)
+    rows = [r + n for r, n in zip(rows, new)]
+    pairs = [p + q for p, q in zip(pairs, per_graph[1:])]
     extra += more
-  if seen is not None:
-    yield shared_batch(items[start:], ids[start:], budget), len(items) - start
+    for k, x in enumerate(v):
+      stamp[k][x] = b
+  yield shared_batch(items[start:], ids[start:], budget), len(items) - start
 
 
 def sharing_budget(items: Sequence[Compressed],
