@@ -439,13 +439,22 @@ def colour_ids(items: Sequence[Compressed]) -> list[tuple[np.ndarray, ...]]:
                                         _bits(c.feat)], 1) for c in items])
   ids = [[v] for v in np.split(_classes(key)[1], split)]
   for k in range(layers.pop()):
+    own = [prev[-1][c.own[k]] for c, prev in zip(items, ids)]
+    flat = np.concatenate(own)
+    distinct = int(flat.max()) + 1
+    if len(flat) == distinct and np.bincount(flat).max() == 1:
+      # Each class of the previous level is one row here: nothing splits,
+      # and nothing merges that differed before (e.g. continuous features).
+      for prev, v in zip(ids, own):
+        prev.append(v)
+      continue
     d_in = max(c.preds[k].shape[1] for c in items)
     d_out = max(c.succs[k].shape[1] for c in items)
     key = np.concatenate([np.concatenate([
-        prev[-1][c.own[k]][:, None],
+        o[:, None],
         _neighbour_ids(c.preds[k], prev[-1], d_in),
         _neighbour_ids(c.succs[k], prev[-1], d_out),
-        _alone(c, k)[:, None]], 1) for c, prev in zip(items, ids)])
+        _alone(c, k)[:, None]], 1) for c, prev, o in zip(items, ids, own)])
     # Overflowing rows are keyed by their position: never merged.
     key[:, -1] = np.where(key[:, -1] > 0, np.arange(len(key)), -1)
     split = np.cumsum([len(c.own[k]) for c in items])[:-1]

@@ -502,8 +502,9 @@ def embed_all(embed_fn: Callable[..., jax.Array],
       class, fastest for traced networks), packed to about `budget[0]` (or
       the largest `batch_size` graphs') rows per level.
     share_classes: with `compress_layers`, run each colour class once per
-      batch however many graphs hold it (`compress.shared_batches`); else
-      once per graph holding it (`compress.batches`). Same embeddings.
+      batch however many graphs hold it (`compress.shared_batches`) where
+      that saves at least 10% of the last layer's rows over all graphs;
+      else once per graph holding it (`compress.batches`). Same embeddings.
 
   Returns:
     float32 `[len(arrays), d]` (or `[len(arrays)]` for scalar outputs).
@@ -514,8 +515,11 @@ def embed_all(embed_fn: Callable[..., jax.Array],
              for i, a in enumerate(arrays)]
     rows = budget[0] if budget else sum(sorted(
         (c.rows()[-1] for c in items), reverse=True)[:batch_size])
-    if share_classes:
-      ids = compress_lib.colour_ids(items)
+    ids = compress_lib.colour_ids(items) if share_classes else None
+    # Sharing pays where graphs hold common classes (traced networks), not
+    # on graphs that share little (readout pairs and packing cost extra).
+    if ids and max(int(v[-1].max()) for v in ids) + 1 < 0.9 * sum(
+        c.rows()[-1] for c in items):
       batches = compress_lib.shared_batches(items, compress_lib.sharing_budget(
           items, ids, rows, n_graph=batch_size + 1), ids)
     else:

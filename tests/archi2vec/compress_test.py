@@ -192,14 +192,23 @@ class CompressTest(parameterized.TestCase):
     # computation), and of each graph alone its own classes.
     rs = np.random.default_rng(1)
     base = _dag(rs, 150)
+    # Continuous features alone: every node its own class from level 0 on.
+    continuous = [_dag(rs, n, ops=_VOCAB, discrete=False) for n in (60, 30)]
+    for arrays in ([base, _grown(rs, base, 40), base, _dag(rs, 90),
+                    _dag(rs, 1)], continuous):
+      items = [compress.compress(a, 4) for a in arrays]
+      ids = compress.colour_ids(items)
+      union = compress.compress(_union(arrays), 4)
+      distinct = [len(np.unique(np.concatenate([v[k] for v in ids])))
+                  for k in range(5)]
+      self.assertEqual(distinct, list(union.rows()))
+      self.assertEqual(distinct, [max(v[k].max() for v in ids) + 1
+                                  for k in range(5)])  # Dense ids.
+      for c, v in zip(items, ids):
+        self.assertEqual(tuple(len(np.unique(x)) for x in v), c.rows())
     arrays = [base, _grown(rs, base, 40), base, _dag(rs, 90), _dag(rs, 1)]
     items = [compress.compress(a, 4) for a in arrays]
     ids = compress.colour_ids(items)
-    union = compress.compress(_union(arrays), 4)
-    self.assertEqual([len(np.unique(np.concatenate([v[k] for v in ids])))
-                      for k in range(5)], list(union.rows()))
-    for c, v in zip(items, ids):
-      self.assertEqual(tuple(len(np.unique(x)) for x in v), c.rows())
     # A copy shares every class: one batch holds the rows of one graph and
     # the readout pairs of both.
     budget = compress.sharing_budget(items, ids, 10_000)
