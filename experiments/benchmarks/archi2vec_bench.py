@@ -17,17 +17,22 @@ r"""archi2vec speed: tracing big registry models, GNN encoding throughput.
    form (`reference.ReferenceGraphEncoder`, the encoder before aggregation
    came first), by `gnn.GraphEncoder` on the same `GraphsTuple`s
    (`encoder`) and on `compress.CompressedGraphs` of the same graphs
-   (`encoder_compressed`: one row per colour class, gathers only), with the
-   same parameters, passes alternating so all see the same machine load.
-   Reports graphs/s of each device loop, their ratio, and the largest
+   (`encoder_compressed`: one row per colour class of each graph, gathers
+   only) and on `compress.shared_batches` (`encoder_shared`: one row per
+   colour class of each batch, however many of its graphs hold it), with
+   the same parameters, passes alternating so all see the same machine
+   load. Reports graphs/s of each device loop, their ratio, and the largest
    embedding difference relative to the embeddings' scale; host preparation
-   (packing; compression) is timed and reported apart.
+   (packing; compression; joint colours) is timed and reported apart, and
+   again counted in.
 3. The same on the registry zoo: the traced graphs of the 29 ImageNet-scale
    registry architectures (`benchmarks/registry_graphs`: the public tables'
    torchvision CNNs and ViT-B/16, plus the timm ViTs, DeiTs, CLIP, DINOv2,
    Swin, ConvNeXt), `--zoo_copies` times over. Random DAGs with continuous
    random features repeat no structure, so compression saves nothing there;
-   traced networks repeat blocks.
+   traced networks repeat blocks. Copies of a graph share all their classes,
+   so `encoder_shared` with `--zoo_copies` > 1 mostly measures the copies:
+   `--zoo_copies=1` (distinct architectures only) is the honest figure.
 4. Encoding NAS-Bench-201 cells: the first `--num_cells` of the 15,625 cells
    (<= 8 nodes), in batches of `--cell_batch`: reference and `GraphEncoder`
    on padded `GraphsTuple`s, and `GraphEncoder` on `DenseGraphs`.
@@ -212,41 +217,77 @@ def compare_encoders(arrays, vocab_size, batch_nodes):
   budget = compress.packing_budget(items, batch_nodes)
   cbatches = list(compress.batches(items, budget))
   cpack_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  ids = compress.colour_ids(items)
+  ids_seconds = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  sbudget = compress.sharing_budget(items, ids, batch_nodes)
+  sbatches = list(compress.shared_batches(items, sbudget, ids))
+  spack_seconds = time.perf_counter() - t0
   rows = np.array([c.rows() for c in items]).sum(0)
+  # Rows each path runs: per node, per graph's class, per batch's class.
+  start = np.cumsum([0] + [n for _, n in sbatches])
+  shared_rows = np.array([compress._shared_need(  # pylint: disable=protected-access
+      items[a:b], ids[a:b])[0] for a, b in zip(start[:-1], start[1:])])
   config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
   model = gnn.GraphEncoder(vocab_size, **config)
   ref = reference.ReferenceGraphEncoder(vocab_size, **config)
   params = jax.jit(model.init)(jax.random.key(0), batches[0][0])
   batches = [(jax.device_put(b), n) for b, n in batches]
   cbatches = [(jax.device_put(b), n) for b, n in cbatches]
+  sbatches = [(jax.device_put(b), n) for b, n in sbatches]
   new = gnn.jit_encoder(model.apply)
   t0 = time.perf_counter()
   jax.block_until_ready(new(params, batches[0][0]))
   compile_seconds = time.perf_counter() - t0
   fns = variants(ref, params, dict(encoder=(new, batches),
-                                   encoder_compressed=(new, cbatches)),
+                                   encoder_compressed=(new, cbatches),
+                                   encoder_shared=(new, sbatches)),
                  batches)
   best, seconds, out = time_alternating(fns, _REPEATS.value)
   n = len(arrays)
+  host = dict(reference=pack_seconds, reference_same_options=pack_seconds,
+              encoder=pack_seconds,
+              encoder_compressed=compress_seconds + cpack_seconds,
+              encoder_shared=compress_seconds + ids_seconds + spack_seconds)
   res = dict(num_graphs=n, max_nodes=max(len(a['op']) for a in arrays),
              total_nodes=total_nodes, total_edges=total_edges,
              batches=len(batches), batch_nodes=batch_nodes,
              batch_edges=batch_edges, max_graphs_per_batch=max_graphs,
              compressed_batches=len(cbatches),
              compressed_budget=budget._asdict(),
+             shared_batches=len(sbatches), shared_budget=sbudget._asdict(),
              class_rows_per_level=rows.tolist(),
+             shared_rows_per_level=shared_rows.sum(0).tolist(),
+             layer_rows=dict(
+                 encoder=_LAYERS.value * total_nodes,
+                 encoder_compressed=int(rows[1:].sum()),
+                 encoder_shared=int(shared_rows[:, 1:].sum())),
+             layer_rows_per_batch=dict(
+                 encoder=_LAYERS.value * total_nodes / len(batches),
+                 encoder_compressed=float(rows[1:].sum() / len(cbatches)),
+                 encoder_shared=float(shared_rows[:, 1:].sum() /
+                                      len(sbatches))),
              layer_rows_saved=float(_LAYERS.value * total_nodes /
                                     rows[1:].sum()),
              hidden=_HIDDEN.value, layers=_LAYERS.value,
              pack_seconds=pack_seconds, compress_seconds=compress_seconds,
              compressed_pack_seconds=cpack_seconds,
+             colour_ids_seconds=ids_seconds,
+             shared_pack_seconds=spack_seconds, host_seconds=host,
+             graphs_per_second_with_host={
+                 k: n / (v + host[k]) for k, v in best.items()},
+             speedup_with_host={
+                 k: (best['reference'] + host['reference']) / (v + host[k])
+                 for k, v in best.items()},
              compile_seconds=compile_seconds, pass_seconds=seconds,
              graphs_per_second={k: n / v for k, v in best.items()},
              nodes_per_second={k: total_nodes / v for k, v in best.items()},
              speedup={k: best['reference'] / v for k, v in best.items()},
              max_relative_difference={
                  k: relative_difference(out[k], out['reference'])
-                 for k in ('encoder', 'encoder_compressed')},
+                 for k in ('encoder', 'encoder_compressed',
+                           'encoder_shared')},
              real_node_fraction=total_nodes / (len(batches) * batch_nodes))
   logging.info('encode: %d graphs (%d nodes) in %d batches: graphs/s %s, '
                'speedup %s, max relative difference %s', n, total_nodes,
@@ -368,8 +409,8 @@ def main(argv):
     lines.append(f'| {r["model"]} | {r["seconds"]:.2f} | {r["nodes"]} | '
                  f'{r["edges"]} | {r["params"]:,} | {r["module_nodes"]} |')
   columns = ('reference', 'reference_same_options', 'encoder',
-             'encoder_compressed', 'encoder_dense')
-  rows, host = [], []
+             'encoder_compressed', 'encoder_shared', 'encoder_dense')
+  rows, host, with_host = [], [], []
   for key, what in (('encode', 'random DAGs of <= {max_nodes:,} nodes'),
                     ('zoo', 'registry zoo graphs ({copies} x '
                      '{architectures_count} architectures, <= {max_nodes:,} '
@@ -388,10 +429,18 @@ def main(argv):
     rows.append(f'| {count:,} {what} | ' + ' | '.join(cells) +
                 f' | {diff:.1e} |')
     if 'compress_seconds' in r:
+      lr, lb = r['layer_rows'], r['layer_rows_per_batch']
       host.append(
-          f'| {what} | {r["layer_rows_saved"]:.2f} | {r["pack_seconds"]:.2f}'
+          f'| {what} | {lr["encoder"]:,} / {lr["encoder_compressed"]:,} / '
+          f'{lr["encoder_shared"]:,} | {lb["encoder"]:,.0f} / '
+          f'{lb["encoder_compressed"]:,.0f} / {lb["encoder_shared"]:,.0f} | '
+          f'{r["pack_seconds"]:.2f}'
           f' | {r["compress_seconds"] + r["compressed_pack_seconds"]:.2f} | '
-          f'{r["num_graphs"] / r["compress_seconds"]:.0f} |')
+          f'{r["colour_ids_seconds"] + r["shared_pack_seconds"]:.2f} |')
+      g, x = r['graphs_per_second_with_host'], r['speedup_with_host']
+      with_host.append(f'| {count:,} {what} | ' + ' | '.join(
+          f'{g[c]:.1f} ({x[c]:.2f}x)' if c in g else '' for c in columns)
+                       + ' |')
   if rows:
     lines += ['', 'Encoding, graphs/s (speedup over the reference) in the '
               'best of the alternating passes (device loops; host '
@@ -400,12 +449,18 @@ def main(argv):
               ' | max relative difference |',
               '|---' * (len(columns) + 2) + '|'] + rows
   if host:
-    lines += ['', 'Host preparation, once per graph set: layer rows saved by '
-              'compression (nodes x layers / class rows), seconds to pack '
-              'GraphsTuples, seconds to compress and pack, graphs compressed '
-              'per second:', '',
-              '| graphs | rows saved | pack s | compress + pack s | '
-              'compressed graphs/s |', '|---|---|---|---|---|'] + host
+    lines += ['', 'Layer rows run (layers 1..L, all graphs; then per batch): '
+              'per node / per graph\'s colour class / per batch\'s shared '
+              'class; host seconds to pack GraphsTuples, to compress and '
+              'pack per graph, and then to number joint colours and pack '
+              'shared batches:', '',
+              '| graphs | layer rows | layer rows per batch | pack s | '
+              'compress + pack s | + joint colours + shared pack s |',
+              '|---|---|---|---|---|---|'] + host
+    lines += ['', 'The same graphs/s (speedup) with host preparation counted '
+              'in (best pass + its host seconds):', '',
+              '| graphs | ' + ' | '.join(columns) + ' |',
+              '|---' * (len(columns) + 1) + '|'] + with_host
   with open(os.path.join(_OUT.value, 'archi2vec_bench.md'), 'w') as f:
     f.write('\n'.join(lines) + '\n')
   print('\n'.join(lines))

@@ -9,8 +9,9 @@ Modules (import them directly; this package imports nothing heavy):
 * `gnn`: direction-aware jraph `GraphEncoder`, `make_encoder` -> `(init,
   embed)`, masked-op `pretrain`, `embed_all`.
 * `compress`: exact colour-class compression of repeated structure and
-  gather-only batches (`CompressedGraphs`), the encoder's fast path for
-  traced networks.
+  gather-only batches (`CompressedGraphs`), classes shared across the
+  graphs of a batch (`colour_ids`, `shared_batches`): the encoder's fast
+  path for traced networks.
 * `wl`: the paper's graph2vec baseline (WL labels, PV-DBOW, k-means).
 * `nas_bench`: NAS-Bench-201 cells -> DAGs and the Kendall-tau check.
 """

@@ -10,8 +10,14 @@ needs to run once per colour class, not once per node. Traced networks
 repeat blocks: ResNet-152's 1,758 nodes have 158 / 200 / 251 / 306 classes
 after 1 / 2 / 3 / 4 rounds, ViT-L/16's 1,998 nodes 83 / 111 / 145 / 191, so
 a 4-layer encoder runs 7-15x fewer rows; the readout weighs each class by
-its node count. Classes never merge across graphs, so a batch's classes are
-the concatenation of its graphs'.
+its node count.
+
+Colours are comparable across graphs too: `colour_ids` numbers the classes
+of many compressed graphs jointly (the same refinement keyed by the
+neighbours' joint ids), and `shared_batches` runs each distinct class of a
+batch once, however many graphs hold it (ResNet-50/101/152 share their
+blocks, the ViT and DeiT variants their layers); the readout then sums
+(row, graph, count) pairs.
 
 Neighbour sums are gathers from a padded per-row table of neighbour rows
 (ELL layout; traced DAGs have in- and out-degrees of 1-4), with no
@@ -194,12 +200,15 @@ class Budget(NamedTuple):
     d_out: successor table width.
     extra: overflow entries per level and direction.
     n_graph: graphs, including at least one padding graph.
+    pairs: readout (row, graph) pairs per level k >= 1 of shared batches
+      (`shared_batches`); () for per-graph batches, one pair per row.
   """
   rows: tuple[int, ...]
   d_in: int
   d_out: int
   extra: int
   n_graph: int
+  pairs: tuple[int, ...] = ()
 
 
 class CompressedGraphs(NamedTuple):
@@ -207,9 +216,11 @@ class CompressedGraphs(NamedTuple):
 
   Fields as in `Compressed`, concatenated over graphs with row offsets;
   table pads point at row `rows[k-1]` of the previous level, the all-zero
-  row the encoder appends. `graph`: per level,
-  int32[rows] graph of each row, ascending, padding rows in the last
-  (padding) graph; `n_node`: int32[n_graph], 0 for padding graphs.
+  row the encoder appends. The readout sums, per level, `count` times the
+  state of row `member` into graph `graph` (ascending; padding pairs in the
+  last, padding, graph): one pair per row in per-graph batches, one per
+  (class, graph holding it) in shared ones. `n_node`: int32[n_graph], 0 for
+  padding graphs.
   """
   op: Any
   feat: Any
@@ -223,6 +234,7 @@ class CompressedGraphs(NamedTuple):
   count: tuple[Any, ...]
   graph: tuple[Any, ...]
   n_node: Any
+  member: tuple[Any, ...]
 
   @property
   def num_layers(self) -> int:
@@ -322,7 +334,8 @@ def batch(items: Sequence[Compressed], budget: Budget) -> CompressedGraphs:
                                    k, g - 1))
   n_node = np.zeros(g, np.int32)
   n_node[:len(items)] = [c.n_node for c in items]
-  return CompressedGraphs(op=op, feat=feat, n_node=n_node,
+  member = tuple(np.arange(r, dtype=np.int32) for r in rows[1:])
+  return CompressedGraphs(op=op, feat=feat, n_node=n_node, member=member,
                           **{k: tuple(v) for k, v in fields.items()})
 
 
@@ -353,7 +366,9 @@ def packing_budget(items: Sequence[Compressed], rows: int,
 
   Levels get rows in proportion to their totals over `items` (plus room for
   the largest graph), so greedily packed batches fill every level about
-  equally; `n_graph` defaults to as many graphs as the smallest would fit.
+  equally, and no more than all of `items` need (padding rows cost as much
+  as real ones); `n_graph` defaults to as many graphs as the smallest would
+  fit.
   """
   if not items:
     raise ValueError('packing_budget: no graphs given.')
@@ -361,10 +376,263 @@ def packing_budget(items: Sequence[Compressed], rows: int,
   levels = np.array([c.rows() for c in items], np.int64)
   totals = levels.sum(0)
   share = totals / totals.max()
-  sizes = tuple(up(rows * s + m) for s, m in zip(share, levels.max(0)))
+  sizes = tuple(up(min(rows * s + m, t)) for s, m, t in
+                zip(share, levels.max(0), totals))
   if n_graph is None:
     n_graph = int(max(sizes) // max(levels.max(1).min(), 1)) + 2
+  n_graph = min(n_graph, len(items) + 1)
   most = max(max(len(e) for e in c.extra_in + c.extra_out) for c in items)
   return Budget(sizes, max(p.shape[1] for c in items for p in c.preds),
                 max(p.shape[1] for c in items for p in c.succs),
                 up(most * 4) if most else 0, n_graph)
+
+
+def _bits(feat: np.ndarray) -> np.ndarray:
+  return np.ascontiguousarray(feat, np.float32).view(np.int32).astype(
+      np.int64)
+
+
+def _alone(c: Compressed, k: int) -> np.ndarray:
+  """Rows of level k + 1 with edges beyond their table (overflowing)."""
+  return ((c.in_degree[k] > c.preds[k].shape[1]) |
+          (c.out_degree[k] > c.succs[k].shape[1]))
+
+
+def _widen(table: np.ndarray, width: int, fill: int) -> np.ndarray:
+  """`table` with columns of `fill` added up to `width` (np.pad is slow)."""
+  out = np.full((len(table), width), fill, np.int64)
+  out[:, :table.shape[1]] = table
+  return out
+
+
+def _neighbour_ids(table: np.ndarray, prev: np.ndarray, width: int
+                   ) -> np.ndarray:
+  """Sorted joint ids of a table's entries, -1 padded to `width`."""
+  ids = _widen(np.where(table >= 0, prev[np.maximum(table, 0)], -1), width,
+               -1)
+  return np.sort(ids, 1)
+
+
+def colour_ids(items: Sequence[Compressed]) -> list[tuple[np.ndarray, ...]]:
+  """Joint colour ids of the rows of many compressed graphs, per level.
+
+  Rows of any graphs get the same id at level k exactly when their layer-k
+  inputs are provably equal: level 0 by (op, feature bits), level k by the
+  level-(k-1) ids of the row's own class and of its sorted predecessors
+  and successors. Overflowing (hub) rows get ids of their own. Ids are
+  dense, 0..(distinct classes - 1) per level.
+
+  Returns:
+    per graph, per level (level 0 first), int64[rows] ids.
+
+  Raises:
+    ValueError: no graphs, or graphs compressed for different layer counts.
+  """
+  if not items:
+    raise ValueError('colour_ids: no graphs given.')
+  layers = {len(c.own) for c in items}
+  if len(layers) != 1:
+    raise ValueError(f'colour_ids: graphs compressed for different layer '
+                     f'counts {sorted(layers)}.')
+  split = np.cumsum([len(c.op) for c in items])[:-1]
+  key = np.concatenate([np.concatenate([c.op[:, None].astype(np.int64),
+                                        _bits(c.feat)], 1) for c in items])
+  ids = [[v] for v in np.split(_classes(key)[1], split)]
+  for k in range(layers.pop()):
+    own = [prev[-1][c.own[k]] for c, prev in zip(items, ids)]
+    flat = np.concatenate(own)
+    distinct = int(flat.max()) + 1
+    if len(flat) == distinct and np.bincount(flat).max() == 1:
+      # Each class of the previous level is one row here: nothing splits,
+      # and nothing merges that differed before (e.g. continuous features).
+      for prev, v in zip(ids, own):
+        prev.append(v)
+      continue
+    d_in = max(c.preds[k].shape[1] for c in items)
+    d_out = max(c.succs[k].shape[1] for c in items)
+    key = np.concatenate([np.concatenate([
+        o[:, None],
+        _neighbour_ids(c.preds[k], prev[-1], d_in),
+        _neighbour_ids(c.succs[k], prev[-1], d_out),
+        _alone(c, k)[:, None]], 1) for c, prev, o in zip(items, ids, own)])
+    # Overflowing rows are keyed by their position: never merged.
+    key[:, -1] = np.where(key[:, -1] > 0, np.arange(len(key)), -1)
+    split = np.cumsum([len(c.own[k]) for c in items])[:-1]
+    for prev, v in zip(ids, np.split(_classes(key)[1], split)):
+      prev.append(v)
+  return [tuple(v) for v in ids]
+
+
+def shared_batch(items: Sequence[Compressed],
+                 ids: Sequence[tuple[np.ndarray, ...]],
+                 budget: Budget) -> CompressedGraphs:
+  """One static-shape batch with one row per distinct joint colour.
+
+  Args:
+    items: the batch's compressed graphs.
+    ids: their `colour_ids` (computed over these graphs or any superset).
+    budget: a `Budget` with `pairs` (`sharing_budget`).
+
+  Raises:
+    ValueError: a batch over `budget` (the message names both).
+  """
+  if not items or len(items) != len(ids):
+    raise ValueError(f'shared_batch: {len(items)} graphs and {len(ids)} '
+                     'colour id lists given.')
+  need = _shared_need(items, ids)
+  if not _shared_fits(need, budget):
+    raise ValueError(
+        f'Padding budget too small: the shared batch needs rows per level '
+        f'{need[0]}, pairs {need[1]}, d_in={need[2]}, d_out={need[3]}, '
+        f'extra={need[4]}, {need[5]} graphs (+1 padding graph); the budget '
+        f'is {budget}.')
+  g, rows = budget.n_graph, budget.rows
+  cat = lambda f: np.concatenate([f(c, i) for i, c in enumerate(items)])
+  # Per level: sorted distinct ids (the batch's rows) and each one's first
+  # holder, as an index into the concatenated rows of all graphs.
+  uniq, first = zip(*(np.unique(cat(lambda c, i, k=k: ids[i][k]),
+                                return_index=True)
+                      for k in range(len(rows))))
+  pad = lambda v, k, fill: np.concatenate(
+      [v, np.full((rows[k] - len(v),) + v.shape[1:], fill, v.dtype)])
+  op = pad(cat(lambda c, i: c.op)[first[0]], 0, 0)
+  feat = pad(cat(lambda c, i: c.feat)[first[0]], 0, 0.0)
+  fields = {k: [] for k in ('own', 'preds', 'succs', 'extra_in', 'extra_out',
+                            'in_degree', 'out_degree', 'count', 'graph',
+                            'member')}
+  for k in range(1, len(rows)):
+    prev_pad = rows[k - 1]
+    # Batch row of each graph's level-(k-1) / level-k classes.
+    at_prev = [np.searchsorted(uniq[k - 1], v[k - 1]) for v in ids]
+    at = [np.searchsorted(uniq[k], v[k]) for v in ids]
+    fields['own'].append(pad(cat(
+        lambda c, i: at_prev[i][c.own[k - 1]])[first[k]], k, 0).astype(
+            np.int32))
+    for name, width in (('preds', budget.d_in), ('succs', budget.d_out)):
+      def table(c, i, name=name, width=width):
+        t = getattr(c, name)[k - 1]
+        return _widen(np.where(t >= 0, at_prev[i][np.maximum(t, 0)],
+                               prev_pad), width, prev_pad)
+      fields[name].append(pad(cat(table)[first[k]], k, prev_pad).astype(
+          np.int32))
+    for name in ('extra_in', 'extra_out'):
+      # Only overflowing rows have extras, and they are never shared.
+      v = cat(lambda c, i, name=name: np.stack(
+          [at[i][getattr(c, name)[k - 1][:, 0]],
+           at_prev[i][getattr(c, name)[k - 1][:, 1]]], 1).reshape(-1, 2))
+      fill = np.tile([[rows[k] - 1, prev_pad]], (budget.extra - len(v), 1))
+      fields[name].append(np.concatenate([v, fill]).astype(np.int32))
+    for name in ('in_degree', 'out_degree'):
+      fields[name].append(pad(cat(
+          lambda c, i, name=name: getattr(c, name)[k - 1])[first[k]], k, 0.0))
+    pairs = budget.pairs[k - 1]
+    pad_pair = lambda v, fill: np.concatenate(
+        [v, np.full(pairs - len(v), fill, v.dtype)])
+    fields['member'].append(pad_pair(cat(lambda c, i: at[i]), 0).astype(
+        np.int32))
+    fields['graph'].append(pad_pair(cat(lambda c, i: np.full(
+        len(at[i]), i, np.int32)), g - 1))
+    fields['count'].append(pad_pair(cat(lambda c, i: c.count[k - 1]), 0.0))
+  n_node = np.zeros(g, np.int32)
+  n_node[:len(items)] = [c.n_node for c in items]
+  return CompressedGraphs(op=op, feat=feat, n_node=n_node,
+                          **{k: tuple(v) for k, v in fields.items()})
+
+
+def _shared_need(items, ids):
+  rows = tuple(len(np.unique(np.concatenate([v[k] for v in ids])))
+               for k in range(len(ids[0])))
+  per_graph, d_in, d_out, extra, n = _need(items)
+  return rows, per_graph[1:], d_in, d_out, extra, n
+
+
+def _shared_fits(need, budget: Budget) -> bool:
+  rows, pairs, d_in, d_out, extra, n = need
+  return (len(budget.pairs) == len(pairs) and
+          all(r <= b for r, b in zip(rows, budget.rows)) and
+          all(p <= b for p, b in zip(pairs, budget.pairs)) and
+          d_in <= budget.d_in and d_out <= budget.d_out and
+          extra <= budget.extra and n + 1 <= budget.n_graph)
+
+
+def shared_batches(items: Sequence[Compressed], budget: Budget,
+                   ids: Sequence[tuple[np.ndarray, ...]] | None = None):
+  """Yields `(CompressedGraphs, n_real_graphs)` of shared colour classes.
+
+  Packs consecutive graphs greedily while the batch's distinct classes
+  (`colour_ids`, computed here unless given), readout pairs, overflow
+  entries and graphs fit `budget`.
+
+  Raises:
+    ValueError: a single graph over the budget (naming it and the budget).
+  """
+  ids = colour_ids(items) if ids is None else ids
+  size = [max(int(v[k].max()) for v in ids) + 1 for k in range(len(ids[0]))]
+  # stamp[k][id]: the last batch holding id; owner: a scratch array that
+  # counts distinct ids without sorting (each id's last writer wins).
+  stamp = [np.full(s, -1, np.int64) for s in size]
+  owner = [np.zeros(s, np.int64) for s in size]
+
+  def new_rows(v, b):
+    out = []
+    for k, x in enumerate(v):
+      x = x[stamp[k][x] != b]
+      owner[k][x] = np.arange(len(x))
+      out.append(int((owner[k][x] == np.arange(len(x))).sum()))
+    return out
+
+  start, b, rows, pairs, extra = 0, 0, [0] * len(size), None, 0
+  for i, (c, v) in enumerate(zip(items, ids)):
+    per_graph, d_in, d_out, more, _ = _need([c])
+    if not _shared_fits((per_graph, per_graph[1:], d_in, d_out, more, 1),
+                        budget):
+      raise ValueError(f'graph {i} does not fit the padding budget {budget} '
+                       f'alone: it needs rows per level {c.rows()}.')
+    new = new_rows(v, b)
+    if i > start and not (
+        all(r + n <= m for r, n, m in zip(rows, new, budget.rows)) and
+        all(p + q <= m for p, q, m in zip(pairs, per_graph[1:],
+                                          budget.pairs)) and
+        extra + more <= budget.extra and i - start + 2 <= budget.n_graph):
+      yield shared_batch(items[start:i], ids[start:i], budget), i - start
+      start, b, rows, extra = i, b + 1, [0] * len(size), 0
+      new = new_rows(v, b)
+    if i == start:
+      pairs = [0] * (len(size) - 1)
+    rows = [r + n for r, n in zip(rows, new)]
+    pairs = [p + q for p, q in zip(pairs, per_graph[1:])]
+    extra += more
+    for k, x in enumerate(v):
+      stamp[k][x] = b
+  yield shared_batch(items[start:], ids[start:], budget), len(items) - start
+
+
+def sharing_budget(items: Sequence[Compressed],
+                   ids: Sequence[tuple[np.ndarray, ...]], rows: int,
+                   pairs: int | None = None, n_graph: int | None = None,
+                   multiple: int = 64) -> Budget:
+  """A `Budget` of about `rows` shared rows in the widest level.
+
+  Levels get rows in proportion to their distinct classes over `items`
+  (plus room for the largest graph), pairs per level `pairs` (default 4x
+  the level's rows), neither more than all of `items` need; `n_graph`
+  defaults to as many graphs as the pairs of the smallest would fill.
+  """
+  if not items:
+    raise ValueError('sharing_budget: no graphs given.')
+  up = lambda v: int(math.ceil(v / multiple) * multiple)
+  levels = np.array([c.rows() for c in items], np.int64)
+  distinct = np.array([max(int(v[k].max()) for v in ids) + 1
+                       for k in range(levels.shape[1])])
+  share = distinct / distinct.max()
+  sizes = tuple(up(min(rows * s + m, t)) for s, m, t in
+                zip(share, levels.max(0), distinct))
+  pair_sizes = tuple(up(min(max(pairs or 4 * r, m), t)) for r, m, t in
+                     zip(sizes[1:], levels.max(0)[1:], levels.sum(0)[1:]))
+  if n_graph is None:
+    n_graph = int(max(pair_sizes) // max(levels[:, 1:].max(1).min(), 1)) + 2
+  n_graph = min(n_graph, len(items) + 1)
+  most = max(max(len(e) for e in c.extra_in + c.extra_out) for c in items)
+  return Budget(sizes, max(p.shape[1] for c in items for p in c.preds),
+                max(p.shape[1] for c in items for p in c.succs),
+                up(most * 4) if most else 0, n_graph, pair_sizes)

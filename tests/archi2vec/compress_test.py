@@ -46,6 +46,30 @@ def _hub(n):
                   np.int32))
 
 
+def _grown(rs, a, extra):
+  """`a` with `extra` nodes appended after its last (shares a prefix)."""
+  b = _dag(rs, extra)
+  n = len(a['op'])
+  return dict(op=np.concatenate([a['op'], b['op']]),
+              feat=np.concatenate([a['feat'], b['feat']]),
+              senders=np.concatenate([a['senders'], [n - 1],
+                                      b['senders'] + n]).astype(np.int32),
+              receivers=np.concatenate([a['receivers'], [n],
+                                        b['receivers'] + n]).astype(np.int32))
+
+
+def _union(arrays):
+  """The disjoint union of graphs, as one graph."""
+  offsets = np.cumsum([0] + [len(a['op']) for a in arrays])
+  return dict(
+      op=np.concatenate([a['op'] for a in arrays]),
+      feat=np.concatenate([a['feat'] for a in arrays]),
+      senders=np.concatenate([a['senders'] + o for a, o in
+                              zip(arrays, offsets)]).astype(np.int32),
+      receivers=np.concatenate([a['receivers'] + o for a, o in
+                                zip(arrays, offsets)]).astype(np.int32))
+
+
 def _perturbed(params, seed=3):
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
@@ -129,6 +153,72 @@ class CompressTest(parameterized.TestCase):
     model, params, expected = _reference(arrays, len(vocab))
     _assert_same(gnn.embed_all(model.apply, params, arrays, batch_size=1,
                                compress_layers=3), expected)
+
+  def test_shared_batches_match_reference(self):
+    rs = np.random.default_rng(5)
+    base = _dag(rs, 200)
+    grown = _grown(rs, base, 60)
+    changed = dict(base, op=base['op'].copy())
+    changed['op'][::50] = 0  # 0: the unknown-op slot.
+    cycle = dict(op=np.array([1, 1, 1, 2], np.int32),
+                 feat=np.zeros((4, graphs_lib.NUM_NODE_FEATURES), np.float32),
+                 senders=np.array([0, 1, 2, 2], np.int32),
+                 receivers=np.array([1, 2, 0, 3], np.int32))
+    # Graphs sharing sub-structures (copies, a grown copy, changed ops),
+    # hubs of two degrees, a cycle, one-node graphs and a graph of
+    # continuous features (shares nothing), mixed in one batch.
+    arrays = [base, _hub(20), grown, base, changed, cycle, _dag(rs, 1),
+              _hub(12), _dag(rs, 80, ops=_VOCAB, discrete=False), grown,
+              _dag(rs, 1)]
+    model, params, expected = _reference(arrays)
+    items = [compress.compress(a, 3, max_degree=4) for a in arrays]
+    ids = compress.colour_ids(items)
+    apply = jax.jit(model.apply)
+    # All in one batch, then a budget that splits them.
+    for rows in (10_000, 1):
+      budget = compress.sharing_budget(items, ids, rows)
+      got, n_batches = [], 0
+      for batch, n in compress.shared_batches(items, budget, ids):
+        got.append(np.asarray(apply(params, batch))[:n])
+        n_batches += 1
+      self.assertEqual(n_batches > 1, rows == 1)
+      _assert_same(np.concatenate(got), expected)
+    _assert_same(gnn.embed_all(model.apply, params, arrays, batch_size=4,
+                               compress_layers=3), expected)
+
+  def test_colour_ids_are_union_classes(self):
+    # Without hubs, the joint colours of several graphs are the classes
+    # of their disjoint union compressed as one graph (an independent
+    # computation), and of each graph alone its own classes.
+    rs = np.random.default_rng(1)
+    base = _dag(rs, 150)
+    # Continuous features alone: every node its own class from level 0 on.
+    continuous = [_dag(rs, n, ops=_VOCAB, discrete=False) for n in (60, 30)]
+    for arrays in ([base, _grown(rs, base, 40), base, _dag(rs, 90),
+                    _dag(rs, 1)], continuous):
+      items = [compress.compress(a, 4) for a in arrays]
+      ids = compress.colour_ids(items)
+      union = compress.compress(_union(arrays), 4)
+      distinct = [len(np.unique(np.concatenate([v[k] for v in ids])))
+                  for k in range(5)]
+      self.assertEqual(distinct, list(union.rows()))
+      self.assertEqual(distinct, [max(v[k].max() for v in ids) + 1
+                                  for k in range(5)])  # Dense ids.
+      for c, v in zip(items, ids):
+        self.assertEqual(tuple(len(np.unique(x)) for x in v), c.rows())
+    arrays = [base, _grown(rs, base, 40), base, _dag(rs, 90), _dag(rs, 1)]
+    items = [compress.compress(a, 4) for a in arrays]
+    ids = compress.colour_ids(items)
+    # A copy shares every class: one batch holds the rows of one graph and
+    # the readout pairs of both.
+    budget = compress.sharing_budget(items, ids, 10_000)
+    batch = compress.shared_batch(items[:1] * 2, ids[:1] * 2, budget)
+    for k in range(1, 5):
+      self.assertEqual(int(np.asarray(batch.count[k - 1]).sum()), 2 * 150)
+    need = compress._shared_need(items[:1] * 2, ids[:1] * 2)
+    self.assertEqual(need[0], items[0].rows())
+    self.assertLess(sum(compress._shared_need(items[:2], ids[:2])[0]),
+                    sum(items[0].rows()) + sum(items[1].rows()))
 
   def test_bad_input(self):
     empty = dict(op=np.zeros(0, np.int32),
