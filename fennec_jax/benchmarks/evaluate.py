@@ -30,7 +30,6 @@ def run(
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
     duplicates: str = 'error',
-    kshot_config: Any = None,
 ) -> tuple[protocol.Results, dict[str, str]]:
   """Loads a history, runs the protocol and writes CSV, markdown and PNG.
 
@@ -50,8 +49,6 @@ def run(
     seed: root seed (draws and space).
     duplicates: with `history_path`, how differing scores of one pair are
       resolved (`fennec_jax.history.DUPLICATE_POLICIES`).
-    kshot_config: `fennec_space`'s K-shot simulation (`space.KShotConfig`;
-      default that of `methods.build_methods`).
 
   Returns:
     `(results, paths)`.
@@ -61,8 +58,7 @@ def run(
                                                    duplicates)
   logging.info('evaluating %r', history)
   ranking_methods = methods_lib.build_methods(
-      history, methods, baseline_scores, space_config, seed,
-      kshot_config=kshot_config)
+      history, methods, baseline_scores, space_config, seed)
   if not targets:
     targets = protocol.default_targets(history, all_targets)
   results = protocol.evaluate(history, ranking_methods, k_shots=k_shots,

@@ -82,7 +82,6 @@ def build_methods(
     space_config: Mapping[str, Any] | None = None,
     seed: int = 0,
     intervals: dict[str, Any] | None = None,
-    kshot_config: space_lib.KShotConfig | None = None,
 ) -> dict[str, baselines.Method]:
   """The protocol's methods for `history`, optionally restricted to `names`.
 
@@ -94,8 +93,6 @@ def build_methods(
     seed: seed of the transfer space.
     intervals: where `fennec_space` records its K-shot intervals
       (`space_method`).
-    kshot_config: the K-shot simulation of `fennec_space` (default
-      `KShotConfig(seed=seed)`; tests pass a smaller one).
 
   Returns:
     Name -> method: baselines, then `fennec_space` (K-shot fold-in) and
@@ -105,9 +102,9 @@ def build_methods(
     ValueError: a requested name that does not apply, listing the valid ones.
   """
   methods = baselines.baseline_methods(history, baseline_scores)
-  methods[FENNEC_SPACE] = space_method(
-      space_config, seed, kshot_config or space_lib.KShotConfig(seed=seed),
-      intervals)
+  methods[FENNEC_SPACE] = space_method(space_config, seed,
+                                       space_lib.KShotConfig(seed=seed),
+                                       intervals)
   methods[PAPER_NMF] = space_method(recommender.PAPER_SPACE, seed)
   if names:
     unknown = [n for n in names if n not in methods]

@@ -8,7 +8,6 @@ from absl.testing import absltest
 import numpy as np
 
 from fennec_jax import history as history_lib
-from fennec_jax import space as space_lib
 from fennec_jax.benchmarks import baselines
 from fennec_jax.benchmarks import evaluate
 from fennec_jax.benchmarks import protocol
@@ -33,13 +32,7 @@ class RunTest(absltest.TestCase):
     results, paths = evaluate.run(
         out, history_path=path, k_shots=(0, 2), num_seeds=2,
         methods=['popularity', 'fennec_space'],
-        space_config={'rank': 1, 'max_steps': 100},
-        # A small K-shot simulation: the wiring, not the calibration, is
-        # tested here (tests/space/kshot_test.py tests that).
-        kshot_config=space_lib.KShotConfig(
-            num_folds=3, num_draws=2, noise_mults=(1.0,), temperatures=(1.0,),
-            gp_shrinks=(0.3,), gp_nuggets=(1.0,), gp_meta_weights=(0.0,),
-            blends=(0.0, 1.0)))
+        space_config={'rank': 1, 'max_steps': 100})
     self.assertEqual(results.methods, ['popularity', 'fennec_space'])
     self.assertEqual(results.targets, list(h.task_ids))
     with open(paths['csv']) as f:
