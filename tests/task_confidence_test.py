@@ -16,7 +16,6 @@ from fennec_jax import neighbors
 from fennec_jax import recommender
 from fennec_jax import task_maps
 from fennec_jax.benchmarks.offline import demo
-from fennec_jax.space import kshot
 
 
 def _unit(x):
@@ -49,12 +48,6 @@ class TaskConfidenceTest(absltest.TestCase):
     cls.history, cls.sets, cls.centers, rng = _world()
     cls.fennec = recommender.Fennec().fit(cls.history,
                                           task_embeddings=cls.sets)
-    # A small K-shot simulation (the fallback, not the calibration, is
-    # tested here; tests/recommender_kshot_test.py does the same).
-    cls.fennec.kshot.config = kshot.KShotConfig(
-        num_folds=3, num_draws=3, noise_mults=(1.0,), temperatures=(1.0,),
-        gp_shrinks=(0.3,), gp_nuggets=(1.0,), gp_meta_weights=(0.0,),
-        blends=(0.0, 1.0))
     c = cls.centers
     cls.new = {
         'in': c[2] + 0.3 * rng.normal(size=(6, 6)),
