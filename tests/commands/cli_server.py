@@ -80,8 +80,10 @@ def _run_all(calls: list[dict]) -> list[dict]:
 def serve() -> None:
   os.environ['JAX_PLATFORMS'] = 'cpu'
   # What every command imports; importing no command module defines no flag.
-  import fennec_jax.benchmarks.runner  # pylint: disable=g-import-not-at-top,unused-import
-  import fennec_jax.cli  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  import fennec_jax.benchmarks.runner
+  import fennec_jax.cli
+  # pylint: enable=g-import-not-at-top,unused-import
   for line in sys.stdin:
     print(json.dumps(_run_all(json.loads(line))), flush=True)
 

@@ -243,7 +243,8 @@ class NasBenchTest(CliTestCase):
     out = self.tmp()
     proc = _fennec('nas-bench', f'--out={out}', '--limit=200', '--seeds=1',
                    '--train_fraction=0.2', '--steps=20', '--hidden=8',
-                   '--layers=1', '--ensemble=1', '--methods=gnn', '--datasets=cifar10',
+                   '--layers=1', '--ensemble=1', '--methods=gnn',
+                   '--datasets=cifar10',
                    '--flan_sizes=')
     self.assert_ok(proc)
     self.assertIn('Kendall tau', proc.stdout)
