@@ -16,15 +16,19 @@ answers with a JSON list of `{"returncode", "stdout", "stderr"}`.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import traceback
 
+_TIMEOUT_S = 600
+
 
 def _child(args: list[str], env: dict[str, str | None], out: str,
            err: str) -> None:
   """In the forked child: runs `fennec ARGS` into files, never returns."""
+  signal.alarm(_TIMEOUT_S)  # A hung command dies (status -14), not the suite.
   from fennec_jax import cli  # pylint: disable=g-import-not-at-top
   devnull = os.open(os.devnull, os.O_RDONLY)
   os.dup2(devnull, 0)
