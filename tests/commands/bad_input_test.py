@@ -6,15 +6,16 @@ place, score units and outliers (with --benchmark and --checkpoint), `fennec
 list`, CSV dialects and duplicates; the loaders' property-based fuzzing is in
 fuzz_loaders_test.py). Each command case asserts the exit code,
 the message and that no output file was left behind. Commands run in a
-subprocess (each defines its absl flags at import); the helpers they call are
-also tested in process, where it is cheaper.
+process of their own (each defines its absl flags at import), forked from
+cli_server.py; the helpers they call are also tested in process, where it is
+cheaper.
 """
 
 import csv
+import importlib.util
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from unittest import mock
 
@@ -36,32 +37,43 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def _start(args: tuple[str, ...], verbose_env: bool = False
-           ) -> subprocess.Popen:
-  """Starts `fennec ARGS` from the repository root on the CPU."""
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-  env.pop('FENNEC_VERBOSE', None)
-  if verbose_env:
-    env['FENNEC_VERBOSE'] = '1'
-  return subprocess.Popen([sys.executable, '-m', 'fennec_jax.cli', *args],
-                          cwd=_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+def _load_cli_server():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'cli_server.py')
+  spec = importlib.util.spec_from_file_location('cli_server', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
-def _finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
-  stdout, stderr = proc.communicate(timeout=300)
-  return subprocess.CompletedProcess(proc.args, proc.returncode, stdout,
-                                     stderr)
+_server = None
+
+
+def tearDownModule():
+  if _server is not None:
+    _server.close()
+
+
+def _run(*calls: tuple[tuple[str, ...], bool]
+         ) -> list[subprocess.CompletedProcess]:
+  """Runs `(args, verbose_env)` calls at once, each in a process of its own
+  forked from cli_server.py; `verbose_env` sets FENNEC_VERBOSE=1."""
+  global _server
+  if _server is None:
+    _server = _load_cli_server().Client(_ROOT)
+  return _server.run_many(
+      *[(args, {'FENNEC_VERBOSE': '1' if verbose else None})
+        for args, verbose in calls])
 
 
 def _fennec(*args: str) -> subprocess.CompletedProcess:
-  """Runs `fennec ARGS`."""
-  return _finish(_start(args))
+  """Runs `fennec ARGS` from the repository root on the CPU."""
+  return _run((args, False))[0]
 
 
 def _fennec_many(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
-  """Runs several `fennec` commands at once (each is mostly imports)."""
-  return [_finish(p) for p in [_start(args) for args in calls]]
+  """Runs several `fennec` commands at once."""
+  return _run(*[(args, False) for args in calls])
 
 
 def _error_lines(stderr: str) -> list[str]:
@@ -105,9 +117,9 @@ class ReadableErrorsTest(BadInputTestCase):
     out = os.path.join(out_dir, 'rank.csv')
     args = ('score', '--features=no_such.npz', '--estimators=logme',
             f'--out={out}')
-    started = [_start(args), _start(('score', '--top=3')),
-               _start(args + ('--verbose',)), _start(args, verbose_env=True)]
-    plain, bad_flag, *verbose = [_finish(p) for p in started]
+    plain, bad_flag, *verbose = _run(
+        (args, False), (('score', '--top=3'), False),
+        (args + ('--verbose',), False), (args, True))
     self.assert_user_error(plain, 'no_such.npz', 'does not exist')
     self.assert_user_error(bad_flag, "'top'", 'fennec score --help')
     for proc in verbose:

@@ -1,11 +1,14 @@
 """Every `fennec` subcommand end to end (tiny), with bad input, and --help.
 
-Each command runs in a subprocess: a command defines its absl flags at import,
-and several commands share flag names, so they cannot share one process.
+Each command runs in its own process: a command defines its absl flags at
+import, and several commands share flag names, so they cannot share one
+process. The processes are forked from cli_server.py, which has imported JAX
+and fennec_jax once; HelpTest also runs `python -m fennec_jax.cli` itself.
 """
 
 import contextlib
 import csv
+import importlib.util
 import io
 import json
 import os
@@ -23,15 +26,46 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
+def _load_cli_server():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                      'cli_server.py')
+  spec = importlib.util.spec_from_file_location('cli_server', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+_server = None
+
+
+def _fennec_many(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
+  """Runs several `fennec ARGS` at once, each in a process of its own."""
+  global _server
+  if _server is None:
+    _server = _load_cli_server().Client(_ROOT)
+  return _server.run_many(*[(args, {}) for args in calls])
+
+
 def _fennec(*args: str) -> subprocess.CompletedProcess:
   """Runs `fennec ARGS` from the repository root on the CPU."""
+  return _fennec_many(args)[0]
+
+
+def tearDownModule():
+  if _server is not None:
+    _server.close()
+
+
+def _python_m_fennec(*args: str) -> subprocess.CompletedProcess:
+  """Runs `python -m fennec_jax.cli ARGS`: the entry point itself."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   return subprocess.run([sys.executable, '-m', 'fennec_jax.cli', *args],
                         cwd=_ROOT, env=env, capture_output=True, text=True,
                         timeout=600, check=False)
 
 
-# The tiny build with four procedural targets, read directly (no tfds).
+# The tiny build with four procedural targets, read directly (no tfds), and
+# two MLP archs (no convolution to compile; build_test.py builds the CNN).
 _TINY4_CONFIG = """
 from fennec_jax.benchmarks import runner
 from fennec_jax.benchmarks.offline import build
@@ -42,6 +76,7 @@ def get_config():
   config.update(build.tiny_config())
   config.targets = ['shape_color', 'shape_kind', 'texture_kind', 'count_dots']
   config.data = 'direct'
+  config.archs = [['offline_mlp_s', 'mlp', 's'], ['offline_mlp_l', 'mlp', 'l']]
   return config
 """
 
@@ -84,8 +119,9 @@ class HelpTest(CliTestCase):
     self.assertIn('evaluate', err.getvalue())
 
   def test_command_help_lists_its_flags_with_defaults(self):
-    for flag in ('--help', '-h'):
-      proc = _fennec('evaluate', flag)
+    # `python -m` once: the entry point and a fresh interpreter.
+    for proc in (_python_m_fennec('evaluate', '--help'),
+                 _fennec('evaluate', '-h')):
       self.assert_ok(proc)
       for name in ('--benchmark', '--history', '--k_shots'):
         self.assertIn(name, proc.stdout)
@@ -102,15 +138,11 @@ class HelpTest(CliTestCase):
            'build-benchmark': '--export_dir', 'recommend': '--allow_outliers',
            'demo': '--task', 'list': '--benchmark'}
     self.assertCountEqual(own, cli.COMMANDS)
-    env = dict(os.environ, JAX_PLATFORMS='cpu')
-    procs = {c: subprocess.Popen(
-        [sys.executable, '-m', 'fennec_jax.cli', c, '--helpshort'], cwd=_ROOT,
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c in own}
-    for command, proc in procs.items():
-      stdout, stderr = proc.communicate(timeout=300)
+    procs = _fennec_many(*[(c, '--helpshort') for c in own])
+    for command, proc in zip(own, procs):
+      stdout = proc.stdout
       with self.subTest(command):
-        self.assertEqual(proc.returncode, 0, stderr[-2000:])
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
         self.assertIn(f'flags of fennec {command}:', stdout)
         self.assertIn(own[command], stdout)
         self.assertNotIn('--helpfull', stdout)
@@ -125,7 +157,7 @@ class EvaluateTest(CliTestCase):
   def test_tiny_history_protocol(self):
     out = self.tmp()
     proc = _fennec('evaluate', '--benchmark=model_spider_single',
-                   '--targets=CIFAR10,DTD', '--k_shots=0,1', '--seeds=2',
+                   '--targets=CIFAR10,DTD', '--k_shots=0,1', '--seeds=1',
                    '--methods=popularity,fennec_space', f'--out={out}')
     self.assert_ok(proc)
     self.assertIn('fennec_space', proc.stdout)  # The printed table.
@@ -211,7 +243,8 @@ class NasBenchTest(CliTestCase):
     out = self.tmp()
     proc = _fennec('nas-bench', f'--out={out}', '--limit=200', '--seeds=1',
                    '--train_fraction=0.2', '--steps=20', '--hidden=8',
-                   '--layers=1', '--methods=gnn', '--datasets=cifar10',
+                   '--layers=1', '--ensemble=1', '--methods=gnn',
+                   '--datasets=cifar10',
                    '--flan_sizes=')
     self.assert_ok(proc)
     self.assertIn('Kendall tau', proc.stdout)
