@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -166,6 +167,8 @@ class EvaluateTest(CliTestCase):
     # 2 methods x K in {0, 1} x (2 targets + MEAN).
     self.assertLen(rows, 12)
     self.assertEqual({r['target'] for r in rows}, {'CIFAR10', 'DTD', 'MEAN'})
+    # K = 1 (the K-shot fold-in) is defined on every row, as K = 0 is.
+    self.assertFalse(any(math.isnan(float(r['weighted_tau'])) for r in rows))
     with open(os.path.join(out, 'config.json')) as f:
       config = json.load(f)
     self.assertEqual(config['runner'], 'evaluate')
