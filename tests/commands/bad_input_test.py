@@ -50,8 +50,12 @@ _server = None
 
 
 def tearDownModule():
+  # pytest-xdist's loadscope may come back to this module after running
+  # another one (which tears this module down): the next call starts anew.
+  global _server
   if _server is not None:
     _server.close()
+    _server = None
 
 
 def _run(*calls: tuple[tuple[str, ...], bool]

@@ -53,8 +53,12 @@ def _fennec(*args: str) -> subprocess.CompletedProcess:
 
 
 def tearDownModule():
+  # pytest-xdist's loadscope may come back to this module after running
+  # another one (which tears this module down): the next call starts anew.
+  global _server
   if _server is not None:
     _server.close()
+    _server = None
 
 
 def _python_m_fennec(*args: str) -> subprocess.CompletedProcess:
