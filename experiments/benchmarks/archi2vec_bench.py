@@ -227,8 +227,8 @@ def compare_encoders(arrays, vocab_size, batch_nodes):
   rows = np.array([c.rows() for c in items]).sum(0)
   # Rows each path runs: per node, per graph's class, per batch's class.
   start = np.cumsum([0] + [n for _, n in sbatches])
-  shared_rows = np.array([compress._shared_need(  # pylint: disable=protected-access
-      items[a:b], ids[a:b])[0] for a, b in zip(start[:-1], start[1:])])
+  shared_rows = np.array([compress.shared_rows(items[a:b], ids[a:b])
+                          for a, b in zip(start[:-1], start[1:])])
   config = dict(hidden=_HIDDEN.value, num_layers=_LAYERS.value)
   model = gnn.GraphEncoder(vocab_size, **config)
   ref = reference.ReferenceGraphEncoder(vocab_size, **config)

@@ -539,6 +539,13 @@ def shared_batch(items: Sequence[Compressed],
                           **{k: tuple(v) for k, v in fields.items()})
 
 
+def shared_rows(items: Sequence[Compressed],
+                ids: Sequence[tuple[np.ndarray, ...]]) -> tuple[int, ...]:
+  """Rows each layer runs when `items` share their colour classes in one
+  batch (`colour_ids` of them): the distinct classes per level."""
+  return _shared_need(items, ids)[0]
+
+
 def _shared_need(items, ids):
   rows = tuple(len(np.unique(np.concatenate([v[k] for v in ids])))
                for k in range(len(ids[0])))

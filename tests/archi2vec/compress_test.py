@@ -215,9 +215,9 @@ class CompressTest(parameterized.TestCase):
     batch = compress.shared_batch(items[:1] * 2, ids[:1] * 2, budget)
     for k in range(1, 5):
       self.assertEqual(int(np.asarray(batch.count[k - 1]).sum()), 2 * 150)
-    need = compress._shared_need(items[:1] * 2, ids[:1] * 2)
-    self.assertEqual(need[0], items[0].rows())
-    self.assertLess(sum(compress._shared_need(items[:2], ids[:2])[0]),
+    self.assertEqual(compress.shared_rows(items[:1] * 2, ids[:1] * 2),
+                     items[0].rows())
+    self.assertLess(sum(compress.shared_rows(items[:2], ids[:2])),
                     sum(items[0].rows()) + sum(items[1].rows()))
 
   def test_bad_input(self):
