@@ -76,6 +76,22 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
+def shrink_to_seconds(c: ml_collections.ConfigDict,
+                      proxy_sources: list[str]) -> ml_collections.ConfigDict:
+  """`c` with test-sized data and 4-step trainings (the tiny configs).
+
+  The proxy is a small MLP over `proxy_sources`.
+  """
+  c.source_sizes = (64, 32)
+  c.target_sizes = (64, 40)
+  c.pretrain.update(steps=4, batch_size=16, warmup=1)
+  c.proxy.update(arch='offline_mlp_s', sources=list(proxy_sources),
+                 steps=4, batch_size=16, warmup=1)
+  c.finetune.update(steps=4, batch_size=16, warmup=1, max_train=64,
+                    eval_chunk=20)
+  return c
+
+
 def tiny_config() -> ml_collections.ConfigDict:
   """Seconds on a CPU: 2 archs x 2 models x 2 procedural targets."""
   c = default_config()
@@ -84,15 +100,7 @@ def tiny_config() -> ml_collections.ConfigDict:
                'src_shape_rotation']
   c.archs = [['offline_mlp_s', 'mlp', 's'], ['offline_cnn_s', 'cnn', 's']]
   c.models_per_arch = 2
-  c.source_sizes = (64, 32)
-  c.target_sizes = (64, 40)
-  c.pretrain.update(steps=4, batch_size=16, warmup=1)
-  c.proxy.update(arch='offline_mlp_s', sources=['src_shape_kind4',
-                                                'src_count_big'],
-                 steps=4, batch_size=16, warmup=1)
-  c.finetune.update(steps=4, batch_size=16, warmup=1, max_train=64,
-                    eval_chunk=20)
-  return c
+  return shrink_to_seconds(c, ['src_shape_kind4', 'src_count_big'])
 
 
 def _apply(module, variables, x, train):

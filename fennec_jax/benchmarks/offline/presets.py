@@ -55,12 +55,4 @@ def v2_tiny_config() -> ml_collections.ConfigDict:
   c.archs = [['offline_convnext_s', 'convnext', 's'],
              ['offline_densenet_s', 'densenet', 's']]
   c.models_per_arch = 1
-  c.source_sizes = (64, 32)
-  c.target_sizes = (64, 40)
-  c.pretrain.update(steps=4, batch_size=16, warmup=1)
-  c.proxy.update(arch='offline_mlp_s', sources=['src_digits_all',
-                                                'src_photo_scale'],
-                 steps=4, batch_size=16, warmup=1)
-  c.finetune.update(steps=4, batch_size=16, warmup=1, max_train=64,
-                    eval_chunk=20)
-  return c
+  return build.shrink_to_seconds(c, ['src_digits_all', 'src_photo_scale'])
