@@ -7,8 +7,8 @@ experiments/configs/task_maps.py; the logic
 and popularity, over `--seeds` probe draws; with `--k_shot=K` also images +
 scores against scores only on the models not revealed.
 
-Command (253 s for 4 seeds on the 2-core CPU under load; 35 s idle before
-the K-shot fold-in's calibration):
+Command (7.3 min for 4 seeds on the 2-core CPU at load ~14; 35 s idle
+before the K-shot fold-in's calibration):
 
   .venv/bin/python experiments/benchmarks/task_maps.py --seeds=4 \
       --out=experiments/benchmarks/results

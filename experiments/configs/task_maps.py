@@ -12,12 +12,14 @@ Command:
   python experiments/main.py --config=experiments/configs/task_maps.py \
       --workdir=runs/task_maps
 
-Writes `task_maps_offline.json`. Runtime: 253 s for 4 seeds on the 2-core CPU
-under load (35 s before the K-shot calibration; README). Expected (README; recorded in
+Writes `task_maps_offline.json`. Runtime: 7.3 min for 4 seeds on the 2-core
+CPU at load ~14 (the same runner through experiments/benchmarks/task_maps.py;
+35 s before the K-shot calibration; README). Expected (README; recorded in
 `experiments/benchmarks/results/task_maps_offline.json`, mean weighted tau
 over the 4 draws): fennec 0.639 (0.637-0.641 per draw), fennec_ridge 0.599,
-popularity 0.582, fennec_5 0.646, fennec_0_same_models 0.636, space_5 0.598
-(learned K-shot fold-in; 0.594 with the plain one).
+popularity 0.582, fennec_5 0.646, fennec_0_same_models 0.636, space_5 0.605
+(learned K-shot fold-in with its metadata term; 0.610 without it, 0.594 with
+the plain fold-in).
 
 Tiny variant for tests (2 targets, 1 draw of 20 images):
 `--config=experiments/configs/task_maps.py:tiny`, measured
