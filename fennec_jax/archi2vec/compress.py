@@ -276,6 +276,17 @@ def budget_for(items: Sequence[Compressed], batch_size: int,
                 batch_size + 1)
 
 
+def _check_items(items: Sequence['Compressed'], caller: str) -> None:
+  """Raises ValueError (named after `caller`) for no graphs, or graphs
+  compressed for different layer counts."""
+  if not items:
+    raise ValueError(f'{caller}: no graphs given.')
+  layers = {len(c.own) for c in items}
+  if len(layers) != 1:
+    raise ValueError(f'{caller}: graphs compressed for different layer '
+                     f'counts {sorted(layers)}.')
+
+
 def batch(items: Sequence[Compressed], budget: Budget) -> CompressedGraphs:
   """Pads and concatenates compressed graphs into one static-shape batch.
 
@@ -283,12 +294,7 @@ def batch(items: Sequence[Compressed], budget: Budget) -> CompressedGraphs:
     ValueError: no graphs, graphs compressed for different layer counts, or
       a batch over `budget` (the message names the budget and the need).
   """
-  if not items:
-    raise ValueError('batch: no graphs given.')
-  layers = {len(c.own) for c in items}
-  if len(layers) != 1:
-    raise ValueError(f'batch: graphs compressed for different layer counts '
-                     f'{sorted(layers)}.')
+  _check_items(items, 'batch')
   need = _need(items)
   if len(budget.rows) != len(need[0]) or not _fits(need, budget):
     raise ValueError(
@@ -428,17 +434,12 @@ def colour_ids(items: Sequence[Compressed]) -> list[tuple[np.ndarray, ...]]:
   Raises:
     ValueError: no graphs, or graphs compressed for different layer counts.
   """
-  if not items:
-    raise ValueError('colour_ids: no graphs given.')
-  layers = {len(c.own) for c in items}
-  if len(layers) != 1:
-    raise ValueError(f'colour_ids: graphs compressed for different layer '
-                     f'counts {sorted(layers)}.')
+  _check_items(items, 'colour_ids')
   split = np.cumsum([len(c.op) for c in items])[:-1]
   key = np.concatenate([np.concatenate([c.op[:, None].astype(np.int64),
                                         _bits(c.feat)], 1) for c in items])
   ids = [[v] for v in np.split(_classes(key)[1], split)]
-  for k in range(layers.pop()):
+  for k in range(len(items[0].own)):
     own = [prev[-1][c.own[k]] for c, prev in zip(items, ids)]
     flat = np.concatenate(own)
     distinct = int(flat.max()) + 1
