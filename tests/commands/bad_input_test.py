@@ -12,7 +12,6 @@ cheaper.
 """
 
 import csv
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -33,40 +32,22 @@ from fennec_jax.benchmarks.offline import loader as offline_loader
 from fennec_jax.commands import checks
 from fennec_jax.commands import ranking
 
+import cli_server  # tests/commands, on sys.path by its conftest.py
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def _load_cli_server():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      'cli_server.py')
-  spec = importlib.util.spec_from_file_location('cli_server', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_server = None
-
-
 def tearDownModule():
-  # pytest-xdist's loadscope may come back to this module after running
-  # another one (which tears this module down): the next call starts anew.
-  global _server
-  if _server is not None:
-    _server.close()
-    _server = None
+  cli_server.close()
 
 
 def _run(*calls: tuple[tuple[str, ...], bool]
          ) -> list[subprocess.CompletedProcess]:
   """Runs `(args, verbose_env)` calls at once, each in a process of its own
   forked from cli_server.py; `verbose_env` sets FENNEC_VERBOSE=1."""
-  global _server
-  if _server is None:
-    _server = _load_cli_server().Client(_ROOT)
-  return _server.run_many(
-      *[(args, {'FENNEC_VERBOSE': '1' if verbose else None})
+  return cli_server.run_many(
+      _ROOT, *[(args, {'FENNEC_VERBOSE': '1' if verbose else None})
         for args, verbose in calls])
 
 

@@ -11,7 +11,8 @@ itself once).
 Protocol: each stdin line is a JSON list of calls `{"args": [...], "env":
 {name: value or null}}`; the calls of a line run at once, and one stdout line
 answers with a JSON list of `{"returncode", "stdout", "stderr"}`.
-`Client` below starts the server and speaks the protocol.
+`Client` below starts the server and speaks the protocol; `run_many` and
+`close` keep one client for a test process.
 """
 
 import json
@@ -121,6 +122,27 @@ class Client:
     self._proc.stdin.close()
     self._proc.wait(timeout=60)
     self._proc.stdout.close()
+
+
+_client = None
+
+
+def run_many(root: str, *calls: tuple[tuple[str, ...], dict]
+             ) -> list[subprocess.CompletedProcess]:
+  """`Client.run_many` on this process's client, started on first use."""
+  global _client
+  if _client is None:
+    _client = Client(root)
+  return _client.run_many(*calls)
+
+
+def close() -> None:
+  """Stops the client; a later `run_many` starts a new one (pytest-xdist's
+  loadscope may come back to a test module after tearing it down)."""
+  global _client
+  if _client is not None:
+    _client.close()
+    _client = None
 
 
 if __name__ == '__main__':

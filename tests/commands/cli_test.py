@@ -8,7 +8,6 @@ and fennec_jax once; HelpTest also runs `python -m fennec_jax.cli` itself.
 
 import contextlib
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -23,28 +22,15 @@ import pytest
 
 from fennec_jax import cli
 
+import cli_server  # tests/commands, on sys.path by its conftest.py
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
-def _load_cli_server():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                      'cli_server.py')
-  spec = importlib.util.spec_from_file_location('cli_server', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-_server = None
-
-
 def _fennec_many(*calls: tuple[str, ...]) -> list[subprocess.CompletedProcess]:
   """Runs several `fennec ARGS` at once, each in a process of its own."""
-  global _server
-  if _server is None:
-    _server = _load_cli_server().Client(_ROOT)
-  return _server.run_many(*[(args, {}) for args in calls])
+  return cli_server.run_many(_ROOT, *[(args, {}) for args in calls])
 
 
 def _fennec(*args: str) -> subprocess.CompletedProcess:
@@ -53,12 +39,7 @@ def _fennec(*args: str) -> subprocess.CompletedProcess:
 
 
 def tearDownModule():
-  # pytest-xdist's loadscope may come back to this module after running
-  # another one (which tears this module down): the next call starts anew.
-  global _server
-  if _server is not None:
-    _server.close()
-    _server = None
+  cli_server.close()
 
 
 def _python_m_fennec(*args: str) -> subprocess.CompletedProcess:
